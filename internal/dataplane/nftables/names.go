@@ -1,0 +1,103 @@
+package nftables
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"net/netip"
+	"strings"
+
+	"github.com/svcproxy/svcproxy/internal/plan"
+)
+
+// Names of the table's fixed objects. The table name and the base chains'
+// hooks and priorities are public contract; everything else may change.
+const (
+	DefaultTable = "svcproxy"
+
+	// Base chains.
+	chainFilterPrerouting = "filter-prerouting"
+	chainFilterOutput     = "filter-output"
+	chainNatPrerouting    = "nat-prerouting"
+	chainNatOutput        = "nat-output"
+	chainNatPostrouting   = "nat-postrouting"
+	chainFilterInput      = "filter-input"
+	chainFilterForward    = "filter-forward"
+	chainFilterOutputPost = "filter-output-post-dnat"
+
+	// Regular fixed chains.
+	chainFirewallCheck  = "firewall-check"
+	chainServices       = "services"
+	chainNodePorts      = "nodeports"
+	chainEndpointsCheck = "endpoints-check"
+	chainMarkMasq       = "mark-for-masquerade"
+	chainMasquerading   = "masquerading"
+	chainReject         = "reject-chain"
+
+	// Maps and sets.
+	mapServiceIPs        = "service-ips"
+	mapServiceNodePorts  = "service-nodeports"
+	mapNoEndpointIPs     = "no-endpoint-services"
+	mapNoEndpointNodePts = "no-endpoint-nodeports"
+	mapFirewallIPs       = "firewall-ips"
+	setClusterIPs        = "cluster-ips"
+	setNodePortIPs       = "nodeport-ips"
+	setHairpin           = "hairpin"
+)
+
+// Prefixes of per-service-port chains and sets.
+const (
+	prefixService  = "svc-"      // traffic to the ClusterIP
+	prefixExternal = "ext-"      // traffic to NodePort, external and LB IPs
+	prefixCluster  = "cluster-"  // cluster endpoints, for Local-policy bypass
+	prefixFirewall = "fw-"       // loadBalancerSourceRanges
+	prefixEndpoint = "ep-"       // one endpoint, with session affinity
+	prefixAffinity = "affinity-" // clients pinned to one endpoint
+)
+
+// portID is the stable, unique, rule-safe identity of a service port: a hash
+// of its key followed by a readable (sanitized) name, e.g.
+// "4NIQ26WE-default/foo/tcp/https".
+func portID(k plan.Key) string {
+	sum := sha256.Sum256([]byte(k.String()))
+	h := base32.StdEncoding.EncodeToString(sum[:])[:8]
+	port := k.Port
+	if port == "" {
+		port = "-"
+	}
+	return h + "-" + safe(k.Namespace, 63) + "/" + safe(k.Name, 63) + "/" + strings.ToLower(safe(string(k.Protocol), 4)) + "/" + safe(port, 15)
+}
+
+// endpointID names an endpoint inside a port's chains.
+func endpointID(port string, ep netip.AddrPort) string {
+	sum := sha256.Sum256([]byte(port + "|" + ep.String()))
+	return port[:8] + "-" + base32.StdEncoding.EncodeToString(sum[:])[:8]
+}
+
+// safe keeps only characters that are plain identifier characters in nft
+// syntax and truncates. The plan validates names already; this is the second
+// line of defence that keeps API strings from ever becoming rule syntax.
+func safe(s string, max int) string {
+	var b strings.Builder
+	for _, c := range s {
+		if b.Len() >= max {
+			break
+		}
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '.':
+			b.WriteRune(c)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	return b.String()
+}
+
+// comment is the element comment naming the service port, as in kube-proxy
+// ("namespace/name:port"), made safe for nft's quoted strings.
+func comment(k plan.Key) *string {
+	c := safe(k.Namespace, 63) + "/" + safe(k.Name, 63)
+	if k.Port != "" {
+		c += ":" + safe(k.Port, 15)
+	}
+	return &c
+}

@@ -1,0 +1,436 @@
+// Package nftables is svcproxy's default dataplane: it renders the plan into
+// one nftables table per IP family ("ip svcproxy" and "ip6 svcproxy").
+//
+// Dispatch goes through verdict maps keyed by address . protocol . port, so
+// the cost of a new connection does not grow with the number of Services;
+// endpoint choice is one numgen rule per service port; writes are atomic
+// transactions; partial syncs rewrite only the chains of changed service
+// ports and add or delete single map elements. README.md shows the layout.
+package nftables
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"sigs.k8s.io/knftables"
+
+	"github.com/svcproxy/svcproxy/internal/plan"
+)
+
+// Options configure the dataplane.
+type Options struct {
+	// Table is the name of the table in each family (default "svcproxy").
+	Table string
+	// MasqueradeBit is the packet-mark bit that asks for masquerading
+	// (default 14, kube-proxy's --iptables-masquerade-bit).
+	MasqueradeBit uint
+	// Families to program (default IPv4 and IPv6).
+	Families []plan.Family
+	// NewInterface opens a table; default knftables.New. Tests pass fakes.
+	NewInterface func(family knftables.Family, table string) (knftables.Interface, error)
+}
+
+// Dataplane programs nftables. Not safe for concurrent use.
+type Dataplane struct {
+	opts     Options
+	families []*family
+}
+
+// New returns a dataplane; it talks to the kernel only when Sync or
+// Cleanup run.
+func New(opts Options) *Dataplane {
+	if opts.Table == "" {
+		opts.Table = DefaultTable
+	}
+	if opts.MasqueradeBit == 0 {
+		opts.MasqueradeBit = 14
+	}
+	if len(opts.Families) == 0 {
+		opts.Families = plan.Families
+	}
+	if opts.NewInterface == nil {
+		opts.NewInterface = func(f knftables.Family, t string) (knftables.Interface, error) { return knftables.New(f, t) }
+	}
+	d := &Dataplane{opts: opts}
+	for _, f := range opts.Families {
+		d.families = append(d.families, &family{fam: f, w: wordsFor(f), needFull: true})
+	}
+	return d
+}
+
+// Sync makes every family's table match the plan.
+func (d *Dataplane) Sync(ctx context.Context, p *plan.Plan, ch plan.Changes) error {
+	var errs []error
+	for _, f := range d.families {
+		if err := d.open(f); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := f.sync(ctx, p, ch, d.opts.MasqueradeBit); err != nil {
+			errs = append(errs, fmt.Errorf("nftables %s sync: %w", f.fam, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Cleanup deletes the tables of every family.
+func (d *Dataplane) Cleanup(ctx context.Context) error {
+	var errs []error
+	for _, f := range d.families {
+		if err := d.open(f); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		tx := f.nft.NewTransaction()
+		tx.Delete(&knftables.Table{})
+		if err := f.nft.Run(ctx, tx); err != nil && !knftables.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("nftables %s cleanup: %w", f.fam, err))
+		}
+		f.forget()
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Dataplane) open(f *family) error {
+	if f.nft != nil {
+		return nil
+	}
+	kf := knftables.IPv4Family
+	if f.fam == plan.IPv6 {
+		kf = knftables.IPv6Family
+	}
+	nft, err := d.opts.NewInterface(kf, d.opts.Table)
+	if err != nil {
+		return fmt.Errorf("nftables %s: %w", f.fam, err)
+	}
+	f.nft = nft
+	return nil
+}
+
+// family is the state of one family's table: what the last successful sync
+// wrote, so that the next partial sync can send only the difference.
+type family struct {
+	fam      plan.Family
+	w        words
+	nft      knftables.Interface
+	needFull bool
+
+	written map[plan.Key]*portObjects
+	claims  *claims
+}
+
+func (f *family) forget() {
+	f.written, f.claims, f.needFull = nil, nil, true
+}
+
+func (f *family) renderer(p *plan.Plan) *renderer {
+	return &renderer{w: f.w, clusterCIDRs: p.Config.ClusterCIDRsOf(f.fam), masqAll: p.Config.MasqueradeAll}
+}
+
+func (f *family) sync(ctx context.Context, p *plan.Plan, ch plan.Changes, masqBit uint) error {
+	var err error
+	if ch.Full || f.needFull {
+		err = f.fullSync(ctx, p, masqBit)
+	} else {
+		err = f.partialSync(ctx, p, ch)
+	}
+	if err != nil {
+		f.forget()
+	}
+	return err
+}
+
+// fullSync rewrites the whole table in one transaction. Map and set
+// contents are replaced, chains are flushed and refilled, and anything the
+// table holds that the plan no longer needs is deleted. Affinity sets are
+// never flushed, so clients keep their endpoints across full syncs.
+func (f *family) fullSync(ctx context.Context, p *plan.Plan, masqBit uint) error {
+	r := f.renderer(p)
+	fx := r.fixed(&p.Config, f.fam, masqBit)
+	written := map[plan.Key]*portObjects{}
+	cl := newClaims()
+	for _, sp := range p.PortsOf(f.fam) {
+		o := r.port(sp)
+		written[sp.Key] = o
+		cl.update(sp.Key, nil, o.elems)
+	}
+	existing, err := f.existing(ctx)
+	if err != nil {
+		return err
+	}
+
+	tx := f.nft.NewTransaction()
+	tx.Add(&knftables.Table{Comment: ptr("svcproxy: Kubernetes Services")})
+	want := map[string]bool{}
+	for _, b := range fx.base {
+		tx.Add(&knftables.Chain{Name: b.name, Type: &b.typ, Hook: &b.hook, Priority: &b.priority})
+		want[b.name] = true
+	}
+	for _, c := range fx.regular {
+		tx.Add(&knftables.Chain{Name: c.name})
+		want[c.name] = true
+	}
+	for _, m := range fx.maps {
+		tx.Add(m)
+		tx.Flush(m)
+		want[m.Name] = true
+	}
+	for _, s := range fx.sets {
+		tx.Add(s)
+		tx.Flush(s)
+		want[s.Name] = true
+	}
+	for _, k := range sortedKeys(written) {
+		for _, c := range written[k].chains {
+			tx.Add(&knftables.Chain{Name: c.name})
+			want[c.name] = true
+		}
+		for _, s := range written[k].sets {
+			tx.Add(affinitySet(s, f.w))
+			want[s.name] = true
+		}
+	}
+	// Flush every chain that exists, so no stale rule refers to what is
+	// deleted below, then fill the ones we want.
+	for _, name := range existing.chains {
+		tx.Flush(&knftables.Chain{Name: name})
+	}
+	for _, b := range fx.base {
+		addRules(tx, b.name, b.rules)
+	}
+	for _, c := range fx.regular {
+		addRules(tx, c.name, c.rules)
+	}
+	for _, k := range sortedKeys(written) {
+		for _, c := range written[k].chains {
+			addRules(tx, c.name, c.rules)
+		}
+	}
+	for _, e := range fx.elems {
+		tx.Add(e.element())
+	}
+	for _, e := range cl.effective() {
+		tx.Add(e.element())
+	}
+	for _, name := range existing.chains {
+		if !want[name] {
+			tx.Delete(&knftables.Chain{Name: name})
+		}
+	}
+	for _, name := range existing.sets {
+		if !want[name] {
+			tx.Delete(&knftables.Set{Name: name})
+		}
+	}
+	for _, name := range existing.maps {
+		if !want[name] {
+			tx.Delete(&knftables.Map{Name: name})
+		}
+	}
+	if err := f.nft.Run(ctx, tx); err != nil {
+		return err
+	}
+	f.written, f.claims, f.needFull = written, cl, false
+	return nil
+}
+
+// addRules appends rules to a chain that the transaction has emptied or
+// just created.
+func addRules(tx *knftables.Transaction, chain string, rules []string) {
+	for _, r := range rules {
+		tx.Add(&knftables.Rule{Chain: chain, Rule: r})
+	}
+}
+
+// partialSync sends only what changed for the changed service ports:
+// their chains (rewritten whole, or deleted) and their map elements.
+func (f *family) partialSync(ctx context.Context, p *plan.Plan, ch plan.Changes) error {
+	r := f.renderer(p)
+	tx := f.nft.NewTransaction()
+	keys := make([]plan.Key, 0, len(ch.Keys))
+	for k := range ch.Keys {
+		if k.Family == f.fam {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, compareKeys)
+	next := map[plan.Key]*portObjects{}
+	var touched []elemID
+	for _, k := range keys {
+		if sp := p.Ports[k]; sp != nil {
+			next[k] = r.port(sp)
+		}
+		for _, e := range append(elemsOf(f.written[k]), elemsOf(next[k])...) {
+			touched = append(touched, idOf(e))
+		}
+	}
+	// The claims change in place; if the transaction fails the family
+	// forgets everything and the next sync is full.
+	before := f.claims.snapshot(touched)
+	for _, k := range keys {
+		f.claims.update(k, elemsOf(f.written[k]), elemsOf(next[k]))
+	}
+	// New chains and sets first, so elements and rules can refer to them.
+	for _, k := range keys {
+		if o := next[k]; o != nil {
+			for _, s := range o.sets {
+				tx.Add(affinitySet(s, f.w))
+			}
+			for _, c := range o.chains {
+				tx.Add(&knftables.Chain{Name: c.name})
+			}
+		}
+	}
+	// Map elements: deletions before additions.
+	dels, adds := f.claims.diff(before, touched)
+	for _, e := range dels {
+		tx.Delete(e.element())
+	}
+	for _, k := range keys {
+		for _, c := range changedChains(f.written[k], next[k]) {
+			tx.Flush(&knftables.Chain{Name: c.name})
+			addRules(tx, c.name, c.rules)
+		}
+	}
+	for _, e := range adds {
+		tx.Add(e.element())
+	}
+	// Chains and sets nobody needs any more: empty them all, then delete.
+	var stale []string
+	var staleSets []string
+	for _, k := range keys {
+		stale = append(stale, goneChains(f.written[k], next[k])...)
+		staleSets = append(staleSets, goneSets(f.written[k], next[k])...)
+	}
+	for _, name := range stale {
+		tx.Flush(&knftables.Chain{Name: name})
+	}
+	for _, name := range stale {
+		tx.Delete(&knftables.Chain{Name: name})
+	}
+	for _, name := range staleSets {
+		tx.Delete(&knftables.Set{Name: name})
+	}
+	if tx.NumOperations() > 0 {
+		if err := f.nft.Run(ctx, tx); err != nil {
+			return err
+		}
+	}
+	for _, k := range keys {
+		if o := next[k]; o == nil {
+			delete(f.written, k)
+		} else {
+			f.written[k] = o
+		}
+	}
+	return nil
+}
+
+func affinitySet(s setDef, w words) *knftables.Set {
+	return &knftables.Set{
+		Name:    s.name,
+		Type:    w.addrType,
+		Flags:   []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag},
+		Timeout: ptr(secondsDuration(s.timeout)),
+	}
+}
+
+func elemsOf(o *portObjects) []elemDef {
+	if o == nil {
+		return nil
+	}
+	return o.elems
+}
+
+// changedChains returns the chains of next that are new or whose rules differ.
+func changedChains(prev, next *portObjects) []chainDef {
+	if next == nil {
+		return nil
+	}
+	old := map[string][]string{}
+	if prev != nil {
+		for _, c := range prev.chains {
+			old[c.name] = c.rules
+		}
+	}
+	var out []chainDef
+	for _, c := range next.chains {
+		if rules, ok := old[c.name]; !ok || !slices.Equal(rules, c.rules) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func goneChains(prev, next *portObjects) []string {
+	if prev == nil {
+		return nil
+	}
+	keep := map[string]bool{}
+	if next != nil {
+		for _, c := range next.chains {
+			keep[c.name] = true
+		}
+	}
+	var out []string
+	for _, c := range prev.chains {
+		if !keep[c.name] {
+			out = append(out, c.name)
+		}
+	}
+	return out
+}
+
+func goneSets(prev, next *portObjects) []string {
+	if prev == nil {
+		return nil
+	}
+	keep := map[string]bool{}
+	if next != nil {
+		for _, s := range next.sets {
+			keep[s.name] = true
+		}
+	}
+	var out []string
+	for _, s := range prev.sets {
+		if !keep[s.name] {
+			out = append(out, s.name)
+		}
+	}
+	return out
+}
+
+// tableContents is what the kernel's table holds before a full sync.
+type tableContents struct {
+	chains, sets, maps []string
+}
+
+func (f *family) existing(ctx context.Context) (*tableContents, error) {
+	all, err := f.nft.ListAll(ctx)
+	if err != nil && !knftables.IsNotFound(err) {
+		return nil, fmt.Errorf("listing table: %w", err)
+	}
+	return &tableContents{chains: all["chain"], sets: all["set"], maps: all["map"]}, nil
+}
+
+func sortedKeys(m map[plan.Key]*portObjects) []plan.Key {
+	keys := make([]plan.Key, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, compareKeys)
+	return keys
+}
+
+func compareKeys(a, b plan.Key) int {
+	switch {
+	case a.Less(b):
+		return -1
+	case b.Less(a):
+		return 1
+	}
+	return 0
+}
+
