@@ -433,4 +433,3 @@ func compareKeys(a, b plan.Key) int {
 	}
 	return 0
 }
-

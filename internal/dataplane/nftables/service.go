@@ -187,13 +187,15 @@ func (r *renderer) balance(o *portObjects, sp *plan.ServicePort, id string, eps 
 	for _, e := range eps {
 		eid := endpointID(id, e)
 		r.affinityEndpoint(o, sp, eid, e, proto)
-		rules = append(rules, fmt.Sprintf("%s saddr @%s goto %s", r.w.ip, prefixAffinity+eid, prefixEndpoint+eid))
+		rules = append(rules, fmt.Sprintf("%s saddr @%s goto %s", r.w.ip, affinitySetName(eid, sp.AffinitySeconds), prefixEndpoint+eid))
 	}
 	if len(eps) == 1 {
 		return append(rules, "goto "+prefixEndpoint+endpointID(id, eps[0]))
 	}
+	// (The space before each comma keeps chain names whole for tools that
+	// split rules on spaces, like knftables' fake.)
 	return append(rules, fmt.Sprintf("numgen random mod %d vmap { %s }", len(eps), indexMap(eps, func(e netip.AddrPort) string {
-		return "goto " + prefixEndpoint + endpointID(id, e)
+		return "goto " + prefixEndpoint + endpointID(id, e) + " "
 	})))
 }
 
@@ -205,11 +207,18 @@ func (r *renderer) affinityEndpoint(o *portObjects, sp *plan.ServicePort, eid st
 			return
 		}
 	}
-	o.sets = append(o.sets, setDef{name: prefixAffinity + eid, timeout: sp.AffinitySeconds})
+	set := affinitySetName(eid, sp.AffinitySeconds)
+	o.sets = append(o.sets, setDef{name: set, timeout: sp.AffinitySeconds})
 	o.chains = append(o.chains, chainDef{name: name, rules: []string{
-		fmt.Sprintf("update @%s { %s saddr }", prefixAffinity+eid, r.w.ip),
+		fmt.Sprintf("update @%s { %s saddr }", set, r.w.ip),
 		fmt.Sprintf("%s dnat %s to %s", proto, r.w.ip, dnatTarget(e)),
 	}})
+}
+
+// affinitySetName carries the timeout, because the kernel cannot change the
+// timeout of an existing set: a new timeout makes a new set.
+func affinitySetName(eid string, timeout int32) string {
+	return fmt.Sprintf("%s%s-%ds", prefixAffinity, eid, timeout)
 }
 
 func dnatTarget(e netip.AddrPort) string {
