@@ -27,6 +27,7 @@ type Tracker struct {
 	node     nodeInfo
 	services map[types.NamespacedName]*v1.Service
 	slices   map[types.NamespacedName]map[string]*discovery.EndpointSlice // by Service
+	owners   map[types.NamespacedName]types.NamespacedName                // Service of each slice, by slice
 	dirty    map[types.NamespacedName]bool
 	full     bool
 
@@ -41,6 +42,7 @@ func NewTracker(cfg Config) *Tracker {
 		cfg:       cfg,
 		services:  map[types.NamespacedName]*v1.Service{},
 		slices:    map[types.NamespacedName]map[string]*discovery.EndpointSlice{},
+		owners:    map[types.NamespacedName]types.NamespacedName{},
 		dirty:     map[types.NamespacedName]bool{},
 		full:      true,
 		plan:      &Plan{Config: cfg, Ports: map[Key]*ServicePort{}},
@@ -51,6 +53,9 @@ func NewTracker(cfg Config) *Tracker {
 
 // SetService adds or updates a Service.
 func (t *Tracker) SetService(svc *v1.Service) {
+	if svc == nil {
+		return
+	}
 	nn := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
 	t.services[nn] = svc
 	t.dirty[nn] = true
@@ -64,9 +69,17 @@ func (t *Tracker) DeleteService(namespace, name string) {
 }
 
 // SetSlice adds or updates an EndpointSlice. Slices without a service-name
-// label belong to no Service and are ignored.
+// label belong to no Service and are ignored. A slice whose label now names
+// another Service, or none, stops serving the Service it named before.
 func (t *Tracker) SetSlice(s *discovery.EndpointSlice) {
+	if s == nil {
+		return
+	}
+	id := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
 	nn, ok := sliceOwner(s)
+	if old, had := t.owners[id]; had && (!ok || old != nn) {
+		t.removeSlice(id, old)
+	}
 	if !ok {
 		return
 	}
@@ -74,20 +87,29 @@ func (t *Tracker) SetSlice(s *discovery.EndpointSlice) {
 		t.slices[nn] = map[string]*discovery.EndpointSlice{}
 	}
 	t.slices[nn][s.Name] = s
+	t.owners[id] = nn
 	t.dirty[nn] = true
 }
 
-// DeleteSlice removes an EndpointSlice.
+// DeleteSlice removes an EndpointSlice. It is found by namespace and name,
+// so the object passed may be a stale copy.
 func (t *Tracker) DeleteSlice(s *discovery.EndpointSlice) {
-	nn, ok := sliceOwner(s)
-	if !ok {
+	if s == nil {
 		return
 	}
-	delete(t.slices[nn], s.Name)
-	if len(t.slices[nn]) == 0 {
-		delete(t.slices, nn)
+	id := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+	if owner, ok := t.owners[id]; ok {
+		t.removeSlice(id, owner)
 	}
-	t.dirty[nn] = true
+}
+
+func (t *Tracker) removeSlice(id, owner types.NamespacedName) {
+	delete(t.slices[owner], id.Name)
+	if len(t.slices[owner]) == 0 {
+		delete(t.slices, owner)
+	}
+	delete(t.owners, id)
+	t.dirty[owner] = true
 }
 
 func sliceOwner(s *discovery.EndpointSlice) (types.NamespacedName, bool) {

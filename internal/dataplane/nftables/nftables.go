@@ -197,6 +197,15 @@ func (f *family) fullSync(ctx context.Context, p *plan.Plan, masqBit uint) error
 	for _, name := range existing.chains {
 		tx.Flush(&knftables.Chain{Name: name})
 	}
+	// Elements go in before the rules that use their maps: the kernel
+	// checks each new map element against every rule bound to the map, so
+	// the other order costs elements x rules.
+	for _, e := range fx.elems {
+		tx.Add(e.element())
+	}
+	for _, e := range cl.effective() {
+		tx.Add(e.element())
+	}
 	for _, b := range fx.base {
 		addRules(tx, b.name, b.rules)
 	}
@@ -207,12 +216,6 @@ func (f *family) fullSync(ctx context.Context, p *plan.Plan, masqBit uint) error
 		for _, c := range written[k].chains {
 			addRules(tx, c.name, c.rules)
 		}
-	}
-	for _, e := range fx.elems {
-		tx.Add(e.element())
-	}
-	for _, e := range cl.effective() {
-		tx.Add(e.element())
 	}
 	for _, name := range existing.chains {
 		if !want[name] {
@@ -283,19 +286,19 @@ func (f *family) partialSync(ctx context.Context, p *plan.Plan, ch plan.Changes)
 			}
 		}
 	}
-	// Map elements: deletions before additions.
+	// Map elements (deletions first), then the rules that use them.
 	dels, adds := f.claims.diff(before, touched)
 	for _, e := range dels {
 		tx.Delete(e.element())
+	}
+	for _, e := range adds {
+		tx.Add(e.element())
 	}
 	for _, k := range keys {
 		for _, c := range changedChains(f.written[k], next[k]) {
 			tx.Flush(&knftables.Chain{Name: c.name})
 			addRules(tx, c.name, c.rules)
 		}
-	}
-	for _, e := range adds {
-		tx.Add(e.element())
 	}
 	// Chains and sets nobody needs any more: empty them all, then delete.
 	var stale []string

@@ -80,7 +80,7 @@ func (r *renderer) port(sp *plan.ServicePort) *portObjects {
 		claim(mapNoEndpointIPs, true, vip(sp.ClusterIP, sp.Port), "drop")
 	default:
 		svc := chainDef{name: prefixService + id, rules: r.clusterIPMasq()}
-		svc.rules = append(svc.rules, r.balance(o, sp, id, internal)...)
+		svc.rules = append(svc.rules, r.balance(o, sp, internal)...)
 		o.chains = append(o.chains, svc)
 		claim(mapServiceIPs, true, vip(sp.ClusterIP, sp.Port), "goto "+svc.name)
 	}
@@ -147,10 +147,10 @@ func (r *renderer) clusterIPMasq() []string {
 func (r *renderer) external(o *portObjects, sp *plan.ServicePort, id string) []chainDef {
 	ext := chainDef{name: prefixExternal + id}
 	if !sp.ExternalLocal {
-		ext.rules = append([]string{"jump " + chainMarkMasq}, r.balance(o, sp, id, sp.ClusterEndpoints)...)
+		ext.rules = append([]string{"jump " + chainMarkMasq}, r.balance(o, sp, sp.ClusterEndpoints)...)
 		return []chainDef{ext}
 	}
-	cluster := chainDef{name: prefixCluster + id, rules: r.balance(o, sp, id, sp.ClusterEndpoints)}
+	cluster := chainDef{name: prefixCluster + id, rules: r.balance(o, sp, sp.ClusterEndpoints)}
 	if len(r.clusterCIDRs) > 0 {
 		ext.rules = append(ext.rules, fmt.Sprintf("%s saddr { %s } goto %s", r.w.ip, joinPrefixes(r.clusterCIDRs), cluster.name))
 	}
@@ -158,45 +158,75 @@ func (r *renderer) external(o *portObjects, sp *plan.ServicePort, id string) []c
 		"fib saddr type local jump "+chainMarkMasq,
 		"fib saddr type local goto "+cluster.name,
 	)
-	ext.rules = append(ext.rules, r.balance(o, sp, id, sp.LocalEndpoints)...)
+	ext.rules = append(ext.rules, r.balance(o, sp, sp.LocalEndpoints)...)
 	return []chainDef{ext, cluster}
 }
 
-// balance renders the rules that pick one of eps uniformly at random
-// (numgen), DNAT to it, and with session affinity keep a client on the
-// endpoint it had. Without affinity no per-endpoint chain is needed: one
-// rule with an anonymous map does it all.
-func (r *renderer) balance(o *portObjects, sp *plan.ServicePort, id string, eps []netip.AddrPort) []string {
+// balance renders the rules that pick one of eps uniformly at random and
+// DNAT to it: a cascade, as kube-proxy's iptables mode does with
+// "statistic mode random probability", where rule i of n matches with
+// probability 1/(n-i) and the last always does. With session affinity, a
+// client seen recently goes back to its endpoint first.
+//
+// Why no map: a per-Service set costs the kernel a scan of all sets (by
+// name, or to name an anonymous one), and one shared map is checked against
+// every rule bound to it on each change; either way a cold sync at 10,000
+// Services takes tens of seconds. Plain rules take one.
+func (r *renderer) balance(o *portObjects, sp *plan.ServicePort, eps []netip.AddrPort) []string {
 	if len(eps) == 0 {
 		return nil
 	}
 	proto := "meta l4proto " + strings.ToLower(string(sp.Protocol))
-	for _, e := range eps {
-		hp := []string{e.Addr().String(), e.Addr().String()}
-		o.elems = appendUnique(o.elems, elemDef{into: setHairpin, key: hp, comment: comment(sp.Key)})
-	}
-	if sp.AffinitySeconds == 0 {
-		if len(eps) == 1 {
-			return []string{fmt.Sprintf("%s dnat %s to %s", proto, r.w.ip, dnatTarget(eps[0]))}
+	r.hairpin(o, sp, eps)
+	pick := func(i int) string {
+		if i == len(eps)-1 {
+			return ""
 		}
-		return []string{fmt.Sprintf("%s dnat %s to numgen random mod %d map { %s }", proto, r.w.ip, len(eps), indexMap(eps, func(e netip.AddrPort) string {
-			return e.Addr().String() + " . " + fmt.Sprint(e.Port())
-		}))}
+		return fmt.Sprintf("numgen random mod %d == 0 ", len(eps)-i)
 	}
 	var rules []string
+	if sp.AffinitySeconds == 0 {
+		for i, e := range eps {
+			rules = append(rules, fmt.Sprintf("%s %sdnat %s to %s", proto, pick(i), r.w.ip, dnatTarget(e)))
+		}
+		return rules
+	}
+	portID := portID(sp.Key)
 	for _, e := range eps {
-		eid := endpointID(id, e)
+		eid := endpointID(portID, e)
 		r.affinityEndpoint(o, sp, eid, e, proto)
 		rules = append(rules, fmt.Sprintf("%s saddr @%s goto %s", r.w.ip, affinitySetName(eid, sp.AffinitySeconds), prefixEndpoint+eid))
 	}
-	if len(eps) == 1 {
-		return append(rules, "goto "+prefixEndpoint+endpointID(id, eps[0]))
+	for i, e := range eps {
+		rules = append(rules, pick(i)+"goto "+prefixEndpoint+endpointID(portID, e))
 	}
-	// (The space before each comma keeps chain names whole for tools that
-	// split rules on spaces, like knftables' fake.)
-	return append(rules, fmt.Sprintf("numgen random mod %d vmap { %s }", len(eps), indexMap(eps, func(e netip.AddrPort) string {
-		return "goto " + prefixEndpoint + endpointID(id, e) + " "
-	})))
+	return rules
+}
+
+// hairpin claims the hairpin set entries for the endpoints that may receive
+// their own traffic through this node: local ones (and those of unknown
+// node), and with externalTrafficPolicy Local every cluster endpoint, since
+// a pod elsewhere may reach itself through this node's NodePort without
+// being masqueraded. Other remote pods' Service traffic never crosses this
+// node, so the set stays small.
+func (r *renderer) hairpin(o *portObjects, sp *plan.ServicePort, eps []netip.AddrPort) {
+	remoteToo := sp.ExternalLocal
+	for _, e := range eps {
+		if !remoteToo && !mayBeLocal(sp, e) {
+			continue
+		}
+		hp := []string{e.Addr().String(), e.Addr().String()}
+		o.elems = appendUnique(o.elems, elemDef{into: setHairpin, key: hp, comment: comment(sp.Key)})
+	}
+}
+
+func mayBeLocal(sp *plan.ServicePort, addr netip.AddrPort) bool {
+	for _, e := range sp.Endpoints {
+		if e.Addr == addr {
+			return e.Local || e.NodeName == ""
+		}
+	}
+	return true
 }
 
 // affinityEndpoint adds (once) an endpoint's chain and affinity set.
@@ -226,14 +256,6 @@ func dnatTarget(e netip.AddrPort) string {
 		return fmt.Sprintf("[%s]:%d", e.Addr(), e.Port())
 	}
 	return e.String()
-}
-
-func indexMap(eps []netip.AddrPort, value func(netip.AddrPort) string) string {
-	parts := make([]string, len(eps))
-	for i, e := range eps {
-		parts[i] = fmt.Sprintf("%d : %s", i, value(e))
-	}
-	return strings.Join(parts, ", ")
 }
 
 func joinPrefixes(ps []netip.Prefix) string {

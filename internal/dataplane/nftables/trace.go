@@ -21,6 +21,7 @@ type Path struct {
 	Endpoint        netip.AddrPort // after DNAT
 	Masquerade      bool
 	AffinitySeconds int32
+	Probability     float64 // of this path among all
 }
 
 // Trace walks the first packet of a connection through the table, hook by
@@ -53,12 +54,16 @@ func Trace(rs *Ruleset, localAddrs []netip.Addr, pkt plan.Packet) ([]Path, error
 }
 
 // Decision sums up the paths of a trace as a plan decision, so it can be
-// compared with the plan's own.
+// compared with the plan's own. Paths must agree on the action and be
+// equally likely: the plan promises a uniform choice.
 func Decision(paths []Path) (plan.Decision, error) {
 	d := plan.Decision{Action: paths[0].Action, AffinitySeconds: paths[0].AffinitySeconds}
 	for _, p := range paths {
 		if p.Action != d.Action {
 			return d, fmt.Errorf("paths disagree: %s and %s", d.Action, p.Action)
+		}
+		if diff := p.Probability - 1/float64(len(paths)); diff > 1e-9 || diff < -1e-9 {
+			return d, fmt.Errorf("path to %s has probability %.4f, not 1/%d", p.Endpoint, p.Probability, len(paths))
 		}
 		if p.Action == plan.Forward {
 			d.Targets = append(d.Targets, plan.Target{Endpoint: p.Endpoint, Masquerade: p.Masquerade})
@@ -88,7 +93,7 @@ const maxSteps = 1000
 
 func (w *walker) run(pkt plan.Packet) (Path, error) {
 	w.src, w.dst, w.dport, w.proto = pkt.Src, pkt.Dst.Addr(), pkt.Dst.Port(), strings.ToLower(string(pkt.Protocol))
-	w.path.Action = plan.Pass
+	w.path.Action, w.path.Probability = plan.Pass, 1
 	hooks := []string{"prerouting", "routing", "postrouting"}
 	if pkt.FromHost {
 		hooks = []string{"output", "postrouting"}
@@ -201,8 +206,7 @@ var (
 	reVmapPort  = regexp.MustCompile(`^meta l4proto \. th dport vmap @(\S+)$`)
 	reMarkSet   = regexp.MustCompile(`^meta mark set meta mark (\||\^) (0x[0-9a-f]+)$`)
 	reDnatOne   = regexp.MustCompile(`^dnat (?:ip6? )?to (\S+)$`)
-	reDnatMap   = regexp.MustCompile(`^dnat ip6? to numgen random mod (\d+) map \{ (.*) \}$`)
-	reNumgen    = regexp.MustCompile(`^numgen random mod (\d+) vmap \{ (.*) \}$`)
+	reNumgen    = regexp.MustCompile(`^numgen random mod (\d+) (?:== )?0 `)
 	reUpdate    = regexp.MustCompile(`^update @(\S+) \{ ip6? saddr \}$`)
 	reVerdict   = regexp.MustCompile(`^(jump|goto) (\S+)$`)
 	reTerminals = regexp.MustCompile(`^(return|drop|reject|accept)$`)
@@ -259,6 +263,13 @@ func (w *walker) match(s string) (bool, int, error) {
 	}
 	if m := reProto.FindStringSubmatch(s); m != nil {
 		return w.proto == m[1], len(m[0]), nil
+	}
+	if m := reNumgen.FindStringSubmatch(s); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		if n < 1 {
+			return false, 0, fmt.Errorf("numgen modulus %d", n)
+		}
+		return w.choose(n), len(m[0]), nil
 	}
 	if m := reMarkTest.FindStringSubmatch(s); m != nil {
 		mask, want := parseHex(m[1]), parseHex(m[2])
@@ -338,16 +349,6 @@ func (w *walker) statement(s string) (string, error) {
 	if m := reDnatOne.FindStringSubmatch(s); m != nil {
 		return w.dnatTo(m[1])
 	}
-	if m := reDnatMap.FindStringSubmatch(s); m != nil {
-		v, err := w.choose(m[1], m[2])
-		if err != nil {
-			return "", err
-		}
-		return w.dnatTo(strings.Replace(v, " . ", ":", 1))
-	}
-	if m := reNumgen.FindStringSubmatch(s); m != nil {
-		return w.choose(m[1], m[2])
-	}
 	return "", fmt.Errorf("unknown rule shape %q", s)
 }
 
@@ -359,28 +360,21 @@ func (w *walker) lookup(name, key string) (string, error) {
 	return m[key], nil // "" when absent: the rule does not match
 }
 
-// choose picks one element of an anonymous numgen map: the forced choice,
-// or the first one, remembering how many there were.
-func (w *walker) choose(mod, elems string) (string, error) {
-	n, _ := strconv.Atoi(mod)
-	values := map[int]string{}
-	for _, e := range strings.Split(elems, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(e), " : ")
-		i, err := strconv.Atoi(k)
-		if !ok || err != nil || i < 0 || i >= n {
-			return "", fmt.Errorf("bad numgen element %q", e)
-		}
-		values[i] = v
-	}
-	if len(values) != n {
-		return "", fmt.Errorf("numgen mod %d has %d elements", n, len(values))
-	}
+// choose decides a random match that holds with probability 1/n: the
+// forced outcome, or a match, remembering that there were two outcomes and
+// the probability of the one taken.
+func (w *walker) choose(n int) bool {
 	c := 0
 	if k := len(w.options); k < len(w.forced) {
 		c = w.forced[k]
 	}
-	w.options, w.chosen = append(w.options, n), append(w.chosen, c)
-	return values[c], nil
+	w.options, w.chosen = append(w.options, 2), append(w.chosen, c)
+	if c == 0 {
+		w.path.Probability /= float64(n)
+		return true
+	}
+	w.path.Probability *= float64(n-1) / float64(n)
+	return false
 }
 
 func (w *walker) dnatTo(target string) (string, error) {

@@ -1,0 +1,74 @@
+// Package cli is svcproxy's command line: it parses arguments and hands
+// each subcommand to the package that does the work.
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/svcproxy/svcproxy/internal/bench"
+)
+
+const usage = `svcproxy: a Kubernetes Service proxy.
+
+Usage:
+  svcproxy demo                 program the two-tier example into a throwaway
+                                network-namespace cluster and show the traffic
+  svcproxy bench [flags]        measure a dataplane in a throwaway network
+                                namespace and print a table
+  svcproxy help                 this text
+`
+
+// Main runs svcproxy with args and returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if len(args) == 0 {
+		args = []string{"demo"}
+	}
+	var err error
+	switch args[0] {
+	case "bench":
+		err = runBench(ctx, args[1:], stdout, stderr)
+	case "demo":
+		err = runDemo(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "svcproxy: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "svcproxy %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sizes := fs.String("services", "1000,10000", "comma-separated numbers of Services")
+	eps := fs.Int("endpoints", 10, "endpoints per Service")
+	changes := fs.Int("changes", 50, "single-endpoint changes timed per size")
+	dp := fs.String("dataplane", "nftables", "dataplane to measure")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var ns []int
+	for _, s := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return fmt.Errorf("--services: bad number %q", s)
+		}
+		ns = append(ns, n)
+	}
+	return bench.Run(ctx, stdout, bench.Options{Sizes: ns, Endpoints: *eps, Changes: *changes, Dataplane: *dp})
+}
