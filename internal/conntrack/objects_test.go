@@ -1,0 +1,113 @@
+package conntrack
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/svcproxy/svcproxy/internal/plan"
+)
+
+// Builders for the tests. The address plan is the one of the plan package's
+// tests: this node is "node1" with 198.51.100.1 / 2001:db8:1::1, pods are in
+// 10.244.0.0/16 and fd00:10:244::/56, ClusterIPs in 10.96.0.0/16 and
+// fd00:10:96::/112, external addresses in 203.0.113.0/24 and 2001:db8:2::/64,
+// and other hosts in 192.0.2.0/24.
+
+const testNS = "ns"
+
+var testConfig = plan.Config{
+	NodeName:     "node1",
+	ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:10:244::/56")},
+	NodeIPs:      []netip.Addr{netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("2001:db8:1::1")},
+}
+
+// service returns a Service of the given type with its ClusterIPs and ports.
+func service(name string, typ v1.ServiceType, clusterIPs []string, ports ...v1.ServicePort) *v1.Service {
+	return &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: name},
+		Spec: v1.ServiceSpec{
+			Type:       typ,
+			ClusterIP:  clusterIPs[0],
+			ClusterIPs: clusterIPs,
+			Ports:      ports,
+		},
+	}
+}
+
+func sport(name string, proto v1.Protocol, port, nodePort int32) v1.ServicePort {
+	return v1.ServicePort{Name: name, Protocol: proto, Port: port, NodePort: nodePort}
+}
+
+// endpointSlice returns an EndpointSlice of Service svcName.
+func endpointSlice(name, svcName string, at discovery.AddressType, ports []discovery.EndpointPort, eps ...discovery.Endpoint) *discovery.EndpointSlice {
+	return &discovery.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: testNS, Name: name,
+			Labels: map[string]string{discovery.LabelServiceName: svcName},
+		},
+		AddressType: at,
+		Ports:       ports,
+		Endpoints:   eps,
+	}
+}
+
+func eport(name string, proto v1.Protocol, port int32) discovery.EndpointPort {
+	return discovery.EndpointPort{Name: &name, Protocol: &proto, Port: &port}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// endpoint returns an endpoint with its three conditions.
+func endpoint(ip string, ready, serving, terminating bool) discovery.Endpoint {
+	return discovery.Endpoint{
+		Addresses:  []string{ip},
+		Conditions: discovery.EndpointConditions{Ready: ptr(ready), Serving: ptr(serving), Terminating: ptr(terminating)},
+	}
+}
+
+func readyEP(ip string) discovery.Endpoint { return endpoint(ip, true, true, false) }
+
+// build plans the objects with cfg and fails on any validation error.
+func build(t *testing.T, cfg plan.Config, services []*v1.Service, slices ...*discovery.EndpointSlice) *plan.Plan {
+	t.Helper()
+	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: cfg.NodeName}}
+	p, errs := plan.Build(plan.Input{Services: services, Slices: slices, Node: node, Config: cfg})
+	for _, err := range errs {
+		t.Fatalf("building the plan: %v", err)
+	}
+	return p
+}
+
+// flow is a conntrack flow as the kernel reports it: the original tuple
+// origSrc → origDst, and the reply tuple replySrc → origSrc (no SNAT).
+// Without DNAT, replySrc is origDst.
+func flow(proto uint8, origSrc, origDst, replySrc string) *netlink.ConntrackFlow {
+	s, d, r := netip.MustParseAddrPort(origSrc), netip.MustParseAddrPort(origDst), netip.MustParseAddrPort(replySrc)
+	fam := uint8(unix.AF_INET)
+	if s.Addr().Is6() {
+		fam = unix.AF_INET6
+	}
+	return &netlink.ConntrackFlow{
+		FamilyType: fam,
+		Forward:    netlink.IPTuple{Protocol: proto, SrcIP: ipOf(s), SrcPort: s.Port(), DstIP: ipOf(d), DstPort: d.Port()},
+		Reverse:    netlink.IPTuple{Protocol: proto, SrcIP: ipOf(r), SrcPort: r.Port(), DstIP: ipOf(s), DstPort: s.Port()},
+	}
+}
+
+// ipOf returns the address in the form netlink parses it: 4 bytes for IPv4.
+func ipOf(ap netip.AddrPort) net.IP { return net.IP(ap.Addr().AsSlice()) }
+
+func udp(origSrc, origDst, replySrc string) *netlink.ConntrackFlow {
+	return flow(unix.IPPROTO_UDP, origSrc, origDst, replySrc)
+}
+
+func tcp(origSrc, origDst, replySrc string) *netlink.ConntrackFlow {
+	return flow(unix.IPPROTO_TCP, origSrc, origDst, replySrc)
+}
