@@ -2,10 +2,15 @@ package cli
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"io"
+
+	"github.com/svcproxy/svcproxy/internal/demo"
 )
 
-func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not yet")
+func runDemo(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	if len(args) > 0 {
+		return fmt.Errorf("demo takes no arguments, got %q", args)
+	}
+	return demo.Run(ctx, stdout)
 }
