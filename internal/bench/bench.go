@@ -29,9 +29,9 @@ type Options struct {
 
 // Result is one row of the table.
 type Result struct {
-	Services, Endpoints int
-	Plan                time.Duration // building the plan from the objects
-	Cold                time.Duration // first full sync into an empty table
+	Services, Endpoints  int
+	Plan                 time.Duration // building the plan from the objects
+	Cold                 time.Duration // first full sync into an empty table
 	ChangeP50, ChangeMax time.Duration
 }
 

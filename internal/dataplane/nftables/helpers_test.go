@@ -114,3 +114,7 @@ func fullSyncDump(t testing.TB, p *plan.Plan) string {
 	fd.mustSync(t, p, plan.Changes{Full: true})
 	return fd.dump()
 }
+
+func splitLines(s string) []string { return strings.Split(strings.TrimSpace(s), "\n") }
+
+func containsWord(line, word string) bool { return strings.Contains(line, word) }

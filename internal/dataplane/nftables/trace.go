@@ -200,7 +200,7 @@ var (
 	rePairNamed = regexp.MustCompile(`^ip6? saddr \. ip6? daddr @(\S+) `)
 	reFib       = regexp.MustCompile(`^fib (saddr|daddr) type local `)
 	reProto     = regexp.MustCompile(`^meta l4proto (tcp|udp|sctp) `)
-	reMarkTest  = regexp.MustCompile(`^meta mark & (0x[0-9a-f]+) == (0x[0-9a-f]+) `)
+	reMarkTest  = regexp.MustCompile(`^meta mark & (0x[0-9a-f]+) == (0x[0-9a-f]+|[0-9]+) `)
 
 	reVmapVIP   = regexp.MustCompile(`^ip6? daddr \. meta l4proto \. th dport vmap @(\S+)$`)
 	reVmapPort  = regexp.MustCompile(`^meta l4proto \. th dport vmap @(\S+)$`)
