@@ -267,3 +267,22 @@ func TestServicePortNameString(t *testing.T) {
 		}
 	}
 }
+
+func TestKeyLess(t *testing.T) {
+	ordered := []Key{
+		{ServicePortName: ServicePortName{Namespace: "a", Name: "z"}},
+		{ServicePortName: ServicePortName{Namespace: "b", Name: "a"}},
+		key("a", "", v1.ProtocolTCP, IPv4),
+		key("a", "dns", v1.ProtocolTCP, IPv4),
+		key("a", "dns", v1.ProtocolUDP, IPv4),
+		key("a", "dns", v1.ProtocolUDP, IPv6),
+		key("b", "", v1.ProtocolTCP, IPv4),
+	}
+	for i := range ordered {
+		for j := range ordered {
+			if got, want := ordered[i].Less(ordered[j]), i < j; got != want {
+				t.Errorf("%s < %s: %v, want %v", ordered[i], ordered[j], got, want)
+			}
+		}
+	}
+}

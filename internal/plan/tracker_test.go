@@ -228,6 +228,8 @@ func TestTrackerSliceChangesOwner(t *testing.T) {
 	tr.SetSlice(moved)
 	tr.Sync()
 	tr.DeleteSlice(s)
+	tr.DeleteSlice(nil)
+	tr.DeleteSlice(slice("never-set", "b", v4, tcp(8080)))
 	p, _ = tr.Sync()
 	if eps := p.Ports[key("b", "", v1.ProtocolTCP, IPv4)].ClusterEndpoints; eps != nil {
 		t.Errorf("deleted: b still has %v", eps)
