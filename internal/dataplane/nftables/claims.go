@@ -14,7 +14,7 @@ type elemID struct {
 	key  string
 }
 
-func idOf(e elemDef) elemID { return elemID{into: e.into, key: strings.Join(e.key, " . ")} }
+func idOf(e elemDef) elemID { return elemID{into: e.into, key: e.key} }
 
 // claims records which service ports want which shared elements. Several
 // ports may claim the same key: the ClusterIP of a multi-port Service in
@@ -23,40 +23,78 @@ func idOf(e elemDef) elemID { return elemID{into: e.into, key: strings.Join(e.ke
 // holds is the claim of the smallest port key, so the result depends only on
 // the plan, never on the order of syncs.
 type claims struct {
-	byID map[elemID]map[plan.Key]elemDef
+	byID map[elemID]*claimants
 }
 
-func newClaims() *claims { return &claims{byID: map[elemID]map[plan.Key]elemDef{}} }
+// claimants are the ports claiming one element. Nearly always there is one,
+// so it is kept outside a map: 100,000 small maps would cost 90 MiB.
+type claimants struct {
+	key  plan.Key
+	elem elemDef
+	more map[plan.Key]elemDef // further claimants, rarely any
+}
+
+func newClaims() *claims { return &claims{byID: map[elemID]*claimants{}} }
 
 // update replaces port k's claims old with new.
 func (c *claims) update(k plan.Key, old, new []elemDef) {
 	for _, e := range old {
-		id := idOf(e)
-		delete(c.byID[id], k)
-		if len(c.byID[id]) == 0 {
-			delete(c.byID, id)
-		}
+		c.release(idOf(e), k)
 	}
 	for _, e := range new {
-		id := idOf(e)
-		if c.byID[id] == nil {
-			c.byID[id] = map[plan.Key]elemDef{}
+		c.claim(idOf(e), k, e)
+	}
+}
+
+func (c *claims) claim(id elemID, k plan.Key, e elemDef) {
+	cl := c.byID[id]
+	switch {
+	case cl == nil:
+		c.byID[id] = &claimants{key: k, elem: e}
+	case cl.key == k:
+		cl.elem = e
+	default:
+		if cl.more == nil {
+			cl.more = map[plan.Key]elemDef{}
 		}
-		c.byID[id][k] = e
+		cl.more[k] = e
+	}
+}
+
+func (c *claims) release(id elemID, k plan.Key) {
+	cl := c.byID[id]
+	if cl == nil {
+		return
+	}
+	if cl.key != k {
+		delete(cl.more, k)
+		return
+	}
+	if len(cl.more) == 0 {
+		delete(c.byID, id)
+		return
+	}
+	// Promote any remaining claimant; winner() picks by key order anyway.
+	for mk, me := range cl.more {
+		cl.key, cl.elem = mk, me
+		delete(cl.more, mk)
+		break
 	}
 }
 
 // winner returns the element the table should hold for id.
 func (c *claims) winner(id elemID) (elemDef, bool) {
-	var best elemDef
-	var bestKey plan.Key
-	found := false
-	for k, e := range c.byID[id] {
-		if !found || k.Less(bestKey) {
-			best, bestKey, found = e, k, true
+	cl := c.byID[id]
+	if cl == nil {
+		return elemDef{}, false
+	}
+	best, bestKey := cl.elem, cl.key
+	for k, e := range cl.more {
+		if k.Less(bestKey) {
+			best, bestKey = e, k
 		}
 	}
-	return best, found
+	return best, true
 }
 
 // effective returns every element the table should hold, sorted.
@@ -115,7 +153,7 @@ func (c *claims) diff(before map[elemID]elemDef, ids []elemID) (dels, adds []ele
 }
 
 func sameElem(a, b elemDef) bool {
-	return slices.Equal(a.value, b.value) && deref(a.comment) == deref(b.comment)
+	return a.value == b.value && deref(a.comment) == deref(b.comment)
 }
 
 func secondsDuration(s int32) time.Duration { return time.Duration(s) * time.Second }

@@ -34,6 +34,7 @@ func (r *renderer) fixed(cfg *plan.Config, f plan.Family, masqBit uint) *fixed {
 	vipKey := w.addrType + " . inet_proto . inet_service"
 	npKey := "inet_proto . inet_service"
 	ctNew := "ct state new jump "
+
 	x := &fixed{
 		base: []baseChain{
 			{chainFilterPrerouting, knftables.FilterType, knftables.PreroutingHook, "-110", []string{ctNew + chainFirewallCheck}},
@@ -57,12 +58,13 @@ func (r *renderer) fixed(cfg *plan.Config, f plan.Family, masqBit uint) *fixed {
 			{Name: setHairpin, Type: w.addrType + " . " + w.addrType, Comment: ptr("endpoint . endpoint: a pod reaching itself")},
 		},
 	}
+	x.maps = append(x.maps, endpointMaps(w)...)
 	nodePorts := fmt.Sprintf("fib daddr type local %s daddr != %s", w.ip, w.loopback)
 	if ips, any := cfg.NodePortIPs(f); !any {
 		nodePorts = fmt.Sprintf("%s daddr @%s", w.ip, setNodePortIPs)
 		x.sets = append(x.sets, &knftables.Set{Name: setNodePortIPs, Type: w.addrType, Comment: ptr("nodePortAddresses")})
 		for _, ip := range ips {
-			x.elems = append(x.elems, elemDef{into: setNodePortIPs, key: []string{ip.String()}})
+			x.elems = append(x.elems, elemDef{into: setNodePortIPs, key: ip.String()})
 		}
 	}
 	x.regular = []chainDef{
@@ -87,6 +89,26 @@ func (r *renderer) fixed(cfg *plan.Config, f plan.Family, masqBit uint) *fixed {
 		{chainReject, []string{"reject"}},
 	}
 	return x
+}
+
+// endpointMaps are the shared maps from a destination and a random index to
+// an endpoint, one per protocol, typed with that protocol's port: nft 1.0
+// cannot read back a key typed "meta l4proto . th dport", nor match a rule
+// against "th dport" once it has.
+func endpointMaps(w words) []*knftables.Map {
+	var out []*knftables.Map
+	for _, proto := range []string{"tcp", "udp", "sctp"} {
+		value := " : " + w.ip + " daddr . " + proto + " dport"
+		byIP := w.ip + " daddr . " + proto + " dport . numgen random mod 2" + value
+		byPort := proto + " dport . numgen random mod 2" + value
+		out = append(out,
+			&knftables.Map{Name: mapEndpoints + "-" + proto, TypeOf: byIP, Comment: ptr(proto + ": address . port . index -> endpoint")},
+			&knftables.Map{Name: mapClusterEndpoints + "-" + proto, TypeOf: byIP, Comment: ptr(proto + ": the same for Local-policy external IPs, from pods and the node")},
+			&knftables.Map{Name: mapNodePortEndpoints + "-" + proto, TypeOf: byPort, Comment: ptr(proto + ": NodePort . index -> endpoint")},
+			&knftables.Map{Name: mapNodePortClusterEndpoints + "-" + proto, TypeOf: byPort, Comment: ptr(proto + ": the same for Local-policy NodePorts, from pods and the node")},
+		)
+	}
+	return out
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -42,13 +42,20 @@ const (
 	setClusterIPs        = "cluster-ips"
 	setNodePortIPs       = "nodeport-ips"
 	setHairpin           = "hairpin"
+
+	// Shared endpoint maps: destination . index -> endpoint.
+	mapEndpoints                = "endpoints"                  // ClusterIP, external and LB IPs
+	mapClusterEndpoints         = "cluster-endpoints"          // external IPs, Local policy, from pods and the node
+	mapNodePortEndpoints        = "nodeport-endpoints"         // NodePorts
+	mapNodePortClusterEndpoints = "nodeport-cluster-endpoints" // NodePorts, Local policy, from pods and the node
 )
 
 // Prefixes of per-service-port chains and sets.
 const (
 	prefixService  = "svc-"      // traffic to the ClusterIP
 	prefixExternal = "ext-"      // traffic to NodePort, external and LB IPs
-	prefixCluster  = "cluster-"  // cluster endpoints, for Local-policy bypass
+	prefixNodePort = "np-"       // traffic to the NodePort
+	prefixBalance  = "lb-"       // shared: look up a random endpoint and DNAT
 	prefixFirewall = "fw-"       // loadBalancerSourceRanges
 	prefixEndpoint = "ep-"       // one endpoint, with session affinity
 	prefixAffinity = "affinity-" // clients pinned to one endpoint

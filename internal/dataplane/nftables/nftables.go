@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"sigs.k8s.io/knftables"
@@ -50,12 +51,17 @@ func New(opts Options) *Dataplane {
 	if len(opts.Families) == 0 {
 		opts.Families = plan.Families
 	}
-	if opts.NewInterface == nil {
+	realKernel := opts.NewInterface == nil
+	if realKernel {
 		opts.NewInterface = func(f knftables.Family, t string) (knftables.Interface, error) { return knftables.New(f, t) }
 	}
 	d := &Dataplane{opts: opts}
 	for _, f := range opts.Families {
-		d.families = append(d.families, &family{fam: f, w: wordsFor(f), needFull: true})
+		fam := &family{fam: f, w: wordsFor(f), needFull: true}
+		if realKernel {
+			fam.elements = newElementWriter(opts.Table, f)
+		}
+		d.families = append(d.families, fam)
 	}
 	return d
 }
@@ -119,10 +125,13 @@ type family struct {
 
 	written map[plan.Key]*portObjects
 	claims  *claims
+	shared  map[string]int // balancing chain -> number of ports using it
+
+	elements *elementWriter // nil with a fake kernel
 }
 
 func (f *family) forget() {
-	f.written, f.claims, f.needFull = nil, nil, true
+	f.written, f.claims, f.shared, f.needFull = nil, nil, nil, true
 }
 
 func (f *family) renderer(p *plan.Plan) *renderer {
@@ -151,11 +160,18 @@ func (f *family) fullSync(ctx context.Context, p *plan.Plan, masqBit uint) error
 	fx := r.fixed(&p.Config, f.fam, masqBit)
 	written := map[plan.Key]*portObjects{}
 	cl := newClaims()
+	shared := map[string]int{}
+	sharedDefs := map[string]chainDef{}
 	for _, sp := range p.PortsOf(f.fam) {
 		o := r.port(sp)
 		written[sp.Key] = o
 		cl.update(sp.Key, nil, o.elems)
+		for _, c := range uniqueShared(o) {
+			shared[c.name]++
+			sharedDefs[c.name] = c
+		}
 	}
+	sharedNames := slices.Sorted(maps.Keys(sharedDefs))
 	existing, err := f.existing(ctx)
 	if err != nil {
 		return err
@@ -181,6 +197,10 @@ func (f *family) fullSync(ctx context.Context, p *plan.Plan, masqBit uint) error
 		tx.Add(s)
 		tx.Flush(s)
 		want[s.Name] = true
+	}
+	for _, name := range sharedNames {
+		tx.Add(&knftables.Chain{Name: name})
+		want[name] = true
 	}
 	for _, k := range sortedKeys(written) {
 		for _, c := range written[k].chains {
@@ -212,6 +232,9 @@ func (f *family) fullSync(ctx context.Context, p *plan.Plan, masqBit uint) error
 	for _, c := range fx.regular {
 		addRules(tx, c.name, c.rules)
 	}
+	for _, name := range sharedNames {
+		addRules(tx, name, sharedDefs[name].rules)
+	}
 	for _, k := range sortedKeys(written) {
 		for _, c := range written[k].chains {
 			addRules(tx, c.name, c.rules)
@@ -235,7 +258,7 @@ func (f *family) fullSync(ctx context.Context, p *plan.Plan, masqBit uint) error
 	if err := f.nft.Run(ctx, tx); err != nil {
 		return err
 	}
-	f.written, f.claims, f.needFull = written, cl, false
+	f.written, f.claims, f.shared, f.needFull = written, cl, shared, false
 	return nil
 }
 
@@ -275,15 +298,18 @@ func (f *family) partialSync(ctx context.Context, p *plan.Plan, ch plan.Changes)
 	for _, k := range keys {
 		f.claims.update(k, elemsOf(f.written[k]), elemsOf(next[k]))
 	}
+	newShared, staleShared := f.updateShared(keys, next)
 	// New chains and sets first, so elements and rules can refer to them.
+	for _, c := range newShared {
+		tx.Add(&knftables.Chain{Name: c.name})
+		addRules(tx, c.name, c.rules)
+	}
 	for _, k := range keys {
-		if o := next[k]; o != nil {
-			for _, s := range o.sets {
-				tx.Add(affinitySet(s, f.w))
-			}
-			for _, c := range o.chains {
-				tx.Add(&knftables.Chain{Name: c.name})
-			}
+		for _, s := range newSets(f.written[k], next[k]) {
+			tx.Add(affinitySet(s, f.w))
+		}
+		for _, c := range newChains(f.written[k], next[k]) {
+			tx.Add(&knftables.Chain{Name: c.name})
 		}
 	}
 	// Map elements (deletions first), then the rules that use them.
@@ -307,6 +333,7 @@ func (f *family) partialSync(ctx context.Context, p *plan.Plan, ch plan.Changes)
 		stale = append(stale, goneChains(f.written[k], next[k])...)
 		staleSets = append(staleSets, goneSets(f.written[k], next[k])...)
 	}
+	stale = append(stale, staleShared...)
 	for _, name := range stale {
 		tx.Flush(&knftables.Chain{Name: name})
 	}
@@ -316,10 +343,8 @@ func (f *family) partialSync(ctx context.Context, p *plan.Plan, ch plan.Changes)
 	for _, name := range staleSets {
 		tx.Delete(&knftables.Set{Name: name})
 	}
-	if tx.NumOperations() > 0 {
-		if err := f.nft.Run(ctx, tx); err != nil {
-			return err
-		}
+	if err := f.run(ctx, tx, dels, adds); err != nil {
+		return err
 	}
 	for _, k := range keys {
 		if o := next[k]; o == nil {
@@ -329,6 +354,68 @@ func (f *family) partialSync(ctx context.Context, p *plan.Plan, ch plan.Changes)
 		}
 	}
 	return nil
+}
+
+// run applies a partial transaction: over netlink when it holds nothing
+// but endpoint elements (the usual endpoint change), else with nft.
+func (f *family) run(ctx context.Context, tx *knftables.Transaction, dels, adds []elemDef) error {
+	switch {
+	case tx.NumOperations() == 0:
+		return nil
+	case f.elements != nil && tx.NumOperations() == len(dels)+len(adds) && f.elements.eligible(dels, adds):
+		return f.elements.write(dels, adds)
+	}
+	return f.nft.Run(ctx, tx)
+}
+
+// updateShared recounts the users of balancing chains after the ports in
+// keys change to next, and returns the chains now needed for the first time
+// and the names of those no port needs any more.
+func (f *family) updateShared(keys []plan.Key, next map[plan.Key]*portObjects) (added []chainDef, stale []string) {
+	defs := map[string]chainDef{}
+	before := map[string]int{}
+	for _, k := range keys {
+		for _, o := range []*portObjects{f.written[k], next[k]} {
+			for _, c := range uniqueShared(o) {
+				defs[c.name] = c
+				before[c.name] = f.shared[c.name]
+			}
+		}
+	}
+	for _, k := range keys {
+		for _, c := range uniqueShared(f.written[k]) {
+			f.shared[c.name]--
+		}
+		for _, c := range uniqueShared(next[k]) {
+			f.shared[c.name]++
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(defs)) {
+		switch now := f.shared[name]; {
+		case before[name] == 0 && now > 0:
+			added = append(added, defs[name])
+		case before[name] > 0 && now == 0:
+			delete(f.shared, name)
+			stale = append(stale, name)
+		}
+	}
+	return added, stale
+}
+
+// uniqueShared returns a port's balancing chains, each once.
+func uniqueShared(o *portObjects) []chainDef {
+	if o == nil {
+		return nil
+	}
+	var out []chainDef
+	seen := map[string]bool{}
+	for _, c := range o.shared {
+		if !seen[c.name] {
+			seen[c.name] = true
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func affinitySet(s setDef, w words) *knftables.Set {
@@ -362,6 +449,46 @@ func changedChains(prev, next *portObjects) []chainDef {
 	for _, c := range next.chains {
 		if rules, ok := old[c.name]; !ok || !slices.Equal(rules, c.rules) {
 			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// newChains returns the chains of next that prev did not have.
+func newChains(prev, next *portObjects) []chainDef {
+	if next == nil {
+		return nil
+	}
+	had := map[string]bool{}
+	if prev != nil {
+		for _, c := range prev.chains {
+			had[c.name] = true
+		}
+	}
+	var out []chainDef
+	for _, c := range next.chains {
+		if !had[c.name] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// newSets returns the sets of next that prev did not have.
+func newSets(prev, next *portObjects) []setDef {
+	if next == nil {
+		return nil
+	}
+	had := map[string]bool{}
+	if prev != nil {
+		for _, s := range prev.sets {
+			had[s.name] = true
+		}
+	}
+	var out []setDef
+	for _, s := range next.sets {
+		if !had[s.name] {
+			out = append(out, s)
 		}
 	}
 	return out

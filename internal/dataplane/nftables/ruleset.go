@@ -59,7 +59,7 @@ func RulesetFromFake(f *knftables.Fake) *Ruleset {
 	for name, m := range t.Maps {
 		rs.Maps[name] = map[string]string{}
 		for _, e := range m.Elements {
-			rs.Maps[name][strings.Join(e.Key, " . ")] = strings.Join(e.Value, " ")
+			rs.Maps[name][strings.Join(e.Key, " . ")] = strings.Join(e.Value, " . ")
 		}
 	}
 	return rs

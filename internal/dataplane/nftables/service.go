@@ -15,6 +15,7 @@ import (
 // shared maps and sets.
 type portObjects struct {
 	chains []chainDef
+	shared []chainDef // balancing chains several ports may use
 	sets   []setDef
 	elems  []elemDef
 }
@@ -29,13 +30,18 @@ type setDef struct {
 	timeout int32 // seconds
 }
 
+// elemDef is an element of a shared map or set. Key and value hold their
+// fields already joined with " . ", as nft writes them: one string each
+// keeps 100,000 endpoints' elements small.
 type elemDef struct {
 	into    string // map or set name
 	isMap   bool
-	key     []string
-	value   []string
+	key     string
+	value   string
 	comment *string
 }
+
+func fields(f ...string) string { return strings.Join(f, " . ") }
 
 // words are the family-specific spellings in rules.
 type words struct {
@@ -64,9 +70,8 @@ func (r *renderer) port(sp *plan.ServicePort) *portObjects {
 	o := &portObjects{}
 	id := portID(sp.Key)
 	proto := strings.ToLower(string(sp.Protocol))
-	cmt := comment(sp.Key)
 	claim := func(into string, isMap bool, key []string, value ...string) {
-		o.elems = append(o.elems, elemDef{into: into, isMap: isMap, key: key, value: value, comment: cmt})
+		o.elems = append(o.elems, elemDef{into: into, isMap: isMap, key: fields(key...), value: fields(value...), comment: comment(sp.Key)})
 	}
 	vip := func(a netip.Addr, port uint16) []string { return []string{a.String(), proto, fmt.Sprint(port)} }
 	noEndpoints := "goto " + chainReject
@@ -80,7 +85,7 @@ func (r *renderer) port(sp *plan.ServicePort) *portObjects {
 		claim(mapNoEndpointIPs, true, vip(sp.ClusterIP, sp.Port), "drop")
 	default:
 		svc := chainDef{name: prefixService + id, rules: r.clusterIPMasq()}
-		svc.rules = append(svc.rules, r.balance(o, sp, internal)...)
+		svc.rules = append(svc.rules, r.balance(o, sp, internal, byIP(mapEndpoints, sp.Port, sp.ClusterIP))...)
 		o.chains = append(o.chains, svc)
 		claim(mapServiceIPs, true, vip(sp.ClusterIP, sp.Port), "goto "+svc.name)
 	}
@@ -89,19 +94,21 @@ func (r *renderer) port(sp *plan.ServicePort) *portObjects {
 	if !sp.HasExternal() {
 		return o
 	}
-	extVerdict, noEpVerdict := "", noEndpoints
+	noEpVerdict := noEndpoints
 	if sp.HasEndpoints() {
-		o.chains = append(o.chains, r.external(o, sp, id)...)
-		extVerdict, noEpVerdict = "goto "+prefixExternal+id, ""
+		noEpVerdict = ""
 		if len(sp.ExternalEndpoints()) == 0 {
 			noEpVerdict = "drop" // reached only by traffic from outside the cluster
 		}
 	}
 	addrs := append(append([]netip.Addr{}, sp.ExternalIPs...), sp.LoadBalancerIPs...)
-	for _, a := range addrs {
-		if extVerdict != "" {
-			claim(mapServiceIPs, true, vip(a, sp.Port), extVerdict)
+	if len(addrs) > 0 && sp.HasEndpoints() {
+		ext := r.external(o, sp, prefixExternal+id, byIP(mapEndpoints, sp.Port, addrs...), byIP(mapClusterEndpoints, sp.Port, addrs...))
+		for _, a := range addrs {
+			claim(mapServiceIPs, true, vip(a, sp.Port), "goto "+ext.name)
 		}
+	}
+	for _, a := range addrs {
 		if noEpVerdict != "" {
 			claim(mapNoEndpointIPs, true, vip(a, sp.Port), noEpVerdict)
 		}
@@ -116,12 +123,13 @@ func (r *renderer) port(sp *plan.ServicePort) *portObjects {
 		}
 	}
 	if sp.NodePort != 0 {
-		np := []string{proto, fmt.Sprint(sp.NodePort)}
-		if extVerdict != "" {
-			claim(mapServiceNodePorts, true, np, extVerdict)
+		key := []string{proto, fmt.Sprint(sp.NodePort)}
+		if sp.HasEndpoints() {
+			np := r.external(o, sp, prefixNodePort+id, byPort(mapNodePortEndpoints, sp.NodePort), byPort(mapNodePortClusterEndpoints, sp.NodePort))
+			claim(mapServiceNodePorts, true, key, "goto "+np.name)
 		}
 		if noEpVerdict != "" {
-			claim(mapNoEndpointNodePts, true, np, noEpVerdict)
+			claim(mapNoEndpointNodePts, true, key, noEpVerdict)
 		}
 	}
 	return o
@@ -139,66 +147,120 @@ func (r *renderer) clusterIPMasq() []string {
 	return nil
 }
 
-// external renders the chain for traffic to NodePorts, external IPs and LB
-// IPs. With the Cluster policy it is always masqueraded. With the Local
-// policy the client IP is kept and only local endpoints serve it, except
-// for traffic from pods and from the node itself, which may use any
-// endpoint (the node's own traffic masqueraded).
-func (r *renderer) external(o *portObjects, sp *plan.ServicePort, id string) []chainDef {
-	ext := chainDef{name: prefixExternal + id}
+// external renders a chain for traffic to external addresses (one chain
+// for external and LB IPs, one for the NodePort). With the Cluster policy
+// it is always masqueraded. With the Local policy the client IP is kept and
+// only local endpoints serve it, except for traffic from pods and from the
+// node itself, which may use any endpoint (the node's own masqueraded).
+func (r *renderer) external(o *portObjects, sp *plan.ServicePort, name string, lb, bypass lookup) chainDef {
+	ext := chainDef{name: name}
 	if !sp.ExternalLocal {
-		ext.rules = append([]string{"jump " + chainMarkMasq}, r.balance(o, sp, sp.ClusterEndpoints)...)
-		return []chainDef{ext}
+		ext.rules = append([]string{"jump " + chainMarkMasq}, r.balance(o, sp, sp.ClusterEndpoints, lb)...)
+		o.chains = append(o.chains, ext)
+		return ext
 	}
-	cluster := chainDef{name: prefixCluster + id, rules: r.balance(o, sp, sp.ClusterEndpoints)}
+	toCluster := r.balance(o, sp, sp.ClusterEndpoints, bypass)
 	if len(r.clusterCIDRs) > 0 {
-		ext.rules = append(ext.rules, fmt.Sprintf("%s saddr { %s } goto %s", r.w.ip, joinPrefixes(r.clusterCIDRs), cluster.name))
+		ext.rules = append(ext.rules, withMatch(fmt.Sprintf("%s saddr { %s }", r.w.ip, joinPrefixes(r.clusterCIDRs)), toCluster)...)
 	}
-	ext.rules = append(ext.rules,
-		"fib saddr type local jump "+chainMarkMasq,
-		"fib saddr type local goto "+cluster.name,
-	)
-	ext.rules = append(ext.rules, r.balance(o, sp, sp.LocalEndpoints)...)
-	return []chainDef{ext, cluster}
+	ext.rules = append(ext.rules, "fib saddr type local jump "+chainMarkMasq)
+	ext.rules = append(ext.rules, withMatch("fib saddr type local", toCluster)...)
+	ext.rules = append(ext.rules, r.balance(o, sp, sp.LocalEndpoints, lb)...)
+	o.chains = append(o.chains, ext)
+	return ext
+}
+
+// withMatch prefixes each rule with a match. Balancing is one rule (a goto)
+// without affinity; with affinity it is several, all of them needing it.
+func withMatch(match string, rules []string) []string {
+	out := make([]string, len(rules))
+	for i, r := range rules {
+		out[i] = match + " " + r
+	}
+	return out
+}
+
+// lookup says where a balancing chain finds a packet's candidates: which
+// shared map (one per protocol), keyed by which packet fields, and the keys
+// of this port's addresses in it.
+type lookup struct {
+	mapBase string
+	byPort  bool // keyed by port (NodePorts), not address . port
+	keys    [][]string
+}
+
+func byIP(m string, port uint16, addrs ...netip.Addr) lookup {
+	l := lookup{mapBase: m}
+	for _, a := range addrs {
+		l.keys = append(l.keys, []string{a.String(), fmt.Sprint(port)})
+	}
+	return l
+}
+
+func byPort(m string, port uint16) lookup {
+	return lookup{mapBase: m, byPort: true, keys: [][]string{{fmt.Sprint(port)}}}
 }
 
 // balance renders the rules that pick one of eps uniformly at random and
-// DNAT to it: a cascade, as kube-proxy's iptables mode does with
-// "statistic mode random probability", where rule i of n matches with
-// probability 1/(n-i) and the last always does. With session affinity, a
-// client seen recently goes back to its endpoint first.
+// DNAT to it. The candidates of every Service live in a few shared maps,
+// keyed by the packet's destination (address . protocol . port, or
+// protocol . port for NodePorts) and an index 0..n-1 drawn by numgen, and a
+// shared chain per map and n does the lookup and the DNAT. So an endpoint
+// change touches only map elements: no rule, no set per Service.
 //
-// Why no map: a per-Service set costs the kernel a scan of all sets (by
-// name, or to name an anonymous one), and one shared map is checked against
-// every rule bound to it on each change; either way a cold sync at 10,000
-// Services takes tens of seconds. Plain rules take one.
-func (r *renderer) balance(o *portObjects, sp *plan.ServicePort, eps []netip.AddrPort) []string {
+// Why: the kernel looks named sets up in a list, names anonymous ones by
+// scanning them all, checks a new map element against every rule bound to
+// the map, and re-validates the whole table whenever a NAT or jump rule is
+// added; per-Service sets or per-Service DNAT rules make a cold sync at
+// 10,000 Services take from 3 to 70 seconds, or a single change 60 ms.
+//
+// With session affinity a cascade of rules picks the endpoint instead
+// (rule i matches with probability 1/(n-i), as kube-proxy's
+// "statistic mode random probability"), after rules that send a client
+// seen recently back to its endpoint.
+func (r *renderer) balance(o *portObjects, sp *plan.ServicePort, eps []netip.AddrPort, lb lookup) []string {
 	if len(eps) == 0 {
 		return nil
 	}
-	proto := "meta l4proto " + strings.ToLower(string(sp.Protocol))
 	r.hairpin(o, sp, eps)
-	pick := func(i int) string {
-		if i == len(eps)-1 {
-			return ""
-		}
-		return fmt.Sprintf("numgen random mod %d == 0 ", len(eps)-i)
+	if sp.AffinitySeconds > 0 {
+		return r.balanceAffinity(o, sp, eps)
 	}
-	var rules []string
-	if sp.AffinitySeconds == 0 {
+	proto := strings.ToLower(string(sp.Protocol))
+	mapName := lb.mapBase + "-" + proto
+	for _, key := range lb.keys {
 		for i, e := range eps {
-			rules = append(rules, fmt.Sprintf("%s %sdnat %s to %s", proto, pick(i), r.w.ip, dnatTarget(e)))
+			o.elems = append(o.elems, elemDef{into: mapName, isMap: true,
+				key:   fields(append(append([]string{}, key...), fmt.Sprint(i))...),
+				value: fields(e.Addr().String(), fmt.Sprint(e.Port()))})
 		}
-		return rules
 	}
+	chain := fmt.Sprintf("%s%s-%d", prefixBalance, mapName, len(eps))
+	fields := r.w.ip + " daddr . " + proto + " dport"
+	if lb.byPort {
+		fields = proto + " dport"
+	}
+	o.shared = append(o.shared, chainDef{name: chain, rules: []string{fmt.Sprintf(
+		"dnat %s to %s . numgen random mod %d map @%s", r.w.ip, fields, len(eps), mapName)}})
+	return []string{"goto " + chain}
+}
+
+// balanceAffinity renders the affinity rules and the random cascade.
+func (r *renderer) balanceAffinity(o *portObjects, sp *plan.ServicePort, eps []netip.AddrPort) []string {
+	proto := "meta l4proto " + strings.ToLower(string(sp.Protocol))
 	portID := portID(sp.Key)
+	var rules []string
 	for _, e := range eps {
 		eid := endpointID(portID, e)
 		r.affinityEndpoint(o, sp, eid, e, proto)
 		rules = append(rules, fmt.Sprintf("%s saddr @%s goto %s", r.w.ip, affinitySetName(eid, sp.AffinitySeconds), prefixEndpoint+eid))
 	}
 	for i, e := range eps {
-		rules = append(rules, pick(i)+"goto "+prefixEndpoint+endpointID(portID, e))
+		pick := ""
+		if i < len(eps)-1 {
+			pick = fmt.Sprintf("numgen random mod %d == 0 ", len(eps)-i)
+		}
+		rules = append(rules, pick+"goto "+prefixEndpoint+endpointID(portID, e))
 	}
 	return rules
 }
@@ -215,8 +277,7 @@ func (r *renderer) hairpin(o *portObjects, sp *plan.ServicePort, eps []netip.Add
 		if !remoteToo && !mayBeLocal(sp, e) {
 			continue
 		}
-		hp := []string{e.Addr().String(), e.Addr().String()}
-		o.elems = appendUnique(o.elems, elemDef{into: setHairpin, key: hp, comment: comment(sp.Key)})
+		o.elems = appendUnique(o.elems, elemDef{into: setHairpin, key: fields(e.Addr().String(), e.Addr().String())})
 	}
 }
 
@@ -268,7 +329,7 @@ func joinPrefixes(ps []netip.Prefix) string {
 
 func appendUnique(elems []elemDef, e elemDef) []elemDef {
 	for _, x := range elems {
-		if x.into == e.into && strings.Join(x.key, " ") == strings.Join(e.key, " ") {
+		if x.into == e.into && x.key == e.key {
 			return elems
 		}
 	}
@@ -277,7 +338,10 @@ func appendUnique(elems []elemDef, e elemDef) []elemDef {
 
 // element converts an element definition for a transaction.
 func (e elemDef) element() *knftables.Element {
-	el := &knftables.Element{Key: e.key, Value: e.value, Comment: e.comment}
+	el := &knftables.Element{Key: []string{e.key}, Comment: e.comment}
+	if e.value != "" {
+		el.Value = []string{e.value}
+	}
 	if e.isMap {
 		el.Map = e.into
 	} else {

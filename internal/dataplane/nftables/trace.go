@@ -207,6 +207,8 @@ var (
 	reMarkSet   = regexp.MustCompile(`^meta mark set meta mark (\||\^) (0x[0-9a-f]+)$`)
 	reDnatOne   = regexp.MustCompile(`^dnat (?:ip6? )?to (\S+)$`)
 	reNumgen    = regexp.MustCompile(`^numgen random mod (\d+) (?:== )?0 `)
+	reProtoSet  = regexp.MustCompile(`^meta l4proto \{ ([a-z, ]+) \} `)
+	reDnatMap   = regexp.MustCompile(`^dnat ip6? to (ip6? daddr \. )?(tcp|udp|sctp) dport \. numgen random mod (\d+) map @(\S+)$`)
 	reUpdate    = regexp.MustCompile(`^update @(\S+) \{ ip6? saddr \}$`)
 	reVerdict   = regexp.MustCompile(`^(jump|goto) (\S+)$`)
 	reTerminals = regexp.MustCompile(`^(return|drop|reject|accept)$`)
@@ -270,6 +272,9 @@ func (w *walker) match(s string) (bool, int, error) {
 			return false, 0, fmt.Errorf("numgen modulus %d", n)
 		}
 		return w.choose(n), len(m[0]), nil
+	}
+	if m := reProtoSet.FindStringSubmatch(s); m != nil {
+		return slices.Contains(strings.Split(m[1], ", "), w.proto), len(m[0]), nil
 	}
 	if m := reMarkTest.FindStringSubmatch(s); m != nil {
 		mask, want := parseHex(m[1]), parseHex(m[2])
@@ -349,6 +354,12 @@ func (w *walker) statement(s string) (string, error) {
 	if m := reDnatOne.FindStringSubmatch(s); m != nil {
 		return w.dnatTo(m[1])
 	}
+	if m := reDnatMap.FindStringSubmatch(s); m != nil {
+		if m[2] != w.proto {
+			return "", nil // "tcp dport" matches TCP packets only
+		}
+		return w.dnatFromMap(m[1] != "", m[3], m[4])
+	}
 	return "", fmt.Errorf("unknown rule shape %q", s)
 }
 
@@ -375,6 +386,47 @@ func (w *walker) choose(n int) bool {
 	}
 	w.path.Probability *= float64(n-1) / float64(n)
 	return false
+}
+
+// dnatFromMap follows a shared-map balancing rule: a random index among n,
+// looked up with the packet's destination; every index must be there.
+func (w *walker) dnatFromMap(byIP bool, mod, name string) (string, error) {
+	n, _ := strconv.Atoi(mod)
+	if n < 1 {
+		return "", fmt.Errorf("numgen modulus %d", n)
+	}
+	prefix := strconv.Itoa(int(w.dport)) + " . "
+	if byIP {
+		prefix = w.dst.String() + " . " + prefix
+	}
+	for i := 0; i < n; i++ {
+		if _, err := w.lookupAll(name, prefix+strconv.Itoa(i)); err != nil {
+			return "", err
+		}
+	}
+	i := w.chooseIndex(n)
+	v, _ := w.lookup(name, prefix+strconv.Itoa(i))
+	return w.dnatTo(strings.Replace(v, " . ", ":", 1))
+}
+
+// chooseIndex draws one of n equally likely values: the forced one, or 0.
+func (w *walker) chooseIndex(n int) int {
+	c := 0
+	if k := len(w.options); k < len(w.forced) {
+		c = w.forced[k]
+	}
+	w.options, w.chosen = append(w.options, n), append(w.chosen, c)
+	w.path.Probability /= float64(n)
+	return c
+}
+
+// lookupAll looks up an element that must exist.
+func (w *walker) lookupAll(name, key string) (string, error) {
+	v, err := w.lookup(name, key)
+	if err == nil && v == "" {
+		err = fmt.Errorf("map %s has no element %s", name, key)
+	}
+	return v, err
 }
 
 func (w *walker) dnatTo(target string) (string, error) {
