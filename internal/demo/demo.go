@@ -161,16 +161,24 @@ func requests(ctx context.Context, out io.Writer, title string, from *testnet.NS
 }
 
 func showRules(ctx context.Context, out io.Writer, node *testnet.NS) error {
-	fmt.Fprintln(out, "== the rules svcproxy programmed on node1 for backend-service (nft list table ip svcproxy, excerpt)")
+	fmt.Fprintln(out, "== the rules svcproxy programmed on node1 for backend-service (from nft list table ip svcproxy)")
 	text, err := node.Exec(ctx, "nft", "list", "table", "ip", "svcproxy")
 	if err != nil {
 		return err
+	}
+	wanted := func(header string) bool {
+		for _, w := range []string{"map service-ips ", "chain services ", "backend-service", "chain lb-endpoints-tcp-3 ", "map endpoints-tcp "} {
+			if strings.Contains(header, w) {
+				return true
+			}
+		}
+		return false
 	}
 	show := false
 	for _, line := range strings.Split(text, "\n") {
 		t := strings.TrimSpace(line)
 		if strings.HasPrefix(t, "chain ") || strings.HasPrefix(t, "map ") || strings.HasPrefix(t, "set ") {
-			show = strings.Contains(t, "backend-service") || t == "chain services {" || strings.HasPrefix(t, "map service-ips")
+			show = wanted(t + " ")
 		}
 		if show {
 			fmt.Fprintln(out, line)
