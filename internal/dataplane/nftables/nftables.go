@@ -305,10 +305,10 @@ func (f *family) partialSync(ctx context.Context, p *plan.Plan, ch plan.Changes)
 		addRules(tx, c.name, c.rules)
 	}
 	for _, k := range keys {
-		for _, s := range newSets(f.written[k], next[k]) {
+		for _, s := range onlyIn(setsOf(next[k]), setsOf(f.written[k])) {
 			tx.Add(affinitySet(s, f.w))
 		}
-		for _, c := range newChains(f.written[k], next[k]) {
+		for _, c := range onlyIn(chainsOf(next[k]), chainsOf(f.written[k])) {
 			tx.Add(&knftables.Chain{Name: c.name})
 		}
 	}
@@ -327,13 +327,16 @@ func (f *family) partialSync(ctx context.Context, p *plan.Plan, ch plan.Changes)
 		}
 	}
 	// Chains and sets nobody needs any more: empty them all, then delete.
-	var stale []string
+	stale := staleShared
 	var staleSets []string
 	for _, k := range keys {
-		stale = append(stale, goneChains(f.written[k], next[k])...)
-		staleSets = append(staleSets, goneSets(f.written[k], next[k])...)
+		for _, c := range onlyIn(chainsOf(f.written[k]), chainsOf(next[k])) {
+			stale = append(stale, c.name)
+		}
+		for _, s := range onlyIn(setsOf(f.written[k]), setsOf(next[k])) {
+			staleSets = append(staleSets, s.name)
+		}
 	}
-	stale = append(stale, staleShared...)
 	for _, name := range stale {
 		tx.Flush(&knftables.Chain{Name: name})
 	}
@@ -402,6 +405,41 @@ func (f *family) updateShared(keys []plan.Key, next map[plan.Key]*portObjects) (
 	return added, stale
 }
 
+// named is a table object known by its name.
+type named interface{ id() string }
+
+func (c chainDef) id() string { return c.name }
+func (s setDef) id() string   { return s.name }
+
+// onlyIn returns the objects of a whose names b lacks.
+func onlyIn[T named](a, b []T) []T {
+	in := map[string]bool{}
+	for _, x := range b {
+		in[x.id()] = true
+	}
+	var out []T
+	for _, x := range a {
+		if !in[x.id()] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func chainsOf(o *portObjects) []chainDef {
+	if o == nil {
+		return nil
+	}
+	return o.chains
+}
+
+func setsOf(o *portObjects) []setDef {
+	if o == nil {
+		return nil
+	}
+	return o.sets
+}
+
 // uniqueShared returns a port's balancing chains, each once.
 func uniqueShared(o *portObjects) []chainDef {
 	if o == nil {
@@ -449,84 +487,6 @@ func changedChains(prev, next *portObjects) []chainDef {
 	for _, c := range next.chains {
 		if rules, ok := old[c.name]; !ok || !slices.Equal(rules, c.rules) {
 			out = append(out, c)
-		}
-	}
-	return out
-}
-
-// newChains returns the chains of next that prev did not have.
-func newChains(prev, next *portObjects) []chainDef {
-	if next == nil {
-		return nil
-	}
-	had := map[string]bool{}
-	if prev != nil {
-		for _, c := range prev.chains {
-			had[c.name] = true
-		}
-	}
-	var out []chainDef
-	for _, c := range next.chains {
-		if !had[c.name] {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-// newSets returns the sets of next that prev did not have.
-func newSets(prev, next *portObjects) []setDef {
-	if next == nil {
-		return nil
-	}
-	had := map[string]bool{}
-	if prev != nil {
-		for _, s := range prev.sets {
-			had[s.name] = true
-		}
-	}
-	var out []setDef
-	for _, s := range next.sets {
-		if !had[s.name] {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func goneChains(prev, next *portObjects) []string {
-	if prev == nil {
-		return nil
-	}
-	keep := map[string]bool{}
-	if next != nil {
-		for _, c := range next.chains {
-			keep[c.name] = true
-		}
-	}
-	var out []string
-	for _, c := range prev.chains {
-		if !keep[c.name] {
-			out = append(out, c.name)
-		}
-	}
-	return out
-}
-
-func goneSets(prev, next *portObjects) []string {
-	if prev == nil {
-		return nil
-	}
-	keep := map[string]bool{}
-	if next != nil {
-		for _, s := range next.sets {
-			keep[s.name] = true
-		}
-	}
-	var out []string
-	for _, s := range prev.sets {
-		if !keep[s.name] {
-			out = append(out, s.name)
 		}
 	}
 	return out
