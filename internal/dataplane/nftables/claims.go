@@ -23,78 +23,93 @@ func idOf(e elemDef) elemID { return elemID{into: e.into, key: e.key} }
 // holds is the claim of the smallest port key, so the result depends only on
 // the plan, never on the order of syncs.
 type claims struct {
-	byID map[elemID]*claimants
+	byID map[elemID]claimants
 }
 
-// claimants are the ports claiming one element. Nearly always there is one,
-// so it is kept outside a map: 100,000 small maps would cost 90 MiB.
+// claimants are the ports claiming one element: nearly always one, so the
+// first is kept inline; a claim points into its port's elements rather than
+// copying them. (Maps and copies per element cost 90 MiB at 100,000
+// endpoints.)
 type claimants struct {
-	key  plan.Key
-	elem elemDef
-	more map[plan.Key]elemDef // further claimants, rarely any
+	first claim
+	more  []claim
 }
 
-func newClaims() *claims { return &claims{byID: map[elemID]*claimants{}} }
-
-// update replaces port k's claims old with new.
-func (c *claims) update(k plan.Key, old, new []elemDef) {
-	for _, e := range old {
-		c.release(idOf(e), k)
-	}
-	for _, e := range new {
-		c.claim(idOf(e), k, e)
-	}
+type claim struct {
+	o *portObjects
+	i int32 // index in o.elems
 }
 
-func (c *claims) claim(id elemID, k plan.Key, e elemDef) {
-	cl := c.byID[id]
-	switch {
-	case cl == nil:
-		c.byID[id] = &claimants{key: k, elem: e}
-	case cl.key == k:
-		cl.elem = e
-	default:
-		if cl.more == nil {
-			cl.more = map[plan.Key]elemDef{}
+func (c claim) elem() elemDef { return c.o.elems[c.i] }
+
+func newClaims() *claims { return &claims{byID: map[elemID]claimants{}} }
+
+// update replaces the claims of old (a port's previous objects, or nil)
+// with those of new (its current ones, or nil).
+func (c *claims) update(old, new *portObjects) {
+	if old != nil {
+		for _, e := range old.elems {
+			c.release(idOf(e), old.key)
 		}
-		cl.more[k] = e
 	}
+	if new != nil {
+		for i, e := range new.elems {
+			c.claim(idOf(e), claim{new, int32(i)})
+		}
+	}
+}
+
+func (c *claims) claim(id elemID, cl claim) {
+	cs, ok := c.byID[id]
+	switch {
+	case !ok:
+		cs.first = cl
+	case cs.first.o.key == cl.o.key:
+		cs.first = cl
+	default:
+		for i := range cs.more {
+			if cs.more[i].o.key == cl.o.key {
+				cs.more[i] = cl
+				c.byID[id] = cs
+				return
+			}
+		}
+		cs.more = append(cs.more, cl)
+	}
+	c.byID[id] = cs
 }
 
 func (c *claims) release(id elemID, k plan.Key) {
-	cl := c.byID[id]
-	if cl == nil {
+	cs, ok := c.byID[id]
+	if !ok {
 		return
 	}
-	if cl.key != k {
-		delete(cl.more, k)
-		return
+	if cs.first.o.key == k {
+		if len(cs.more) == 0 {
+			delete(c.byID, id)
+			return
+		}
+		cs.first, cs.more = cs.more[0], cs.more[1:]
+	} else {
+		cs.more = slices.DeleteFunc(cs.more, func(x claim) bool { return x.o.key == k })
 	}
-	if len(cl.more) == 0 {
-		delete(c.byID, id)
-		return
-	}
-	// Promote any remaining claimant; winner() picks by key order anyway.
-	for mk, me := range cl.more {
-		cl.key, cl.elem = mk, me
-		delete(cl.more, mk)
-		break
-	}
+	c.byID[id] = cs
 }
 
-// winner returns the element the table should hold for id.
+// winner returns the element the table should hold for id: the claim of
+// the smallest port key.
 func (c *claims) winner(id elemID) (elemDef, bool) {
-	cl := c.byID[id]
-	if cl == nil {
+	cs, ok := c.byID[id]
+	if !ok {
 		return elemDef{}, false
 	}
-	best, bestKey := cl.elem, cl.key
-	for k, e := range cl.more {
-		if k.Less(bestKey) {
-			best, bestKey = e, k
+	best := cs.first
+	for _, x := range cs.more {
+		if x.o.key.Less(best.o.key) {
+			best = x
 		}
 	}
-	return best, true
+	return best.elem(), true
 }
 
 // effective returns every element the table should hold, sorted.

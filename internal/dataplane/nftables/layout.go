@@ -58,7 +58,6 @@ func (r *renderer) fixed(cfg *plan.Config, f plan.Family, masqBit uint) *fixed {
 			{Name: setHairpin, Type: w.addrType + " . " + w.addrType, Comment: ptr("endpoint . endpoint: a pod reaching itself")},
 		},
 	}
-	x.maps = append(x.maps, endpointMaps(w)...)
 	nodePorts := fmt.Sprintf("fib daddr type local %s daddr != %s", w.ip, w.loopback)
 	if ips, any := cfg.NodePortIPs(f); !any {
 		nodePorts = fmt.Sprintf("%s daddr @%s", w.ip, setNodePortIPs)
@@ -92,21 +91,23 @@ func (r *renderer) fixed(cfg *plan.Config, f plan.Family, masqBit uint) *fixed {
 }
 
 // endpointMaps are the shared maps from a destination and a random index to
-// an endpoint, one per protocol, typed with that protocol's port: nft 1.0
-// cannot read back a key typed "meta l4proto . th dport", nor match a rule
-// against "th dport" once it has.
-func endpointMaps(w words) []*knftables.Map {
+// an endpoint, of one generation, one per protocol and typed with that
+// protocol's port: nft 1.0 cannot read back a key typed
+// "meta l4proto . th dport", nor match a rule against "th dport" once it has.
+func endpointMaps(w words, gen int) []*knftables.Map {
 	var out []*knftables.Map
-	for _, proto := range []string{"tcp", "udp", "sctp"} {
-		value := " : " + w.ip + " daddr . " + proto + " dport"
-		byIP := w.ip + " daddr . " + proto + " dport . numgen random mod 2" + value
-		byPort := proto + " dport . numgen random mod 2" + value
-		out = append(out,
-			&knftables.Map{Name: mapEndpoints + "-" + proto, TypeOf: byIP, Comment: ptr(proto + ": address . port . index -> endpoint")},
-			&knftables.Map{Name: mapClusterEndpoints + "-" + proto, TypeOf: byIP, Comment: ptr(proto + ": the same for Local-policy external IPs, from pods and the node")},
-			&knftables.Map{Name: mapNodePortEndpoints + "-" + proto, TypeOf: byPort, Comment: ptr(proto + ": NodePort . index -> endpoint")},
-			&knftables.Map{Name: mapNodePortClusterEndpoints + "-" + proto, TypeOf: byPort, Comment: ptr(proto + ": the same for Local-policy NodePorts, from pods and the node")},
-		)
+	for _, m := range endpointMapList {
+		value := " : " + w.ip + " daddr . " + m.proto + " dport"
+		key := w.ip + " daddr . " + m.proto + " dport . numgen random mod 2"
+		what := "address . port . index -> endpoint"
+		if m.byPort {
+			key = m.proto + " dport . numgen random mod 2"
+			what = "NodePort . index -> endpoint"
+		}
+		if m.base == mapClusterEndpoints || m.base == mapNodePortClusterEndpoints {
+			what += ", Local policy, from pods and the node"
+		}
+		out = append(out, &knftables.Map{Name: m.name(gen), TypeOf: key + value, Comment: ptr(m.proto + ": " + what)})
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package nftables
 import (
 	"crypto/sha256"
 	"encoding/base32"
+	"fmt"
 	"net/netip"
 	"strings"
 
@@ -43,7 +44,7 @@ const (
 	setNodePortIPs       = "nodeport-ips"
 	setHairpin           = "hairpin"
 
-	// Shared endpoint maps: destination . index -> endpoint.
+	// Shared endpoint maps (base names): destination . index -> endpoint.
 	mapEndpoints                = "endpoints"                  // ClusterIP, external and LB IPs
 	mapClusterEndpoints         = "cluster-endpoints"          // external IPs, Local policy, from pods and the node
 	mapNodePortEndpoints        = "nodeport-endpoints"         // NodePorts
@@ -108,3 +109,28 @@ func comment(k plan.Key) *string {
 	}
 	return &c
 }
+
+// endpointMap is one of the shared endpoint maps. There is one per base,
+// protocol and generation: a full sync fills the other generation's maps
+// first, outside the transaction, and its transaction switches to them.
+type endpointMap struct {
+	base   string
+	proto  string
+	byPort bool // keyed by NodePort . index, not address . port . index
+}
+
+var endpointMapList = func() []endpointMap {
+	var out []endpointMap
+	for _, proto := range []string{"tcp", "udp", "sctp"} {
+		out = append(out,
+			endpointMap{mapEndpoints, proto, false}, endpointMap{mapClusterEndpoints, proto, false},
+			endpointMap{mapNodePortEndpoints, proto, true}, endpointMap{mapNodePortClusterEndpoints, proto, true})
+	}
+	return out
+}()
+
+func endpointMapName(base, proto string, gen int) string {
+	return fmt.Sprintf("%s-%s-g%d", base, proto, gen)
+}
+
+func (m endpointMap) name(gen int) string { return endpointMapName(m.base, m.proto, gen) }

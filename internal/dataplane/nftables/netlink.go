@@ -38,11 +38,14 @@ var elementLayouts = map[string]layout{setHairpin: {[]field{fAddr, fAddr}, nil}}
 type layout struct{ key, value []field }
 
 func init() {
-	for _, proto := range []string{"tcp", "udp", "sctp"} {
-		elementLayouts[mapEndpoints+"-"+proto] = layout{[]field{fAddr, fPort, fIndex}, []field{fAddr, fPort}}
-		elementLayouts[mapClusterEndpoints+"-"+proto] = layout{[]field{fAddr, fPort, fIndex}, []field{fAddr, fPort}}
-		elementLayouts[mapNodePortEndpoints+"-"+proto] = layout{[]field{fPort, fIndex}, []field{fAddr, fPort}}
-		elementLayouts[mapNodePortClusterEndpoints+"-"+proto] = layout{[]field{fPort, fIndex}, []field{fAddr, fPort}}
+	for _, m := range endpointMapList {
+		l := layout{[]field{fAddr, fPort, fIndex}, []field{fAddr, fPort}}
+		if m.byPort {
+			l.key = []field{fPort, fIndex}
+		}
+		for gen := 0; gen < 2; gen++ {
+			elementLayouts[m.name(gen)] = l
+		}
 	}
 }
 
@@ -80,6 +83,42 @@ func (w *elementWriter) write(dels, adds []elemDef) error {
 		}
 	}
 	return conn.Flush()
+}
+
+// writeAll adds many elements into maps nothing refers to yet, so
+// atomicity across batches does not matter: up to 512 elements a message
+// (a netlink attribute holds at most 64 KiB) and 2048 a batch (a send is
+// bounded by the socket buffer).
+func (w *elementWriter) writeAll(adds []elemDef) error {
+	const perMessage, perBatch = 512, 2048
+	for start := 0; start < len(adds); start += perBatch {
+		conn, err := gnft.New()
+		if err != nil {
+			return err
+		}
+		batch := adds[start:min(start+perBatch, len(adds))]
+		for len(batch) > 0 {
+			n := 1
+			for n < len(batch) && n < perMessage && batch[n].into == batch[0].into {
+				n++
+			}
+			els := make([]gnft.SetElement, n)
+			for i, e := range batch[:n] {
+				if els[i], err = encodeElement(e); err != nil {
+					return err
+				}
+			}
+			set := &gnft.Set{Table: &gnft.Table{Name: w.table, Family: w.family}, Name: batch[0].into, IsMap: batch[0].isMap}
+			if err := conn.SetAddElements(set, els); err != nil {
+				return err
+			}
+			batch = batch[n:]
+		}
+		if err := conn.Flush(); err != nil {
+			return fmt.Errorf("adding endpoint elements: %w", err)
+		}
+	}
+	return nil
 }
 
 // field is one part of a concatenated key or value. In the kernel each

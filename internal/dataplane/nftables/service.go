@@ -14,6 +14,7 @@ import (
 // (with their rules), its affinity sets, and the elements it claims in the
 // shared maps and sets.
 type portObjects struct {
+	key    plan.Key
 	chains []chainDef
 	shared []chainDef // balancing chains several ports may use
 	sets   []setDef
@@ -62,12 +63,13 @@ type renderer struct {
 	w            words
 	clusterCIDRs []netip.Prefix
 	masqAll      bool
+	gen          int // generation of the endpoint maps
 }
 
 // port renders one service port. It is a pure function of the port and the
 // renderer's configuration, so a partial sync and a full sync agree.
 func (r *renderer) port(sp *plan.ServicePort) *portObjects {
-	o := &portObjects{}
+	o := &portObjects{key: sp.Key}
 	id := portID(sp.Key)
 	proto := strings.ToLower(string(sp.Protocol))
 	claim := func(into string, isMap bool, key []string, value ...string) {
@@ -227,7 +229,7 @@ func (r *renderer) balance(o *portObjects, sp *plan.ServicePort, eps []netip.Add
 		return r.balanceAffinity(o, sp, eps)
 	}
 	proto := strings.ToLower(string(sp.Protocol))
-	mapName := lb.mapBase + "-" + proto
+	mapName := endpointMapName(lb.mapBase, proto, r.gen)
 	for _, key := range lb.keys {
 		for i, e := range eps {
 			o.elems = append(o.elems, elemDef{into: mapName, isMap: true,
@@ -235,7 +237,7 @@ func (r *renderer) balance(o *portObjects, sp *plan.ServicePort, eps []netip.Add
 				value: fields(e.Addr().String(), fmt.Sprint(e.Port()))})
 		}
 	}
-	chain := fmt.Sprintf("%s%s-%d", prefixBalance, mapName, len(eps))
+	chain := fmt.Sprintf("%s%s-%s-%d", prefixBalance, lb.mapBase, proto, len(eps))
 	fields := r.w.ip + " daddr . " + proto + " dport"
 	if lb.byPort {
 		fields = proto + " dport"
