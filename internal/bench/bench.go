@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -51,7 +50,7 @@ func Run(ctx context.Context, out io.Writer, opts Options) error {
 		fmt.Fprintf(out, "%-9d %-10d %-10s %-12s %-12s %-12s\n", r.Services, r.Services*r.Endpoints,
 			round(r.Plan), round(r.Cold), round(r.ChangeP50), round(r.ChangeMax))
 	}
-	fmt.Fprintf(out, "\npeak RSS of svcproxy (VmHWM): %d MiB; largest nft child: %d MiB\n", vmHWM()>>20, childMaxRSS()>>20)
+	fmt.Fprintf(out, "\npeak RSS of this process (VmHWM), objects and plan included: %d MiB\n", vmHWM()>>20)
 	return nil
 }
 
@@ -144,12 +143,4 @@ func vmHWM() uint64 {
 		}
 	}
 	return 0
-}
-
-func childMaxRSS() uint64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru); err != nil {
-		return 0
-	}
-	return uint64(ru.Maxrss) << 10
 }
