@@ -42,7 +42,7 @@ func (s *suite) testClusterIPSpread(t *testing.T) {
 		rs := askN(t, s.pod1a.NS, c.proto, dst, c.n)
 		what := fmt.Sprintf("%s pod1a → %s", c.proto, dst)
 		onlyFrom(t, what, rs, s.pod1b, s.pod2a, s.pod2b)
-		sourcesIn(t, what, rs, []netip.Addr{s.pod1a.IPv4})
+		sourceIs(t, what, rs, s.pod1a.IPv4)
 		counts := byPod(rs)
 		for _, p := range []*testnet.Pod{s.pod1b, s.pod2a, s.pod2b} {
 			if share := float64(counts[p.Name]) / float64(c.n); share < c.lo || share > c.hi {
@@ -55,8 +55,8 @@ func (s *suite) testClusterIPSpread(t *testing.T) {
 
 // testNodePortCluster: ext → node1's LAN IP:NodePort with
 // externalTrafficPolicy Cluster reaches every endpoint, local or remote, and
-// is masqueraded: remote backends see node1's LAN IP, the local one one of
-// node1's addresses, none ext's.
+// is masqueraded: remote backends see node1's LAN IP, the local one node1's
+// address on its veth; none sees ext's.
 func (s *suite) testNodePortCluster(t *testing.T) {
 	svc := withNodePort(service("np-cluster", "10.96.2.10"), 30002)
 	s.apply(t, svc, endpointsOf(svc, s.pod1a, s.pod2a, s.pod2b))
@@ -96,14 +96,14 @@ func (s *suite) testExternalLocal(t *testing.T) {
 		rs := askN(t, s.c.Ext, c.proto, c.dst, c.n)
 		what := fmt.Sprintf("%s ext → %s", c.proto, c.dst)
 		onlyFrom(t, what, rs, s.pod1a)
-		sourcesIn(t, what, rs, []netip.Addr{extv4})
+		sourceIs(t, what, rs, extv4)
 	}
 
 	dst := addrPort("203.0.113.3", svcPort)
 	rs := askN(t, s.pod1b.NS, "tcp", dst, 30)
 	what := "tcp pod1b → " + dst.String()
 	reachedAll(t, what, rs, s.pod1a, s.pod2a)
-	sourcesIn(t, what, rs, []netip.Addr{s.pod1b.IPv4})
+	sourceIs(t, what, rs, s.pod1b.IPv4)
 
 	np := netip.AddrPortFrom(node1v4, 30003)
 	rs = askN(t, s.c.Node1, "tcp", np, 30)
@@ -115,7 +115,8 @@ func (s *suite) testExternalLocal(t *testing.T) {
 // testExternalLocalNoLocalEndpoint: externalTrafficPolicy Local with only a
 // remote endpoint. ext's traffic is dropped (not rejected); a pod and node1
 // itself reach the remote endpoint through the same NodePort, the pod
-// unmasqueraded, the node masqueraded.
+// unmasqueraded. (That node1's own traffic is masqueraded only shows with a
+// local endpoint: ExternalLocal checks it.)
 func (s *suite) testExternalLocalNoLocalEndpoint(t *testing.T) {
 	svc := withExternalLocal(withLoadBalancer(service("etp-remote", "10.96.4.10"), 30004, "203.0.113.4"), 32004)
 	s.apply(t, svc, endpointsOf(svc, s.pod2a))
@@ -130,7 +131,7 @@ func (s *suite) testExternalLocalNoLocalEndpoint(t *testing.T) {
 		rs := askN(t, s.pod1a.NS, "tcp", dst, 3)
 		what := "tcp pod1a → " + dst.String()
 		onlyFrom(t, what, rs, s.pod2a)
-		sourcesIn(t, what, rs, []netip.Addr{s.pod1a.IPv4})
+		sourceIs(t, what, rs, s.pod1a.IPv4)
 	}
 	rs := askN(t, s.pod1a.NS, "udp", np, 3)
 	onlyFrom(t, "udp pod1a → "+np.String(), rs, s.pod2a)
@@ -265,14 +266,14 @@ func (s *suite) testIPv6(t *testing.T) {
 	what := "tcp pod1a → " + dst.String()
 	onlyFrom(t, what, rs, s.pod1b, s.pod2a)
 	reachedAll(t, what, rs, s.pod1b, s.pod2a)
-	sourcesIn(t, what, rs, []netip.Addr{s.pod1a.IPv6})
+	sourceIs(t, what, rs, s.pod1a.IPv6)
 
 	rs = askN(t, s.pod1a.NS, "udp", dst, 5)
 	onlyFrom(t, "udp pod1a → "+dst.String(), rs, s.pod1b, s.pod2a)
-	sourcesIn(t, "udp pod1a → "+dst.String(), rs, []netip.Addr{s.pod1a.IPv6})
+	sourceIs(t, "udp pod1a → "+dst.String(), rs, s.pod1a.IPv6)
 
 	rs = askN(t, s.pod1a.NS, "tcp", addrPort("10.96.11.10", svcPort), 3)
-	sourcesIn(t, "tcp pod1a → 10.96.11.10:80", rs, []netip.Addr{s.pod1a.IPv4})
+	sourceIs(t, "tcp pod1a → 10.96.11.10:80", rs, s.pod1a.IPv4)
 
 	np := netip.AddrPortFrom(testnet.Node1Addrs.LANv6, 30011)
 	rs = askN(t, s.c.Ext, "tcp", np, 10)
@@ -281,10 +282,11 @@ func (s *suite) testIPv6(t *testing.T) {
 	s.masqueraded(t, what, rs, plan.IPv6)
 }
 
-// testPartialSync: endpoint changes applied by partial syncs from a
-// plan.Tracker. A removed TCP endpoint gets no new connections; a UDP client
-// whose endpoint is replaced keeps its socket and is answered by the new
-// endpoint once the stale conntrack entries are cleaned.
+// testPartialSync: changes applied by partial syncs from a plan.Tracker. A
+// removed TCP endpoint gets no new connections; a UDP client whose endpoint
+// is replaced keeps its socket and is answered by the new endpoint once the
+// stale conntrack entries are cleaned; a Service that loses its last
+// endpoint is rejected, and once deleted is no Service address at all.
 func (s *suite) testPartialSync(t *testing.T) {
 	tr := plan.NewTracker(nodeConfig())
 	tr.SetNode(node1())
@@ -384,6 +386,20 @@ func (s *suite) testPartialSync(t *testing.T) {
 			t.Errorf("conntrack entries answered by the removed pod2a remain:\n%s", flowList(flows))
 		}
 	})
+
+	t.Run("last endpoint removed, then Service deleted", func(t *testing.T) {
+		dst := addrPort("10.96.12.10", svcPort)
+		tr.SetSlice(endpointsOf(shrink)[0])
+		partial(shrink)
+		expectRefused(t, s.pod1a.NS, "tcp", dst)
+		expectRefused(t, s.pod1a.NS, "udp", dst)
+		tr.DeleteService(shrink.Namespace, shrink.Name)
+		partial(shrink)
+		// No longer a Service address: node1 routes it to ext, which drops it.
+		expectDropped(t, s.pod1a.NS, "tcp", dst)
+		// swap is untouched.
+		onlyFrom(t, "tcp pod1a → swap", askN(t, s.pod1a.NS, "tcp", addrPort("10.96.12.20", svcPort), 3), s.pod2b)
+	})
 }
 
 // testRestart: a new dataplane instance, whose first sync is full, takes
@@ -402,6 +418,9 @@ func (s *suite) testRestart(t *testing.T) {
 	stickyDst := addrPort("10.96.13.20", svcPort)
 	pinned := askN(t, s.pod1a.NS, "tcp", stickyDst, 1)[0].Pod
 	want := s.dump(t)
+	if !strings.Contains(want, "10.96.13.10") {
+		t.Fatalf("the dump does not show the ClusterIP 10.96.13.10:\n%s", want)
+	}
 
 	// The old instance's last sync holds one Service more.
 	gone := service("restart-gone", "10.96.13.40")
