@@ -22,6 +22,7 @@ import (
 	discovery "k8s.io/api/discovery/v1"
 
 	"github.com/svcproxy/svcproxy/internal/plan"
+	"github.com/svcproxy/svcproxy/internal/testnet"
 )
 
 // kernelFamily is the address plan of the kernel test in one family: two
@@ -75,14 +76,7 @@ const (
 // private network namespace, and shows that it fixes flows stuck on an old
 // endpoint and flows stuck without DNAT.
 func TestCleanUDPKernel(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-	for _, tool := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s: %v", tool, err)
-		}
-	}
+	testnet.RequireKernel(t, "nft")
 	for _, kf := range kernelFamilies {
 		t.Run(kf.family.String(), func(t *testing.T) { testCleanUDPKernel(t, kf) })
 	}

@@ -3,10 +3,10 @@ package demo
 import (
 	"bytes"
 	"context"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/svcproxy/svcproxy/internal/testnet"
 )
 
 // TestDemo runs README's first command's work end to end and checks what a
@@ -14,12 +14,7 @@ import (
 // kept, masquerading under the Cluster policy and the client IP kept under
 // the Local policy.
 func TestDemo(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
-	}
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("needs nft")
-	}
+	testnet.RequireKernel(t, "nft")
 	var out bytes.Buffer
 	if err := Run(context.Background(), &out); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())

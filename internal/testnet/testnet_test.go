@@ -18,12 +18,7 @@ const askTimeout = 2 * time.Second
 
 func needKernel(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs the ip tool")
-	}
+	RequireKernel(t)
 }
 
 func TestLayout(t *testing.T) {

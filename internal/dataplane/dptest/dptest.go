@@ -20,8 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
@@ -107,14 +105,7 @@ func RunOptions(t *testing.T, opts Options) {
 
 func requireKernel(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("kernel tests need root")
-	}
-	for _, tool := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("kernel tests need %s: %v", tool, err)
-		}
-	}
+	testnet.RequireKernel(t, "nft")
 }
 
 // nftRuleset is the default Dump: node's `nft list ruleset` in canonical
