@@ -3,9 +3,10 @@
 //
 // Dispatch goes through verdict maps keyed by address . protocol . port, so
 // the cost of a new connection does not grow with the number of Services;
-// endpoint choice is one numgen rule per service port; writes are atomic
-// transactions; partial syncs rewrite only the chains of changed service
-// ports and add or delete single map elements. README.md shows the layout.
+// endpoints are elements of a few shared maps, picked by a random index;
+// writes are atomic transactions; partial syncs rewrite only the chains of
+// changed service ports and add or delete single map elements, over netlink
+// when that is all they do. README.md shows the layout and why.
 package nftables
 
 import (
@@ -152,10 +153,11 @@ func (f *family) sync(ctx context.Context, p *plan.Plan, ch plan.Changes, masqBi
 	return err
 }
 
-// fullSync rewrites the whole table in one transaction. Map and set
-// contents are replaced, chains are flushed and refilled, and anything the
-// table holds that the plan no longer needs is deleted. Affinity sets are
-// never flushed, so clients keep their endpoints across full syncs.
+// fullSync rewrites the whole table: it fills a fresh generation of the
+// endpoint maps, then one transaction replaces everything else and switches
+// to them. Map and set contents are replaced, chains are flushed and
+// refilled, and anything the table holds that the plan no longer needs is
+// deleted. Affinity sets are never flushed, so clients keep their endpoints.
 func (f *family) fullSync(ctx context.Context, p *plan.Plan, masqBit uint) error {
 	existing, err := f.existing(ctx)
 	if err != nil {
@@ -163,40 +165,71 @@ func (f *family) fullSync(ctx context.Context, p *plan.Plan, masqBit uint) error
 	}
 	gen := 0
 	if slices.Contains(existing.maps, endpointMapList[0].name(0)) {
-		gen = 1
+		gen = 1 // generation 0 is in use: fill generation 1
 	}
 	r := f.renderer(p, gen)
-	fx := r.fixed(&p.Config, f.fam, masqBit)
-	written := map[plan.Key]*portObjects{}
-	cl := newClaims()
-	shared := map[string]int{}
-	sharedDefs := map[string]chainDef{}
-	for _, sp := range p.PortsOf(f.fam) {
-		o := r.port(sp)
-		written[sp.Key] = o
-		cl.update(nil, o)
-		for _, c := range uniqueShared(o) {
-			shared[c.name]++
-			sharedDefs[c.name] = c
-		}
-	}
-	sharedNames := slices.Sorted(maps.Keys(sharedDefs))
-	endpointElems, otherElems := splitEndpointElems(cl.effective(), gen)
+	all := renderAll(r, p.PortsOf(f.fam))
+	endpointElems, otherElems := splitEndpointElems(all.claims.effective(), gen)
 	if err := f.fillEndpointMaps(ctx, gen, endpointElems); err != nil {
 		return err
 	}
+	tx := f.fullTransaction(r.fixed(&p.Config, f.fam, masqBit), all, otherElems, existing, gen)
+	if err := f.nft.Run(ctx, tx); err != nil {
+		return err
+	}
+	f.written, f.claims, f.shared, f.gen, f.needFull = all.written, all.claims, all.shared, gen, false
+	return nil
+}
 
+// rendered is every port's objects, as a full sync writes them.
+type rendered struct {
+	written    map[plan.Key]*portObjects
+	claims     *claims
+	shared     map[string]int      // balancing chain -> number of users
+	sharedDefs map[string]chainDef // balancing chain -> its definition
+}
+
+func renderAll(r *renderer, ports []*plan.ServicePort) *rendered {
+	all := &rendered{written: map[plan.Key]*portObjects{}, claims: newClaims(), shared: map[string]int{}, sharedDefs: map[string]chainDef{}}
+	for _, sp := range ports {
+		o := r.port(sp)
+		all.written[sp.Key] = o
+		all.claims.update(nil, o)
+		for _, c := range uniqueShared(o) {
+			all.shared[c.name]++
+			all.sharedDefs[c.name] = c
+		}
+	}
+	return all
+}
+
+// fullTransaction builds the full sync's transaction: objects first, then
+// every existing chain flushed (so no stale rule refers to what is deleted
+// at the end), elements, rules, and the deletion of what is not wanted.
+func (f *family) fullTransaction(fx *fixed, all *rendered, elems []elemDef, existing *tableContents, gen int) *knftables.Transaction {
 	tx := f.nft.NewTransaction()
 	tx.Add(&knftables.Table{Comment: ptr("svcproxy: Kubernetes Services")})
 	want := map[string]bool{}
 	for _, m := range endpointMaps(f.w, gen) {
 		want[m.Name] = true
 	}
+	var chains []chainDef // every chain but the base ones, with its rules
+	chains = append(chains, fx.regular...)
+	for _, name := range slices.Sorted(maps.Keys(all.sharedDefs)) {
+		chains = append(chains, all.sharedDefs[name])
+	}
+	for _, k := range sortedKeys(all.written) {
+		chains = append(chains, all.written[k].chains...)
+		for _, s := range all.written[k].sets {
+			tx.Add(affinitySet(s, f.w))
+			want[s.name] = true
+		}
+	}
 	for _, b := range fx.base {
 		tx.Add(&knftables.Chain{Name: b.name, Type: &b.typ, Hook: &b.hook, Priority: &b.priority})
 		want[b.name] = true
 	}
-	for _, c := range fx.regular {
+	for _, c := range chains {
 		tx.Add(&knftables.Chain{Name: c.name})
 		want[c.name] = true
 	}
@@ -210,48 +243,23 @@ func (f *family) fullSync(ctx context.Context, p *plan.Plan, masqBit uint) error
 		tx.Flush(s)
 		want[s.Name] = true
 	}
-	for _, name := range sharedNames {
-		tx.Add(&knftables.Chain{Name: name})
-		want[name] = true
-	}
-	for _, k := range sortedKeys(written) {
-		for _, c := range written[k].chains {
-			tx.Add(&knftables.Chain{Name: c.name})
-			want[c.name] = true
-		}
-		for _, s := range written[k].sets {
-			tx.Add(affinitySet(s, f.w))
-			want[s.name] = true
-		}
-	}
-	// Flush every chain that exists, so no stale rule refers to what is
-	// deleted below, then fill the ones we want.
 	for _, name := range existing.chains {
 		tx.Flush(&knftables.Chain{Name: name})
 	}
-	// Elements go in before the rules that use their maps: the kernel
-	// checks each new map element against every rule bound to the map, so
-	// the other order costs elements x rules.
-	for _, e := range fx.elems {
-		tx.Add(e.element())
-	}
-	for _, e := range otherElems {
+	for _, e := range append(fx.elems, elems...) {
 		tx.Add(e.element())
 	}
 	for _, b := range fx.base {
 		addRules(tx, b.name, b.rules)
 	}
-	for _, c := range fx.regular {
+	for _, c := range chains {
 		addRules(tx, c.name, c.rules)
 	}
-	for _, name := range sharedNames {
-		addRules(tx, name, sharedDefs[name].rules)
-	}
-	for _, k := range sortedKeys(written) {
-		for _, c := range written[k].chains {
-			addRules(tx, c.name, c.rules)
-		}
-	}
+	deleteUnwanted(tx, existing, want)
+	return tx
+}
+
+func deleteUnwanted(tx *knftables.Transaction, existing *tableContents, want map[string]bool) {
 	for _, name := range existing.chains {
 		if !want[name] {
 			tx.Delete(&knftables.Chain{Name: name})
@@ -267,11 +275,6 @@ func (f *family) fullSync(ctx context.Context, p *plan.Plan, masqBit uint) error
 			tx.Delete(&knftables.Map{Name: name})
 		}
 	}
-	if err := f.nft.Run(ctx, tx); err != nil {
-		return err
-	}
-	f.written, f.claims, f.shared, f.gen, f.needFull = written, cl, shared, gen, false
-	return nil
 }
 
 // fillEndpointMaps creates the endpoint maps of generation gen, empty, and
