@@ -330,33 +330,59 @@ func addRules(tx *knftables.Transaction, chain string, rules []string) {
 // partialSync sends only what changed for the changed service ports:
 // their chains (rewritten whole, or deleted) and their map elements.
 func (f *family) partialSync(ctx context.Context, p *plan.Plan, ch plan.Changes) error {
-	r := f.renderer(p, f.gen)
-	tx := f.nft.NewTransaction()
-	keys := make([]plan.Key, 0, len(ch.Keys))
+	var keys []plan.Key
 	for k := range ch.Keys {
 		if k.Family == f.fam {
 			keys = append(keys, k)
 		}
 	}
 	slices.SortFunc(keys, compareKeys)
+	r := f.renderer(p, f.gen)
 	next := map[plan.Key]*portObjects{}
-	var touched []elemID
 	for _, k := range keys {
 		if sp := p.Ports[k]; sp != nil {
 			next[k] = r.port(sp)
 		}
+	}
+	// Claims and counts change in place; if the sync fails the family
+	// forgets everything and the next sync is full.
+	dels, adds := f.updateClaims(keys, next)
+	newShared, staleShared := f.updateShared(keys, next)
+	tx := f.partialTransaction(keys, next, dels, adds, newShared, staleShared)
+	if err := f.run(ctx, tx, dels, adds); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if o := next[k]; o == nil {
+			delete(f.written, k)
+		} else {
+			f.written[k] = o
+		}
+	}
+	return nil
+}
+
+// updateClaims moves the claims of the ports in keys to their next objects
+// and returns the elements the table must lose and gain.
+func (f *family) updateClaims(keys []plan.Key, next map[plan.Key]*portObjects) (dels, adds []elemDef) {
+	var touched []elemID
+	for _, k := range keys {
 		for _, e := range append(elemsOf(f.written[k]), elemsOf(next[k])...) {
 			touched = append(touched, idOf(e))
 		}
 	}
-	// The claims change in place; if the transaction fails the family
-	// forgets everything and the next sync is full.
 	before := f.claims.snapshot(touched)
 	for _, k := range keys {
 		f.claims.update(f.written[k], next[k])
 	}
-	newShared, staleShared := f.updateShared(keys, next)
-	// New chains and sets first, so elements and rules can refer to them.
+	return f.claims.diff(before, touched)
+}
+
+// partialTransaction sends what changed: new chains and sets first (so
+// elements and rules can refer to them), element deletions and additions,
+// rewritten chains, then stale chains emptied and deleted, and stale sets.
+func (f *family) partialTransaction(keys []plan.Key, next map[plan.Key]*portObjects, dels, adds []elemDef, newShared []chainDef, staleShared []string) *knftables.Transaction {
+	tx := f.nft.NewTransaction()
 	for _, c := range newShared {
 		tx.Add(&knftables.Chain{Name: c.name})
 		addRules(tx, c.name, c.rules)
@@ -369,24 +395,19 @@ func (f *family) partialSync(ctx context.Context, p *plan.Plan, ch plan.Changes)
 			tx.Add(&knftables.Chain{Name: c.name})
 		}
 	}
-	// Map elements (deletions first), then the rules that use them.
-	dels, adds := f.claims.diff(before, touched)
 	for _, e := range dels {
 		tx.Delete(e.element())
 	}
 	for _, e := range adds {
 		tx.Add(e.element())
 	}
+	stale := staleShared
+	var staleSets []string
 	for _, k := range keys {
 		for _, c := range changedChains(f.written[k], next[k]) {
 			tx.Flush(&knftables.Chain{Name: c.name})
 			addRules(tx, c.name, c.rules)
 		}
-	}
-	// Chains and sets nobody needs any more: empty them all, then delete.
-	stale := staleShared
-	var staleSets []string
-	for _, k := range keys {
 		for _, c := range onlyIn(chainsOf(f.written[k]), chainsOf(next[k])) {
 			stale = append(stale, c.name)
 		}
@@ -403,17 +424,7 @@ func (f *family) partialSync(ctx context.Context, p *plan.Plan, ch plan.Changes)
 	for _, name := range staleSets {
 		tx.Delete(&knftables.Set{Name: name})
 	}
-	if err := f.run(ctx, tx, dels, adds); err != nil {
-		return err
-	}
-	for _, k := range keys {
-		if o := next[k]; o == nil {
-			delete(f.written, k)
-		} else {
-			f.written[k] = o
-		}
-	}
-	return nil
+	return tx
 }
 
 // run applies a partial transaction: over netlink when it holds nothing
