@@ -62,7 +62,7 @@ type Options struct {
 	// leave the same dump as the old instance, and after Cleanup the dump
 	// must be what it was before the first sync. Element timeouts counting
 	// down ("expires 2h59m58s") are ignored. Default: `nft list ruleset`,
-	// with tables, objects and set elements sorted (canonicalNft).
+	// with tables, objects and set elements sorted (CanonicalNft).
 	Dump func(ctx context.Context, node *testnet.NS) (string, error)
 }
 
@@ -109,23 +109,23 @@ func requireKernel(t *testing.T) {
 }
 
 // nftRuleset is the default Dump: node's `nft list ruleset` in canonical
-// form (see canonicalNft).
+// form (see CanonicalNft).
 func nftRuleset(ctx context.Context, node *testnet.NS) (string, error) {
 	out, err := node.Exec(ctx, "nft", "list", "ruleset")
 	if err != nil {
 		return "", err
 	}
-	return canonicalNft(out), nil
+	return CanonicalNft(out), nil
 }
 
-// canonicalNft puts `nft list ruleset` output in an order that depends only
+// CanonicalNft puts `nft list ruleset` output in an order that depends only
 // on what the tables hold, not on the order in which it was created: the
 // kernel lists tables and the maps, sets and chains of a table in creation
 // order, and set elements in its own hash order, none of which means
 // anything. Tables are sorted, the objects of each table sorted, and the
 // elements of each set or map put one per line and sorted. Rules keep their
 // order, which does mean something.
-func canonicalNft(text string) string {
+func CanonicalNft(text string) string {
 	var tables []string
 	var header []string  // the current table's own lines
 	var objects []string // the current table's objects

@@ -54,7 +54,7 @@ table ip6 b {
 	}
 }
 `
-	ca, cb := canonicalNft(a), canonicalNft(b)
+	ca, cb := CanonicalNft(a), CanonicalNft(b)
 	if ca != cb {
 		t.Errorf("same contents, different canonical forms:\n%s\n---\n%s", ca, cb)
 	}
@@ -65,7 +65,7 @@ table ip6 b {
 	}
 	// Rule order is kept: swapping two rules must show.
 	swapped := strings.Replace(a, "\t\tct state new jump y\n\t\tmeta mark 1 drop", "\t\tmeta mark 1 drop\n\t\tct state new jump y", 1)
-	if canonicalNft(swapped) == ca {
+	if CanonicalNft(swapped) == ca {
 		t.Error("rule order ignored")
 	}
 	if d := diff(ca+"\n\t\t10.0.0.1 expires 1h59m", cb+"\n\t\t10.0.0.1 expires 1h58m"); d != "" {

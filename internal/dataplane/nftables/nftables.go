@@ -290,16 +290,21 @@ func (f *family) fillEndpointMaps(ctx context.Context, gen int, elems []elemDef)
 		tx.Add(m)
 		tx.Flush(m)
 	}
-	if f.elements == nil {
-		for _, e := range elems {
-			tx.Add(e.element())
+	if f.elements != nil {
+		if err := f.nft.Run(ctx, tx); err != nil {
+			return err
 		}
-		return f.nft.Run(ctx, tx)
+		if f.elements.writeAll(elems) == nil {
+			return nil
+		}
+		// Netlink refused; nft can still do it, only slower. Adding an
+		// element that a failed batch already added is not an error.
+		tx = f.nft.NewTransaction()
 	}
-	if err := f.nft.Run(ctx, tx); err != nil {
-		return err
+	for _, e := range elems {
+		tx.Add(e.element())
 	}
-	return f.elements.writeAll(elems)
+	return f.nft.Run(ctx, tx)
 }
 
 // splitEndpointElems separates the elements of generation gen's endpoint
@@ -434,7 +439,10 @@ func (f *family) run(ctx context.Context, tx *knftables.Transaction, dels, adds 
 	case tx.NumOperations() == 0:
 		return nil
 	case f.elements != nil && tx.NumOperations() == len(dels)+len(adds) && f.elements.eligible(dels, adds):
-		return f.elements.write(dels, adds)
+		if f.elements.write(dels, adds) == nil {
+			return nil
+		}
+		// A netlink batch is atomic: nothing of it applied, nft can retry.
 	}
 	return f.nft.Run(ctx, tx)
 }
