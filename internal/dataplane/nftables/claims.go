@@ -112,24 +112,27 @@ func (c *claims) winner(id elemID) (elemDef, bool) {
 	return best.elem(), true
 }
 
-// effective returns every element the table should hold, sorted.
-func (c *claims) effective() []elemDef {
-	ids := make([]elemID, 0, len(c.byID))
+// effective returns every element the table should hold, in two groups:
+// those of the endpoint maps (inEndpointMaps says which maps), grouped by
+// map for batching, and the others, sorted so that a full sync's
+// transaction reads the same every time.
+func (c *claims) effective(inEndpointMaps func(into string) bool) (endpoints, others []elemDef) {
 	for id := range c.byID {
-		ids = append(ids, id)
+		e, _ := c.winner(id)
+		if inEndpointMaps(id.into) {
+			endpoints = append(endpoints, e)
+		} else {
+			others = append(others, e)
+		}
 	}
-	slices.SortFunc(ids, func(a, b elemID) int {
+	slices.SortFunc(endpoints, func(a, b elemDef) int { return strings.Compare(a.into, b.into) })
+	slices.SortFunc(others, func(a, b elemDef) int {
 		if a.into != b.into {
 			return strings.Compare(a.into, b.into)
 		}
 		return strings.Compare(a.key, b.key)
 	})
-	out := make([]elemDef, 0, len(ids))
-	for _, id := range ids {
-		e, _ := c.winner(id)
-		out = append(out, e)
-	}
-	return out
+	return endpoints, others
 }
 
 // snapshot records the current winners of ids, before an update.

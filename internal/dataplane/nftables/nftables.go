@@ -169,7 +169,7 @@ func (f *family) fullSync(ctx context.Context, p *plan.Plan, masqBit uint) error
 	}
 	r := f.renderer(p, gen)
 	all := renderAll(r, p.PortsOf(f.fam))
-	endpointElems, otherElems := splitEndpointElems(all.claims.effective(), gen)
+	endpointElems, otherElems := all.claims.effective(endpointMapsOf(gen))
 	if err := f.fillEndpointMaps(ctx, gen, endpointElems); err != nil {
 		return err
 	}
@@ -307,21 +307,13 @@ func (f *family) fillEndpointMaps(ctx context.Context, gen int, elems []elemDef)
 	return f.nft.Run(ctx, tx)
 }
 
-// splitEndpointElems separates the elements of generation gen's endpoint
-// maps from the others.
-func splitEndpointElems(elems []elemDef, gen int) (endpoints, others []elemDef) {
+// endpointMapsOf tells whether a map is one of generation gen's endpoint maps.
+func endpointMapsOf(gen int) func(string) bool {
 	names := map[string]bool{}
 	for _, m := range endpointMapList {
 		names[m.name(gen)] = true
 	}
-	for _, e := range elems {
-		if names[e.into] {
-			endpoints = append(endpoints, e)
-		} else {
-			others = append(others, e)
-		}
-	}
-	return endpoints, others
+	return func(into string) bool { return names[into] }
 }
 
 // addRules appends rules to a chain that the transaction has emptied or
