@@ -23,7 +23,7 @@ func idOf(e elemDef) elemID { return elemID{into: e.into, key: e.key} }
 // holds is the claim of the smallest port key, so the result depends only on
 // the plan, never on the order of syncs.
 type claims struct {
-	byID map[elemID]claimants
+	byID map[string]map[string]claimants // map or set name -> element key -> claimants
 }
 
 // claimants are the ports claiming one element: nearly always one, so the
@@ -32,7 +32,7 @@ type claims struct {
 // endpoints.)
 type claimants struct {
 	first claim
-	more  []claim
+	more  *[]claim // nil but for conflicts; a pointer keeps the map slot small
 }
 
 type claim struct {
@@ -42,7 +42,30 @@ type claim struct {
 
 func (c claim) elem() elemDef { return c.o.elems[c.i] }
 
-func newClaims() *claims { return &claims{byID: map[elemID]claimants{}} }
+func newClaims() *claims { return &claims{byID: map[string]map[string]claimants{}} }
+
+func (c *claims) get(id elemID) (claimants, bool) {
+	cs, ok := c.byID[id.into][id.key]
+	return cs, ok
+}
+
+func (c *claims) set(id elemID, cs claimants) {
+	m := c.byID[id.into]
+	if m == nil {
+		m = map[string]claimants{}
+		c.byID[id.into] = m
+	}
+	m[id.key] = cs
+}
+
+func (c *claims) remove(id elemID) { delete(c.byID[id.into], id.key) }
+
+func (cs claimants) others() []claim {
+	if cs.more == nil {
+		return nil
+	}
+	return *cs.more
+}
 
 // update replaces the claims of old (a port's previous objects, or nil)
 // with those of new (its current ones, or nil).
@@ -60,51 +83,55 @@ func (c *claims) update(old, new *portObjects) {
 }
 
 func (c *claims) claim(id elemID, cl claim) {
-	cs, ok := c.byID[id]
-	switch {
-	case !ok:
+	cs, ok := c.get(id)
+	if !ok || cs.first.o.key == cl.o.key {
 		cs.first = cl
-	case cs.first.o.key == cl.o.key:
-		cs.first = cl
-	default:
-		for i := range cs.more {
-			if cs.more[i].o.key == cl.o.key {
-				cs.more[i] = cl
-				c.byID[id] = cs
-				return
-			}
-		}
-		cs.more = append(cs.more, cl)
+		c.set(id, cs)
+		return
 	}
-	c.byID[id] = cs
+	more := cs.others()
+	for i := range more {
+		if more[i].o.key == cl.o.key {
+			more[i] = cl
+			return
+		}
+	}
+	more = append(more, cl)
+	cs.more = &more
+	c.set(id, cs)
 }
 
 func (c *claims) release(id elemID, k plan.Key) {
-	cs, ok := c.byID[id]
+	cs, ok := c.get(id)
 	if !ok {
 		return
 	}
-	if cs.first.o.key == k {
-		if len(cs.more) == 0 {
-			delete(c.byID, id)
-			return
-		}
-		cs.first, cs.more = cs.more[0], cs.more[1:]
-	} else {
-		cs.more = slices.DeleteFunc(cs.more, func(x claim) bool { return x.o.key == k })
+	more := cs.others()
+	switch {
+	case cs.first.o.key == k && len(more) == 0:
+		c.remove(id)
+		return
+	case cs.first.o.key == k:
+		cs.first, more = more[0], more[1:]
+	default:
+		more = slices.DeleteFunc(more, func(x claim) bool { return x.o.key == k })
 	}
-	c.byID[id] = cs
+	cs.more = nil
+	if len(more) > 0 {
+		cs.more = &more
+	}
+	c.set(id, cs)
 }
 
 // winner returns the element the table should hold for id: the claim of
 // the smallest port key.
 func (c *claims) winner(id elemID) (elemDef, bool) {
-	cs, ok := c.byID[id]
+	cs, ok := c.get(id)
 	if !ok {
 		return elemDef{}, false
 	}
 	best := cs.first
-	for _, x := range cs.more {
+	for _, x := range cs.others() {
 		if x.o.key.Less(best.o.key) {
 			best = x
 		}
@@ -117,12 +144,14 @@ func (c *claims) winner(id elemID) (elemDef, bool) {
 // map for batching, and the others, sorted so that a full sync's
 // transaction reads the same every time.
 func (c *claims) effective(inEndpointMaps func(into string) bool) (endpoints, others []elemDef) {
-	for id := range c.byID {
-		e, _ := c.winner(id)
-		if inEndpointMaps(id.into) {
-			endpoints = append(endpoints, e)
-		} else {
-			others = append(others, e)
+	for into, m := range c.byID {
+		for key := range m {
+			e, _ := c.winner(elemID{into, key})
+			if inEndpointMaps(into) {
+				endpoints = append(endpoints, e)
+			} else {
+				others = append(others, e)
+			}
 		}
 	}
 	slices.SortFunc(endpoints, func(a, b elemDef) int { return strings.Compare(a.into, b.into) })
