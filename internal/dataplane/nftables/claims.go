@@ -164,6 +164,42 @@ func (c *claims) effective(inEndpointMaps func(into string) bool) (endpoints, ot
 	return endpoints, others
 }
 
+// expandChanges turns group-level deletions and additions into element
+// ones. A group that changed is compared index by index, so replacing one
+// endpoint of ten deletes and adds one element, not ten.
+func expandChanges(dels, adds []elemDef) (edels, eadds []elemDef) {
+	added := map[elemID]elemDef{}
+	for _, e := range adds {
+		if e.group != nil {
+			added[idOf(e)] = e
+		}
+	}
+	for _, d := range dels {
+		a, replaced := added[idOf(d)]
+		if d.group == nil || !replaced {
+			edels = append(edels, d.expand()...)
+			continue
+		}
+		for i := range max(len(d.group), len(a.group)) {
+			switch {
+			case i >= len(a.group):
+				edels = append(edels, d.member(i))
+			case i >= len(d.group):
+				eadds = append(eadds, a.member(i))
+			case d.group[i] != a.group[i]:
+				edels, eadds = append(edels, d.member(i)), append(eadds, a.member(i))
+			}
+		}
+		delete(added, idOf(d))
+	}
+	for _, e := range adds {
+		if _, pending := added[idOf(e)]; e.group == nil || pending {
+			eadds = append(eadds, e.expand()...)
+		}
+	}
+	return edels, eadds
+}
+
 // snapshot records the current winners of ids, before an update.
 func (c *claims) snapshot(ids []elemID) map[elemID]elemDef {
 	out := map[elemID]elemDef{}
@@ -200,7 +236,7 @@ func (c *claims) diff(before map[elemID]elemDef, ids []elemID) (dels, adds []ele
 }
 
 func sameElem(a, b elemDef) bool {
-	return a.value == b.value && deref(a.comment) == deref(b.comment)
+	return a.value == b.value && deref(a.comment) == deref(b.comment) && slices.Equal(a.group, b.group)
 }
 
 func secondsDuration(s int32) time.Duration { return time.Duration(s) * time.Second }

@@ -85,38 +85,85 @@ func (w *elementWriter) write(dels, adds []elemDef) error {
 	return conn.Flush()
 }
 
-// writeAll adds many elements into maps nothing refers to yet, so
-// atomicity across batches does not matter: up to 512 elements a message
-// (a netlink attribute holds at most 64 KiB) and 2048 a batch (a send is
-// bounded by the socket buffer).
-func (w *elementWriter) writeAll(adds []elemDef) error {
+// writeAll adds the elements of many groups into maps nothing refers to
+// yet, so atomicity across batches does not matter: up to 512 elements a
+// message (a netlink attribute holds at most 64 KiB) and 2048 a batch (a
+// send is bounded by the socket buffer). Groups are expanded as they go.
+func (w *elementWriter) writeAll(groups []elemDef) error {
 	const perMessage, perBatch = 512, 2048
-	for start := 0; start < len(adds); start += perBatch {
+	b := &batcher{w: w, perMessage: perMessage, perBatch: perBatch}
+	for _, g := range groups {
+		for i := range max(len(g.group), 1) {
+			e := g
+			if g.group != nil {
+				e = g.member(i)
+			}
+			if err := b.add(e); err != nil {
+				return err
+			}
+		}
+	}
+	return b.flush()
+}
+
+// batcher collects elements into netlink messages (one per map) and
+// batches, sending each batch when it is full.
+type batcher struct {
+	w                    *elementWriter
+	perMessage, perBatch int
+	conn                 *gnft.Conn
+	set                  string
+	isMap                bool
+	pending              []gnft.SetElement
+	inBatch              int
+}
+
+func (b *batcher) add(e elemDef) error {
+	if b.set != e.into || len(b.pending) == b.perMessage {
+		if err := b.endMessage(); err != nil {
+			return err
+		}
+		b.set, b.isMap = e.into, e.isMap
+	}
+	el, err := encodeElement(e)
+	if err != nil {
+		return err
+	}
+	b.pending = append(b.pending, el)
+	if b.inBatch++; b.inBatch == b.perBatch {
+		return b.flush()
+	}
+	return nil
+}
+
+func (b *batcher) endMessage() error {
+	if len(b.pending) == 0 {
+		return nil
+	}
+	if b.conn == nil {
 		conn, err := gnft.New()
 		if err != nil {
 			return err
 		}
-		batch := adds[start:min(start+perBatch, len(adds))]
-		for len(batch) > 0 {
-			n := 1
-			for n < len(batch) && n < perMessage && batch[n].into == batch[0].into {
-				n++
-			}
-			els := make([]gnft.SetElement, n)
-			for i, e := range batch[:n] {
-				if els[i], err = encodeElement(e); err != nil {
-					return err
-				}
-			}
-			set := &gnft.Set{Table: &gnft.Table{Name: w.table, Family: w.family}, Name: batch[0].into, IsMap: batch[0].isMap}
-			if err := conn.SetAddElements(set, els); err != nil {
-				return err
-			}
-			batch = batch[n:]
-		}
-		if err := conn.Flush(); err != nil {
-			return fmt.Errorf("adding endpoint elements: %w", err)
-		}
+		b.conn = conn
+	}
+	set := &gnft.Set{Table: &gnft.Table{Name: b.w.table, Family: b.w.family}, Name: b.set, IsMap: b.isMap}
+	err := b.conn.SetAddElements(set, b.pending)
+	b.pending = nil
+	return err
+}
+
+func (b *batcher) flush() error {
+	if err := b.endMessage(); err != nil {
+		return err
+	}
+	if b.conn == nil {
+		return nil
+	}
+	err := b.conn.Flush()
+	b.conn, b.inBatch = nil, 0
+	if err != nil {
+		return fmt.Errorf("adding endpoint elements: %w", err)
 	}
 	return nil
 }

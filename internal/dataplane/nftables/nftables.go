@@ -301,8 +301,10 @@ func (f *family) fillEndpointMaps(ctx context.Context, gen int, elems []elemDef)
 		// element that a failed batch already added is not an error.
 		tx = f.nft.NewTransaction()
 	}
-	for _, e := range elems {
-		tx.Add(e.element())
+	for _, g := range elems {
+		for _, e := range g.expand() {
+			tx.Add(e.element())
+		}
 	}
 	return f.nft.Run(ctx, tx)
 }
@@ -372,7 +374,7 @@ func (f *family) updateClaims(keys []plan.Key, next map[plan.Key]*portObjects) (
 	for _, k := range keys {
 		f.claims.update(f.written[k], next[k])
 	}
-	return f.claims.diff(before, touched)
+	return expandChanges(f.claims.diff(before, touched))
 }
 
 // partialTransaction sends what changed: new chains and sets first (so

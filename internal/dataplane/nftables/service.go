@@ -3,6 +3,7 @@ package nftables
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"sigs.k8s.io/knftables"
@@ -33,13 +34,38 @@ type setDef struct {
 
 // elemDef is an element of a shared map or set. Key and value hold their
 // fields already joined with " . ", as nft writes them: one string each
-// keeps 100,000 endpoints' elements small.
+// keeps the elements small.
+//
+// A group stands for the n elements "key . i : group[i]" of an endpoint
+// map: one address's candidates. Claims and diffs work on whole groups (so
+// an address conflict resolves for all its candidates at once, and 100,000
+// endpoints cost 10,000 claims); they become elements only when written.
 type elemDef struct {
 	into    string // map or set name
 	isMap   bool
 	key     string
 	value   string
 	comment *string
+	group   []netip.AddrPort // the plan's endpoint slice, not a copy
+}
+
+// expand returns the elements a group stands for; any other element is
+// returned as it is.
+func (e elemDef) expand() []elemDef {
+	if e.group == nil {
+		return []elemDef{e}
+	}
+	out := make([]elemDef, len(e.group))
+	for i := range e.group {
+		out[i] = e.member(i)
+	}
+	return out
+}
+
+// member is element i of a group.
+func (e elemDef) member(i int) elemDef {
+	ep := e.group[i]
+	return elemDef{into: e.into, isMap: true, key: e.key + " . " + strconv.Itoa(i), value: ep.Addr().String() + " . " + strconv.Itoa(int(ep.Port()))}
 }
 
 func fields(f ...string) string { return strings.Join(f, " . ") }
@@ -231,11 +257,7 @@ func (r *renderer) balance(o *portObjects, sp *plan.ServicePort, eps []netip.Add
 	proto := strings.ToLower(string(sp.Protocol))
 	mapName := endpointMapName(lb.mapBase, proto, r.gen)
 	for _, key := range lb.keys {
-		for i, e := range eps {
-			o.elems = append(o.elems, elemDef{into: mapName, isMap: true,
-				key:   fields(append(append([]string{}, key...), fmt.Sprint(i))...),
-				value: fields(e.Addr().String(), fmt.Sprint(e.Port()))})
-		}
+		o.elems = append(o.elems, elemDef{into: mapName, isMap: true, key: fields(key...), group: eps})
 	}
 	chain := fmt.Sprintf("%s%s-%s-%d", prefixBalance, lb.mapBase, proto, len(eps))
 	fields := r.w.ip + " daddr . " + proto + " dport"
@@ -338,7 +360,7 @@ func appendUnique(elems []elemDef, e elemDef) []elemDef {
 	return append(elems, e)
 }
 
-// element converts an element definition for a transaction.
+// element converts an element (not a group: see expand) for a transaction.
 func (e elemDef) element() *knftables.Element {
 	el := &knftables.Element{Key: []string{e.key}, Comment: e.comment}
 	if e.value != "" {
