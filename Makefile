@@ -22,8 +22,11 @@ test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 
+# Twice: with Go's default GC, and with the soft memory limit a DaemonSet
+# would set from its memory limit (GOMEMLIMIT).
 bench: deps build
 	./bin/svcproxy bench --services 1000,10000 --endpoints 10 --changes 50
+	GOMEMLIMIT=140MiB ./bin/svcproxy bench --services 10000 --endpoints 10 --changes 50
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzBuild -fuzztime 120s ./internal/plan/

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -50,7 +52,11 @@ func Run(ctx context.Context, out io.Writer, opts Options) error {
 		fmt.Fprintf(out, "%-9d %-10d %-10s %-12s %-12s %-12s\n", r.Services, r.Services*r.Endpoints,
 			round(r.Plan), round(r.Cold), round(r.ChangeP50), round(r.ChangeMax))
 	}
-	fmt.Fprintf(out, "\npeak RSS of this process (VmHWM), objects and plan included: %d MiB\n", vmHWM()>>20)
+	limit := "none (Go's default GC)"
+	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+		limit = fmt.Sprintf("%d MiB (GOMEMLIMIT)", l>>20)
+	}
+	fmt.Fprintf(out, "\npeak RSS of this process (VmHWM), objects and plan included: %d MiB; soft memory limit: %s\n", vmHWM()>>20, limit)
 	return nil
 }
 
