@@ -98,8 +98,9 @@ func (r *renderer) port(sp *plan.ServicePort) *portObjects {
 	o := &portObjects{key: sp.Key}
 	id := portID(sp.Key)
 	proto := strings.ToLower(string(sp.Protocol))
+	cmt := comment(sp.Key) // one string for all the port's elements
 	claim := func(into string, isMap bool, key []string, value ...string) {
-		o.elems = append(o.elems, elemDef{into: into, isMap: isMap, key: fields(key...), value: fields(value...), comment: comment(sp.Key)})
+		o.elems = append(o.elems, elemDef{into: into, isMap: isMap, key: fields(key...), value: fields(value...), comment: cmt})
 	}
 	vip := func(a netip.Addr, port uint16) []string { return []string{a.String(), proto, fmt.Sprint(port)} }
 	noEndpoints := "goto " + chainReject
