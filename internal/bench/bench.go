@@ -72,7 +72,7 @@ func newDataplane(name string) (dataplane.Dataplane, error) {
 
 func measure(ctx context.Context, n int, opts Options) (Result, error) {
 	r := Result{Services: n, Endpoints: opts.Endpoints}
-	svcs, eps := objects(n, opts.Endpoints)
+	svcs, eps := workload(n, opts.Endpoints)
 	tr := plan.NewTracker(plan.Config{NodeName: "bench-node"})
 	start := time.Now()
 	for _, s := range eps {

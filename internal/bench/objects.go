@@ -9,13 +9,14 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/svcproxy/svcproxy/internal/objects"
 )
 
-// objects generates n Services with eps endpoints each: every tenth one a
+// workload generates n Services with eps endpoints each: every tenth one a
 // NodePort, one endpoint in ten on this node. Addresses are unique: ClusterIPs
 // from 10.96.0.0/16, endpoints from 10.128.0.0/9.
-func objects(n, eps int) ([]*v1.Service, []*discovery.EndpointSlice) {
+func workload(n, eps int) ([]*v1.Service, []*discovery.EndpointSlice) {
 	svcs := make([]*v1.Service, 0, n)
 	slices := make([]*discovery.EndpointSlice, 0, n)
 	for i := 0; i < n; i++ {
@@ -25,32 +26,23 @@ func objects(n, eps int) ([]*v1.Service, []*discovery.EndpointSlice) {
 	return svcs, slices
 }
 
+// service is Service i: a ClusterIP Service with one port "http", every
+// tenth one a NodePort.
 func service(i int) *v1.Service {
-	svc := &v1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("svc-%d", i)},
-		Spec: v1.ServiceSpec{
-			Type:      v1.ServiceTypeClusterIP,
-			ClusterIP: addr4(netip.MustParseAddr("10.96.0.0"), uint32(i+1)).String(),
-			Ports:     []v1.ServicePort{{Name: "http", Protocol: v1.ProtocolTCP, Port: 80}},
-		},
+	opts := []objects.ServiceOption{
+		objects.ClusterIP(addr4(netip.MustParseAddr("10.96.0.0"), uint32(i+1)).String()),
+		objects.Port("http", v1.ProtocolTCP, 80, 0),
 	}
 	if i%10 == 0 {
-		svc.Spec.Type = v1.ServiceTypeNodePort
-		svc.Spec.Ports[0].NodePort = int32(30000 + i/10%2768)
+		opts = append(opts, objects.NodePort(int32(30000+i/10%2768)))
 	}
-	return svc
+	return objects.Service("bench", fmt.Sprintf("svc-%d", i), opts...)
 }
 
 // slice builds Service i's EndpointSlice; gen shifts the addresses so that
 // a new generation replaces one endpoint.
 func slice(i, eps, gen int) *discovery.EndpointSlice {
-	name, port, ready := "http", int32(8080), true
-	s := &discovery.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("svc-%d-abc", i),
-			Labels: map[string]string{discovery.LabelServiceName: fmt.Sprintf("svc-%d", i)}},
-		AddressType: discovery.AddressTypeIPv4,
-		Ports:       []discovery.EndpointPort{{Name: &name, Port: &port}},
-	}
+	var endpoints []discovery.Endpoint
 	for j := 0; j < eps; j++ {
 		node := "other"
 		if j == 0 {
@@ -61,12 +53,10 @@ func slice(i, eps, gen int) *discovery.EndpointSlice {
 			k += gen * eps // the last endpoint moves with each generation
 		}
 		ip := addr4(netip.MustParseAddr("10.128.0.0"), uint32(i*eps*64+k+1))
-		s.Endpoints = append(s.Endpoints, discovery.Endpoint{
-			Addresses: []string{ip.String()}, NodeName: &node,
-			Conditions: discovery.EndpointConditions{Ready: &ready},
-		})
+		endpoints = append(endpoints, objects.Endpoint(ip.String(), objects.OnNode(node), objects.Ready(true)))
 	}
-	return s
+	return objects.Slice("bench", fmt.Sprintf("svc-%d-abc", i), fmt.Sprintf("svc-%d", i), discovery.AddressTypeIPv4,
+		[]discovery.EndpointPort{objects.EndpointPort("http", "", 8080)}, endpoints...)
 }
 
 func addr4(base netip.Addr, off uint32) netip.Addr {

@@ -7,6 +7,7 @@ import (
 	discovery "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/svcproxy/svcproxy/internal/objects"
 	"github.com/svcproxy/svcproxy/internal/plan"
 )
 
@@ -15,9 +16,9 @@ import (
 func TestNeedsClean(t *testing.T) {
 	tr := plan.NewTracker(testConfig)
 	tr.SetNode(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}})
-	web := service("web", v1.ServiceTypeClusterIP, []string{"10.96.0.30"}, sport("", v1.ProtocolTCP, 80, 0))
-	dns := service("dns", v1.ServiceTypeClusterIP, []string{"10.96.0.10"}, sport("", v1.ProtocolUDP, 53, 0))
-	udpPorts := []discovery.EndpointPort{eport("", v1.ProtocolUDP, 5353)}
+	web := objects.Service(testNS, "web", objects.ClusterIPs("10.96.0.30"), objects.Port("", v1.ProtocolTCP, 80, 0))
+	dns := objects.Service(testNS, "dns", objects.ClusterIPs("10.96.0.10"), objects.Port("", v1.ProtocolUDP, 53, 0))
+	udpPorts := []discovery.EndpointPort{objects.EndpointPort("", v1.ProtocolUDP, 5353)}
 
 	step := func(name string, wantV4, wantV6 bool) {
 		t.Helper()
@@ -35,14 +36,14 @@ func TestNeedsClean(t *testing.T) {
 	tr.SetService(dns)
 	step("UDP Service added", true, false)
 	step("nothing changed", false, false)
-	tr.SetSlice(endpointSlice("dns", "dns", discovery.AddressTypeIPv4, udpPorts, readyEP("10.244.1.2")))
+	tr.SetSlice(objects.Slice(testNS, "dns", "dns", discovery.AddressTypeIPv4, udpPorts, readyEP("10.244.1.2")))
 	step("UDP endpoints changed", true, false)
-	tr.SetSlice(endpointSlice("web", "web", discovery.AddressTypeIPv4,
-		[]discovery.EndpointPort{eport("", v1.ProtocolTCP, 8080)}, readyEP("10.244.1.7")))
+	tr.SetSlice(objects.Slice(testNS, "web", "web", discovery.AddressTypeIPv4,
+		[]discovery.EndpointPort{objects.EndpointPort("", v1.ProtocolTCP, 8080)}, readyEP("10.244.1.7")))
 	step("TCP endpoints changed", false, false)
 	tr.MarkFull()
 	step("full sync with a UDP port", true, false)
-	tr.SetService(service("dns", v1.ServiceTypeClusterIP, []string{"10.96.0.10", "fd00:10:96::10"}, sport("", v1.ProtocolUDP, 53, 0)))
+	tr.SetService(objects.Service(testNS, "dns", objects.ClusterIPs("10.96.0.10", "fd00:10:96::10"), objects.Port("", v1.ProtocolUDP, 53, 0)))
 	step("UDP Service becomes dual-stack", false, true)
 	tr.DeleteService(testNS, "dns")
 	step("UDP Service deleted: none of its addresses left to check", false, false)

@@ -8,6 +8,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 
+	"github.com/svcproxy/svcproxy/internal/objects"
 	"github.com/svcproxy/svcproxy/internal/plan"
 )
 
@@ -24,29 +25,29 @@ import (
 //   - ns/empty, 10.96.0.20, 53/UDP, no endpoints.
 //   - ns/web, 10.96.0.30, 80/TCP, endpoint 10.244.1.7:8080.
 func dnsPlan(t *testing.T, cfg plan.Config) *plan.Plan {
-	dns := service("dns", v1.ServiceTypeLoadBalancer, []string{"10.96.0.10", "fd00:10:96::10"},
-		sport("dns", v1.ProtocolUDP, 53, 30053), sport("dns-tcp", v1.ProtocolTCP, 53, 30054))
+	dns := objects.Service(testNS, "dns", objects.Type(v1.ServiceTypeLoadBalancer), objects.ClusterIPs("10.96.0.10", "fd00:10:96::10"),
+		objects.Port("dns", v1.ProtocolUDP, 53, 30053), objects.Port("dns-tcp", v1.ProtocolTCP, 53, 30054))
 	dns.Spec.ExternalIPs = []string{"203.0.113.10", "2001:db8:2::10"}
 	dns.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: "203.0.113.20"}, {IP: "2001:db8:2::20"}}
-	shared := service("shared", v1.ServiceTypeClusterIP, []string{"10.96.0.11"}, sport("", v1.ProtocolUDP, 53, 0))
+	shared := objects.Service(testNS, "shared", objects.ClusterIPs("10.96.0.11"), objects.Port("", v1.ProtocolUDP, 53, 0))
 	shared.Spec.ExternalIPs = []string{"203.0.113.10"}
-	dnsPorts := []discovery.EndpointPort{eport("dns", v1.ProtocolUDP, 5353), eport("dns-tcp", v1.ProtocolTCP, 5353)}
+	dnsPorts := []discovery.EndpointPort{objects.EndpointPort("dns", v1.ProtocolUDP, 5353), objects.EndpointPort("dns-tcp", v1.ProtocolTCP, 5353)}
 	return build(t, cfg,
 		[]*v1.Service{
 			dns, shared,
-			service("empty", v1.ServiceTypeClusterIP, []string{"10.96.0.20"}, sport("", v1.ProtocolUDP, 53, 0)),
-			service("web", v1.ServiceTypeClusterIP, []string{"10.96.0.30"}, sport("", v1.ProtocolTCP, 80, 0)),
+			objects.Service(testNS, "empty", objects.ClusterIPs("10.96.0.20"), objects.Port("", v1.ProtocolUDP, 53, 0)),
+			objects.Service(testNS, "web", objects.ClusterIPs("10.96.0.30"), objects.Port("", v1.ProtocolTCP, 80, 0)),
 		},
-		endpointSlice("dns-v4", "dns", discovery.AddressTypeIPv4, dnsPorts,
+		objects.Slice(testNS, "dns-v4", "dns", discovery.AddressTypeIPv4, dnsPorts,
 			readyEP("10.244.1.2"),
-			endpoint("10.244.1.3", false, true, true),
-			endpoint("10.244.1.4", false, false, true),
-			endpoint("10.244.1.5", false, false, false)),
-		endpointSlice("dns-v6", "dns", discovery.AddressTypeIPv6, dnsPorts, readyEP("fd00:10:244:1::2")),
-		endpointSlice("shared", "shared", discovery.AddressTypeIPv4,
-			[]discovery.EndpointPort{eport("", v1.ProtocolUDP, 5353)}, readyEP("10.244.2.2")),
-		endpointSlice("web", "web", discovery.AddressTypeIPv4,
-			[]discovery.EndpointPort{eport("", v1.ProtocolTCP, 8080)}, readyEP("10.244.1.7")),
+			objects.Endpoint("10.244.1.3", objects.Conditions(false, true, true)),
+			objects.Endpoint("10.244.1.4", objects.Conditions(false, false, true)),
+			objects.Endpoint("10.244.1.5", objects.Conditions(false, false, false))),
+		objects.Slice(testNS, "dns-v6", "dns", discovery.AddressTypeIPv6, dnsPorts, readyEP("fd00:10:244:1::2")),
+		objects.Slice(testNS, "shared", "shared", discovery.AddressTypeIPv4,
+			[]discovery.EndpointPort{objects.EndpointPort("", v1.ProtocolUDP, 5353)}, readyEP("10.244.2.2")),
+		objects.Slice(testNS, "web", "web", discovery.AddressTypeIPv4,
+			[]discovery.EndpointPort{objects.EndpointPort("", v1.ProtocolTCP, 8080)}, readyEP("10.244.1.7")),
 	)
 }
 

@@ -21,6 +21,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 
+	"github.com/svcproxy/svcproxy/internal/objects"
 	"github.com/svcproxy/svcproxy/internal/plan"
 	"github.com/svcproxy/svcproxy/internal/testnet"
 )
@@ -184,10 +185,11 @@ func testCleanUDPKernel(t *testing.T, kf kernelFamily) {
 	// the namespace's own: the host elsewhere is not one, and keeps its entry.
 	cfg := testConfig
 	cfg.NodeIPs = nil
-	svc := service("dns", v1.ServiceTypeNodePort, []string{kf.clusterIP.String()}, sport("", v1.ProtocolUDP, servicePort, nodePortNum))
+	svc := objects.Service(testNS, "dns", objects.Type(v1.ServiceTypeNodePort), objects.ClusterIPs(kf.clusterIP.String()),
+		objects.Port("", v1.ProtocolUDP, servicePort, nodePortNum))
 	p := build(t, cfg, []*v1.Service{svc},
-		endpointSlice("dns", "dns", kf.addressType, []discovery.EndpointPort{eport("", v1.ProtocolUDP, endpointPort)},
-			endpoint(kf.ep2.String(), false, false, true), readyEP(kf.ep3.String())))
+		objects.Slice(testNS, "dns", "dns", kf.addressType, []discovery.EndpointPort{objects.EndpointPort("", v1.ProtocolUDP, endpointPort)},
+			objects.Endpoint(kf.ep2.String(), objects.Conditions(false, false, true)), readyEP(kf.ep3.String())))
 	c := New(h)
 	deleted, err := c.CleanUDP(p, kf.family)
 	if err != nil {

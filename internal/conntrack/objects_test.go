@@ -11,6 +11,7 @@ import (
 	discovery "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/svcproxy/svcproxy/internal/objects"
 	"github.com/svcproxy/svcproxy/internal/plan"
 )
 
@@ -28,51 +29,10 @@ var testConfig = plan.Config{
 	NodeIPs:      []netip.Addr{netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("2001:db8:1::1")},
 }
 
-// service returns a Service of the given type with its ClusterIPs and ports.
-func service(name string, typ v1.ServiceType, clusterIPs []string, ports ...v1.ServicePort) *v1.Service {
-	return &v1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: name},
-		Spec: v1.ServiceSpec{
-			Type:       typ,
-			ClusterIP:  clusterIPs[0],
-			ClusterIPs: clusterIPs,
-			Ports:      ports,
-		},
-	}
+// readyEP is a ready endpoint.
+func readyEP(ip string) discovery.Endpoint {
+	return objects.Endpoint(ip, objects.Conditions(true, true, false))
 }
-
-func sport(name string, proto v1.Protocol, port, nodePort int32) v1.ServicePort {
-	return v1.ServicePort{Name: name, Protocol: proto, Port: port, NodePort: nodePort}
-}
-
-// endpointSlice returns an EndpointSlice of Service svcName.
-func endpointSlice(name, svcName string, at discovery.AddressType, ports []discovery.EndpointPort, eps ...discovery.Endpoint) *discovery.EndpointSlice {
-	return &discovery.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: testNS, Name: name,
-			Labels: map[string]string{discovery.LabelServiceName: svcName},
-		},
-		AddressType: at,
-		Ports:       ports,
-		Endpoints:   eps,
-	}
-}
-
-func eport(name string, proto v1.Protocol, port int32) discovery.EndpointPort {
-	return discovery.EndpointPort{Name: &name, Protocol: &proto, Port: &port}
-}
-
-func ptr[T any](v T) *T { return &v }
-
-// endpoint returns an endpoint with its three conditions.
-func endpoint(ip string, ready, serving, terminating bool) discovery.Endpoint {
-	return discovery.Endpoint{
-		Addresses:  []string{ip},
-		Conditions: discovery.EndpointConditions{Ready: ptr(ready), Serving: ptr(serving), Terminating: ptr(terminating)},
-	}
-}
-
-func readyEP(ip string) discovery.Endpoint { return endpoint(ip, true, true, false) }
 
 // build plans the objects with cfg and fails on any validation error.
 func build(t *testing.T, cfg plan.Config, services []*v1.Service, slices ...*discovery.EndpointSlice) *plan.Plan {

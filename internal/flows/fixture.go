@@ -28,8 +28,8 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/svcproxy/svcproxy/internal/objects"
 	"github.com/svcproxy/svcproxy/internal/plan"
 )
 
@@ -73,53 +73,53 @@ func Fixture() plan.Input {
 	}
 
 	// ClusterIP Services.
-	add(service("one", ip4("10.96.0.10"), port("", v1.ProtocolTCP, 80, 0)),
+	add(service("one", singleStack("10.96.0.10"), port("", v1.ProtocolTCP, 80, 0)),
 		epSlice("one", v4, ports1(8080), endpoint(PodC, Node2Name)))
-	add(service("three", ip4("10.96.0.11"), port("", v1.ProtocolTCP, 80, 0)),
+	add(service("three", singleStack("10.96.0.11"), port("", v1.ProtocolTCP, 80, 0)),
 		epSlice("three", v4, ports1(8080), endpoint(PodA, NodeName), endpoint(PodC, Node2Name), endpoint(PodD, Node2Name)))
 
 	// NodePort, externalTrafficPolicy Cluster.
-	add(service("np-cluster", ip4("10.96.0.12"), port("", v1.ProtocolTCP, 80, 30012)),
+	add(service("np-cluster", singleStack("10.96.0.12"), port("", v1.ProtocolTCP, 80, 30012)),
 		epSlice("np-cluster", v4, ports1(8080), endpoint(PodB, NodeName), endpoint(PodD, Node2Name)))
 
 	// NodePort + LoadBalancer, externalTrafficPolicy Local, with a local
 	// endpoint.
-	add(service("lb-local", ip4("10.96.0.13"), port("", v1.ProtocolTCP, 80, 30013), lb("203.0.113.13"), etpLocal(32013)),
+	add(service("lb-local", singleStack("10.96.0.13"), port("", v1.ProtocolTCP, 80, 30013), lb("203.0.113.13"), objects.ExternalTrafficPolicyLocal(32013)),
 		epSlice("lb-local", v4, ports1(8081), endpoint(PodA, NodeName), endpoint(PodC, Node2Name)))
 
 	// NodePort, externalTrafficPolicy Local, remote endpoints only.
-	add(service("np-local-remote", ip4("10.96.0.14"), port("", v1.ProtocolTCP, 80, 30014), etpLocal(32014)),
+	add(service("np-local-remote", singleStack("10.96.0.14"), port("", v1.ProtocolTCP, 80, 30014), objects.ExternalTrafficPolicyLocal(32014)),
 		epSlice("np-local-remote", v4, ports1(8082), endpoint(PodC, Node2Name), endpoint(PodD, Node2Name)))
 
 	// internalTrafficPolicy Local, with and without a local endpoint.
-	add(service("itp-local", ip4("10.96.0.15"), port("", v1.ProtocolTCP, 80, 0), itpLocal()),
+	add(service("itp-local", singleStack("10.96.0.15"), port("", v1.ProtocolTCP, 80, 0), objects.InternalTrafficPolicyLocal()),
 		epSlice("itp-local", v4, ports1(8083), endpoint(PodB, NodeName), endpoint(PodD, Node2Name)))
-	add(service("itp-remote", ip4("10.96.0.16"), port("", v1.ProtocolTCP, 80, 0), itpLocal()),
+	add(service("itp-remote", singleStack("10.96.0.16"), port("", v1.ProtocolTCP, 80, 0), objects.InternalTrafficPolicyLocal()),
 		epSlice("itp-remote", v4, ports1(8084), endpoint(PodC, Node2Name)))
 
 	// sessionAffinity ClientIP, default and short timeouts.
-	add(service("sticky", ip4("10.96.0.17"), port("", v1.ProtocolTCP, 80, 30017), affinity(nil)),
+	add(service("sticky", singleStack("10.96.0.17"), port("", v1.ProtocolTCP, 80, 30017), objects.Affinity(0)),
 		epSlice("sticky", v4, ports1(8085), endpoint(PodA, NodeName), endpoint(PodC, Node2Name)))
-	add(service("sticky-short", ip4("10.96.0.18"), port("", v1.ProtocolTCP, 80, 0), affinity(ptr(int32(600)))),
+	add(service("sticky-short", singleStack("10.96.0.18"), port("", v1.ProtocolTCP, 80, 0), objects.Affinity(600)),
 		epSlice("sticky-short", v4, ports1(8086), endpoint(PodD, Node2Name)))
 
 	// LoadBalancer with loadBalancerSourceRanges.
-	add(service("lb-ranges", ip4("10.96.0.19"), port("", v1.ProtocolTCP, 443, 30019), lb("203.0.113.19"), ranges("198.51.100.0/24")),
+	add(service("lb-ranges", singleStack("10.96.0.19"), port("", v1.ProtocolTCP, 443, 30019), lb("203.0.113.19"), objects.SourceRanges("198.51.100.0/24")),
 		epSlice("lb-ranges", v4, ports1(8443), endpoint(PodB, NodeName), endpoint(PodD, Node2Name)))
 
 	// externalIPs, Cluster and Local.
-	add(service("ext-ip", ip4("10.96.0.20"), port("", v1.ProtocolTCP, 80, 0), externalIPs("203.0.113.20")),
+	add(service("ext-ip", singleStack("10.96.0.20"), port("", v1.ProtocolTCP, 80, 0), objects.ExternalIPs("203.0.113.20")),
 		epSlice("ext-ip", v4, ports1(8087), endpoint(PodC, Node2Name)))
-	add(service("ext-ip-local", ip4("10.96.0.21"), port("", v1.ProtocolTCP, 80, 0), externalIPs("203.0.113.21"), etpLocal(0)),
+	add(service("ext-ip-local", singleStack("10.96.0.21"), port("", v1.ProtocolTCP, 80, 0), objects.ExternalIPs("203.0.113.21"), objects.ExternalTrafficPolicyLocal(0)),
 		epSlice("ext-ip-local", v4, ports1(8088), endpoint(PodA, NodeName), endpoint(PodD, Node2Name)))
 
 	// No endpoints at all, on every kind of address.
-	add(service("empty", ip4("10.96.0.22"), port("", v1.ProtocolTCP, 80, 30022), lb("203.0.113.22"), externalIPs("203.0.113.23")),
+	add(service("empty", singleStack("10.96.0.22"), port("", v1.ProtocolTCP, 80, 30022), lb("203.0.113.22"), objects.ExternalIPs("203.0.113.23")),
 		epSlice("empty", v4, ports1(8080)))
 
 	// UDP.
-	add(service("udp", ip4("10.96.0.23"), port("dns", v1.ProtocolUDP, 53, 0)),
-		epSlice("udp", v4, []discovery.EndpointPort{slicePort("dns", v1.ProtocolUDP, 5353)}, endpoint(PodB, NodeName), endpoint(PodD, Node2Name)))
+	add(service("udp", singleStack("10.96.0.23"), port("dns", v1.ProtocolUDP, 53, 0)),
+		epSlice("udp", v4, []discovery.EndpointPort{objects.EndpointPort("dns", v1.ProtocolUDP, 5353)}, endpoint(PodB, NodeName), endpoint(PodD, Node2Name)))
 
 	// Dual-stack NodePort + LoadBalancer.
 	add(service("dual", dualStack("10.96.0.24", "fd00:10:96::24"), port("", v1.ProtocolTCP, 80, 30024), lb("203.0.113.24", "2001:db8:2::24")),
@@ -127,41 +127,35 @@ func Fixture() plan.Input {
 		epSlice("dual", v6, ports1(8089), endpoint(PodA6, NodeName), endpoint(PodC6, Node2Name)))
 
 	// IPv6 single-stack NodePort, externalTrafficPolicy Local.
-	add(service("v6-local", ip6("fd00:10:96::26"), port("", v1.ProtocolTCP, 80, 30026), etpLocal(32026)),
+	add(service("v6-local", singleStack("fd00:10:96::26"), port("", v1.ProtocolTCP, 80, 30026), objects.ExternalTrafficPolicyLocal(32026)),
 		epSlice("v6-local", v6, ports1(8090), endpoint(PodB6, NodeName), endpoint(PodD6, Node2Name)))
 
 	// Terminating endpoints only: two serving, one not.
-	add(service("terminating", ip4("10.96.0.27"), port("", v1.ProtocolTCP, 80, 30027), etpLocal(32027)),
+	add(service("terminating", singleStack("10.96.0.27"), port("", v1.ProtocolTCP, 80, 30027), objects.ExternalTrafficPolicyLocal(32027)),
 		epSlice("terminating", v4, ports1(8091),
 			endpoint(PodB, NodeName, terminating(true)), endpoint(PodC, Node2Name, terminating(true)), endpoint(PodD, Node2Name, terminating(false))))
 
 	// Multi-port.
-	add(service("multi", ip4("10.96.0.28"), port("http", v1.ProtocolTCP, 80, 0), port("metrics", v1.ProtocolTCP, 9090, 0), port("syslog", v1.ProtocolUDP, 514, 0)),
+	add(service("multi", singleStack("10.96.0.28"), port("http", v1.ProtocolTCP, 80, 0), port("metrics", v1.ProtocolTCP, 9090, 0), port("syslog", v1.ProtocolUDP, 514, 0)),
 		epSlice("multi", v4, []discovery.EndpointPort{
-			slicePort("http", v1.ProtocolTCP, 8092), slicePort("metrics", v1.ProtocolTCP, 9100), slicePort("syslog", v1.ProtocolUDP, 5514),
+			objects.EndpointPort("http", v1.ProtocolTCP, 8092),
+			objects.EndpointPort("metrics", v1.ProtocolTCP, 9100),
+			objects.EndpointPort("syslog", v1.ProtocolUDP, 5514),
 		}, endpoint(PodB, NodeName), endpoint(PodC, Node2Name)))
 
 	// Topology-aware routing: zone hints, one node2 endpoint lent to zone-a.
-	add(service("zonal", ip4("10.96.0.29"), port("", v1.ProtocolTCP, 80, 0), func(s *v1.Service) {
-		s.Spec.TrafficDistribution = ptr(v1.ServiceTrafficDistributionPreferSameZone)
+	add(service("zonal", singleStack("10.96.0.29"), port("", v1.ProtocolTCP, 80, 0), func(s *v1.Service) {
+		s.Spec.TrafficDistribution = objects.Ptr(v1.ServiceTrafficDistributionPreferSameZone)
 	}),
 		epSlice("zonal", v4, ports1(8093),
-			endpoint(PodA, NodeName, hints(Zone)), endpoint(PodC, Node2Name, hints(Zone2)), endpoint(PodD, Node2Name, hints(Zone))))
+			endpoint(PodA, NodeName, objects.HintZones(Zone)),
+			endpoint(PodC, Node2Name, objects.HintZones(Zone2)),
+			endpoint(PodD, Node2Name, objects.HintZones(Zone))))
 
 	return plan.Input{
 		Services: svcs,
 		Slices:   slices,
-		Node: &v1.Node{
-			ObjectMeta: metav1.ObjectMeta{Name: NodeName, Labels: map[string]string{
-				v1.LabelHostname:     NodeName,
-				v1.LabelTopologyZone: Zone,
-			}},
-			Spec: v1.NodeSpec{PodCIDRs: []string{"10.244.1.0/24", "fd00:10:244:1::/64"}},
-			Status: v1.NodeStatus{Addresses: []v1.NodeAddress{
-				{Type: v1.NodeInternalIP, Address: NodeIP},
-				{Type: v1.NodeInternalIP, Address: NodeIPv6},
-			}},
-		},
+		Node:     node(),
 		Config: plan.Config{
 			NodeName: NodeName,
 			ClusterCIDRs: []netip.Prefix{
@@ -173,6 +167,19 @@ func Fixture() plan.Input {
 	}
 }
 
+// node is node1 as the kubelet registers it: hostname and zone labels, its
+// pod CIDRs and its addresses.
+func node() *v1.Node {
+	n := objects.Node(NodeName, Zone)
+	n.Labels[v1.LabelHostname] = NodeName
+	n.Spec.PodCIDRs = []string{"10.244.1.0/24", "fd00:10:244:1::/64"}
+	n.Status.Addresses = []v1.NodeAddress{
+		{Type: v1.NodeInternalIP, Address: NodeIP},
+		{Type: v1.NodeInternalIP, Address: NodeIPv6},
+	}
+	return n
+}
+
 // Builders for the fixture's objects, shaped as the API server and the
 // EndpointSlice controller write them.
 
@@ -181,98 +188,57 @@ const (
 	v6 = discovery.AddressTypeIPv6
 )
 
-type svcOpt func(*v1.Service)
-
-func service(name string, opts ...svcOpt) *v1.Service {
-	s := &v1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: name},
-		Spec: v1.ServiceSpec{
-			Type:                  v1.ServiceTypeClusterIP,
-			Selector:              map[string]string{"app": name},
-			SessionAffinity:       v1.ServiceAffinityNone,
-			InternalTrafficPolicy: ptr(v1.ServiceInternalTrafficPolicyCluster),
+// service is a ClusterIP Service with the fields the API server defaults: a
+// selector, sessionAffinity None and internalTrafficPolicy Cluster.
+func service(name string, opts ...objects.ServiceOption) *v1.Service {
+	return objects.Service(Namespace, name, append([]objects.ServiceOption{
+		func(s *v1.Service) {
+			s.Spec.Selector = map[string]string{"app": name}
+			s.Spec.SessionAffinity = v1.ServiceAffinityNone
 		},
-	}
-	for _, o := range opts {
-		o(s)
-	}
-	return s
+		objects.InternalTrafficPolicyCluster(),
+	}, opts...)...)
 }
 
-func ip4(ip string) svcOpt { return family(v1.IPv4Protocol, ip) }
-func ip6(ip string) svcOpt { return family(v1.IPv6Protocol, ip) }
-
-func family(f v1.IPFamily, ip string) svcOpt {
-	return func(s *v1.Service) {
-		s.Spec.ClusterIP, s.Spec.ClusterIPs = ip, []string{ip}
-		s.Spec.IPFamilies = []v1.IPFamily{f}
-		s.Spec.IPFamilyPolicy = ptr(v1.IPFamilyPolicySingleStack)
-	}
+// singleStack and dualStack set the ClusterIPs with their families and
+// policy.
+func singleStack(ip string) objects.ServiceOption {
+	return clusterIPs(v1.IPFamilyPolicySingleStack, ip)
 }
 
-func dualStack(ip4, ip6 string) svcOpt {
+func dualStack(ip4, ip6 string) objects.ServiceOption {
+	return clusterIPs(v1.IPFamilyPolicyRequireDualStack, ip4, ip6)
+}
+
+func clusterIPs(policy v1.IPFamilyPolicy, ips ...string) objects.ServiceOption {
 	return func(s *v1.Service) {
-		s.Spec.ClusterIP, s.Spec.ClusterIPs = ip4, []string{ip4, ip6}
-		s.Spec.IPFamilies = []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol}
-		s.Spec.IPFamilyPolicy = ptr(v1.IPFamilyPolicyRequireDualStack)
+		objects.ClusterIPs(ips...)(s)
+		objects.IPFamilies(policy)(s)
 	}
 }
 
 // port adds a Service port; a nodePort makes the Service a NodePort one
 // (unless it is a LoadBalancer) with externalTrafficPolicy Cluster.
-func port(name string, proto v1.Protocol, p, nodePort int32) svcOpt {
+func port(name string, proto v1.Protocol, p, nodePort int32) objects.ServiceOption {
 	return func(s *v1.Service) {
-		s.Spec.Ports = append(s.Spec.Ports, v1.ServicePort{Name: name, Protocol: proto, Port: p, NodePort: nodePort})
+		objects.Port(name, proto, p, nodePort)(s)
 		if nodePort != 0 {
 			if s.Spec.Type == v1.ServiceTypeClusterIP {
 				s.Spec.Type = v1.ServiceTypeNodePort
 			}
 			if s.Spec.ExternalTrafficPolicy == "" {
-				s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyCluster
+				objects.ExternalTrafficPolicyCluster()(s)
 			}
 		}
 	}
 }
 
 // lb makes the Service a LoadBalancer with these ingress IPs (ipMode VIP).
-func lb(ips ...string) svcOpt {
+func lb(ips ...string) objects.ServiceOption {
 	return func(s *v1.Service) {
 		s.Spec.Type = v1.ServiceTypeLoadBalancer
 		for _, ip := range ips {
-			s.Status.LoadBalancer.Ingress = append(s.Status.LoadBalancer.Ingress,
-				v1.LoadBalancerIngress{IP: ip, IPMode: ptr(v1.LoadBalancerIPModeVIP)})
-		}
-	}
-}
-
-func ranges(cidrs ...string) svcOpt {
-	return func(s *v1.Service) { s.Spec.LoadBalancerSourceRanges = cidrs }
-}
-
-func externalIPs(ips ...string) svcOpt {
-	return func(s *v1.Service) { s.Spec.ExternalIPs = ips }
-}
-
-// etpLocal sets externalTrafficPolicy Local; healthCheckNodePort 0 leaves it
-// unset (externalIPs-only Services have none).
-func etpLocal(healthCheckNodePort int32) svcOpt {
-	return func(s *v1.Service) {
-		s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal
-		s.Spec.HealthCheckNodePort = healthCheckNodePort
-	}
-}
-
-func itpLocal() svcOpt {
-	return func(s *v1.Service) { s.Spec.InternalTrafficPolicy = ptr(v1.ServiceInternalTrafficPolicyLocal) }
-}
-
-// affinity sets sessionAffinity ClientIP; nil leaves the default timeout
-// (the API server would write 10800; the plan must default it the same).
-func affinity(timeout *int32) svcOpt {
-	return func(s *v1.Service) {
-		s.Spec.SessionAffinity = v1.ServiceAffinityClientIP
-		if timeout != nil {
-			s.Spec.SessionAffinityConfig = &v1.SessionAffinityConfig{ClientIP: &v1.ClientIPConfig{TimeoutSeconds: timeout}}
+			objects.LoadBalancerIngress(ip, v1.LoadBalancerIPModeVIP)(s)
 		}
 	}
 }
@@ -283,63 +249,28 @@ func epSlice(svcName string, at discovery.AddressType, ports []discovery.Endpoin
 	if at == v6 {
 		suffix = "-v6"
 	}
-	return &discovery.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: Namespace,
-			Name:      svcName + suffix,
-			Labels: map[string]string{
-				discovery.LabelServiceName: svcName,
-				discovery.LabelManagedBy:   "endpointslice-controller.k8s.io",
-			},
-		},
-		AddressType: at,
-		Ports:       ports,
-		Endpoints:   eps,
-	}
+	s := objects.Slice(Namespace, svcName+suffix, svcName, at, ports, eps...)
+	s.Labels[discovery.LabelManagedBy] = "endpointslice-controller.k8s.io"
+	return s
 }
 
+// ports1 is the single unnamed TCP port of an EndpointSlice.
 func ports1(p int32) []discovery.EndpointPort {
-	return []discovery.EndpointPort{slicePort("", v1.ProtocolTCP, p)}
+	return []discovery.EndpointPort{objects.EndpointPort("", v1.ProtocolTCP, p)}
 }
-
-func slicePort(name string, proto v1.Protocol, p int32) discovery.EndpointPort {
-	return discovery.EndpointPort{Name: ptr(name), Protocol: ptr(proto), Port: ptr(p)}
-}
-
-type epOpt func(*discovery.Endpoint)
 
 // endpoint is a ready endpoint on a node, in the node's zone.
-func endpoint(ip, node string, opts ...epOpt) discovery.Endpoint {
+func endpoint(ip, node string, opts ...objects.EndpointOption) discovery.Endpoint {
 	zone := Zone
 	if node != NodeName {
 		zone = Zone2
 	}
-	e := discovery.Endpoint{
-		Addresses:  []string{ip},
-		Conditions: discovery.EndpointConditions{Ready: ptr(true), Serving: ptr(true), Terminating: ptr(false)},
-		NodeName:   ptr(node),
-		Zone:       ptr(zone),
-	}
-	for _, o := range opts {
-		o(&e)
-	}
-	return e
+	return objects.Endpoint(ip, append([]objects.EndpointOption{
+		objects.Conditions(true, true, false), objects.OnNode(node), objects.InZone(zone),
+	}, opts...)...)
 }
 
 // terminating marks an endpoint terminating, still serving or not.
-func terminating(serving bool) epOpt {
-	return func(e *discovery.Endpoint) {
-		e.Conditions = discovery.EndpointConditions{Ready: ptr(false), Serving: ptr(serving), Terminating: ptr(true)}
-	}
+func terminating(serving bool) objects.EndpointOption {
+	return objects.Conditions(false, serving, true)
 }
-
-func hints(zones ...string) epOpt {
-	return func(e *discovery.Endpoint) {
-		e.Hints = &discovery.EndpointHints{}
-		for _, z := range zones {
-			e.Hints.ForZones = append(e.Hints.ForZones, discovery.ForZone{Name: z})
-		}
-	}
-}
-
-func ptr[T any](v T) *T { return &v }

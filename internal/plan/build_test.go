@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
+
+	"github.com/svcproxy/svcproxy/internal/objects"
 )
 
 func key(name, port string, proto v1.Protocol, f Family) Key {
@@ -44,21 +46,21 @@ func TestWhichServices(t *testing.T) {
 		want []ServicePort // sorted by key
 	}{
 		{name: "plain ClusterIP", svc: svc("a"), want: []ServicePort{v4("a")}},
-		{name: "ExternalName skipped", svc: svc("a", svcType(v1.ServiceTypeExternalName), clusterIPs("10.96.0.1"))},
-		{name: "headless skipped", svc: svc("a", clusterIPs("None"))},
+		{name: "ExternalName skipped", svc: svc("a", objects.Type(v1.ServiceTypeExternalName), objects.ClusterIPs("10.96.0.1"))},
+		{name: "headless skipped", svc: svc("a", objects.ClusterIPs("None"))},
 		{name: "no clusterIP skipped", svc: svc("a", func(s *v1.Service) { s.Spec.ClusterIP = "" })},
-		{name: "service-proxy-name label skipped", svc: svc("a", label(LabelServiceProxyName, "other-proxy"))},
-		{name: "service-proxy-name label skipped even empty", svc: svc("a", label(LabelServiceProxyName, ""))},
-		{name: "headless label skipped", svc: svc("a", label(LabelHeadless, ""))},
-		{name: "other labels kept", svc: svc("a", label("app", "web")), want: []ServicePort{v4("a")}},
+		{name: "service-proxy-name label skipped", svc: svc("a", objects.Label(LabelServiceProxyName, "other-proxy"))},
+		{name: "service-proxy-name label skipped even empty", svc: svc("a", objects.Label(LabelServiceProxyName, ""))},
+		{name: "headless label skipped", svc: svc("a", objects.Label(LabelHeadless, ""))},
+		{name: "other labels kept", svc: svc("a", objects.Label("app", "web")), want: []ServicePort{v4("a")}},
 		{
 			name: "IPv6 single-stack",
-			svc:  svc("a", clusterIPs("fd00:10:96::1")),
+			svc:  svc("a", objects.ClusterIPs("fd00:10:96::1")),
 			want: []ServicePort{{Key: key("a", "", v1.ProtocolTCP, IPv6), ClusterIP: netip.MustParseAddr("fd00:10:96::1"), Port: 80}},
 		},
 		{
 			name: "dual-stack: one port per family",
-			svc:  svc("a", clusterIPs("fd00:10:96::1", "10.96.0.1")),
+			svc:  svc("a", objects.ClusterIPs("fd00:10:96::1", "10.96.0.1")),
 			want: []ServicePort{
 				v4("a"),
 				{Key: key("a", "", v1.ProtocolTCP, IPv6), ClusterIP: netip.MustParseAddr("fd00:10:96::1"), Port: 80},
@@ -71,8 +73,8 @@ func TestWhichServices(t *testing.T) {
 		},
 		{
 			name: "multi-port, protocol defaults to TCP",
-			svc: svc("a", ports(sport("http", v1.ProtocolTCP, 80, 0), sport("dns", v1.ProtocolUDP, 53, 0),
-				sport("other", "", 81, 0), sport("sctp", v1.ProtocolSCTP, 9, 0))),
+			svc: svc("a", ports(objects.Port("http", v1.ProtocolTCP, 80, 0), objects.Port("dns", v1.ProtocolUDP, 53, 0),
+				objects.Port("other", "", 81, 0), objects.Port("sctp", v1.ProtocolSCTP, 9, 0))),
 			want: []ServicePort{
 				with(v4("a"), func(sp *ServicePort) { sp.Key, sp.Port = key("a", "dns", v1.ProtocolUDP, IPv4), 53 }),
 				with(v4("a"), func(sp *ServicePort) { sp.Key, sp.Port = key("a", "http", v1.ProtocolTCP, IPv4), 80 }),
@@ -82,20 +84,20 @@ func TestWhichServices(t *testing.T) {
 		},
 		{
 			name: "NodePort",
-			svc:  svc("a", nodePort(30080)),
+			svc:  svc("a", objects.NodePort(30080)),
 			want: []ServicePort{with(v4("a"), func(sp *ServicePort) { sp.NodePort = 30080 })},
 		},
 		{
 			name: "LoadBalancer with nodePort 0: no NodePort, LB IP kept",
-			svc:  svc("a", lbIngress("203.0.113.1", ""), nodePort(0)),
+			svc:  svc("a", objects.LoadBalancerIngress("203.0.113.1", ""), objects.NodePort(0)),
 			want: []ServicePort{with(v4("a"), func(sp *ServicePort) { sp.LoadBalancerIPs = addrList("203.0.113.1") })},
 		},
 		{
 			name: "LB ingress: ipMode unset and VIP kept, Proxy and hostname-only skipped, per family",
-			svc: svc("a", clusterIPs("10.96.0.1", "fd00:10:96::1"), nodePort(30080),
-				lbIngress("203.0.113.1", ""), lbIngress("203.0.113.2", v1.LoadBalancerIPModeVIP),
-				lbIngress("203.0.113.3", v1.LoadBalancerIPModeProxy), lbIngress("", ""),
-				lbIngress("2001:db8:2::1", v1.LoadBalancerIPModeVIP), lbIngress("2001:db8:2::2", v1.LoadBalancerIPModeProxy),
+			svc: svc("a", objects.ClusterIPs("10.96.0.1", "fd00:10:96::1"), objects.NodePort(30080),
+				objects.LoadBalancerIngress("203.0.113.1", ""), objects.LoadBalancerIngress("203.0.113.2", v1.LoadBalancerIPModeVIP),
+				objects.LoadBalancerIngress("203.0.113.3", v1.LoadBalancerIPModeProxy), objects.LoadBalancerIngress("", ""),
+				objects.LoadBalancerIngress("2001:db8:2::1", v1.LoadBalancerIPModeVIP), objects.LoadBalancerIngress("2001:db8:2::2", v1.LoadBalancerIPModeProxy),
 				func(s *v1.Service) {
 					s.Status.LoadBalancer.Ingress = append(s.Status.LoadBalancer.Ingress, v1.LoadBalancerIngress{Hostname: "lb.example.com"})
 				}),
@@ -111,13 +113,13 @@ func TestWhichServices(t *testing.T) {
 		},
 		{
 			name: "LB IPs of the other family only",
-			svc:  svc("a", lbIngress("2001:db8:2::1", "")),
+			svc:  svc("a", objects.LoadBalancerIngress("2001:db8:2::1", "")),
 			want: []ServicePort{v4("a")},
 		},
 		{
 			name: "externalIPs per family",
-			svc: svc("a", clusterIPs("10.96.0.1", "fd00:10:96::1"),
-				externalIPs("203.0.113.5", "2001:db8:2::5", "203.0.113.6", "::ffff:203.0.113.7")),
+			svc: svc("a", objects.ClusterIPs("10.96.0.1", "fd00:10:96::1"),
+				objects.ExternalIPs("203.0.113.5", "2001:db8:2::5", "203.0.113.6", "::ffff:203.0.113.7")),
 			want: []ServicePort{
 				with(v4("a"), func(sp *ServicePort) { sp.ExternalIPs = addrList("203.0.113.5", "203.0.113.6", "203.0.113.7") }),
 				{
@@ -128,8 +130,8 @@ func TestWhichServices(t *testing.T) {
 		},
 		{
 			name: "loadBalancerSourceRanges parsed with whitespace, masked, per family",
-			svc: svc("a", clusterIPs("10.96.0.1", "fd00:10:96::1"), lbIngress("203.0.113.1", ""), lbIngress("2001:db8:2::1", ""),
-				sourceRanges(" 198.51.100.0/24", "10.1.2.3/8 ", "\t2001:db8:1::/48\n", "192.0.2.7/32")),
+			svc: svc("a", objects.ClusterIPs("10.96.0.1", "fd00:10:96::1"), objects.LoadBalancerIngress("203.0.113.1", ""), objects.LoadBalancerIngress("2001:db8:2::1", ""),
+				objects.SourceRanges(" 198.51.100.0/24", "10.1.2.3/8 ", "\t2001:db8:1::/48\n", "192.0.2.7/32")),
 			want: []ServicePort{
 				with(v4("a"), func(sp *ServicePort) {
 					sp.LoadBalancerIPs = addrList("203.0.113.1")
@@ -143,7 +145,7 @@ func TestWhichServices(t *testing.T) {
 		},
 		{
 			name: "IPv4-mapped source range belongs to IPv4",
-			svc:  svc("a", lbIngress("203.0.113.1", ""), sourceRanges("::ffff:198.51.100.0/120")),
+			svc:  svc("a", objects.LoadBalancerIngress("203.0.113.1", ""), objects.SourceRanges("::ffff:198.51.100.0/120")),
 			want: []ServicePort{with(v4("a"), func(sp *ServicePort) {
 				sp.LoadBalancerIPs = addrList("203.0.113.1")
 				sp.SourceRanges = prefixes("198.51.100.0/24")
@@ -151,19 +153,19 @@ func TestWhichServices(t *testing.T) {
 		},
 		{
 			name: "externalTrafficPolicy Local with a NodePort, health check node port",
-			svc:  svc("a", nodePort(30080), etpLocal(), func(s *v1.Service) { s.Spec.HealthCheckNodePort = 32000 }),
+			svc:  svc("a", objects.NodePort(30080), objects.ExternalTrafficPolicyLocal(32000)),
 			want: []ServicePort{with(v4("a"), func(sp *ServicePort) {
 				sp.NodePort, sp.ExternalLocal, sp.HealthCheckNodePort = 30080, true, 32000
 			})},
 		},
 		{
 			name: "externalTrafficPolicy Local without external addresses means nothing",
-			svc:  svc("a", etpLocal()),
+			svc:  svc("a", objects.ExternalTrafficPolicyLocal(0)),
 			want: []ServicePort{v4("a")},
 		},
 		{
 			name: "internalTrafficPolicy Local",
-			svc:  svc("a", itpLocal()),
+			svc:  svc("a", objects.InternalTrafficPolicyLocal()),
 			want: []ServicePort{with(v4("a"), func(sp *ServicePort) { sp.InternalLocal = true })},
 		},
 		{
@@ -176,24 +178,24 @@ func TestWhichServices(t *testing.T) {
 		},
 		{
 			name: "affinity ClientIP default timeout",
-			svc:  svc("a", affinity(0)),
+			svc:  svc("a", objects.Affinity(0)),
 			want: []ServicePort{with(v4("a"), func(sp *ServicePort) { sp.AffinitySeconds = 10800 })},
 		},
 		{
 			name: "affinity ClientIP with an empty config",
-			svc: svc("a", affinity(0), func(s *v1.Service) {
+			svc: svc("a", objects.Affinity(0), func(s *v1.Service) {
 				s.Spec.SessionAffinityConfig = &v1.SessionAffinityConfig{ClientIP: &v1.ClientIPConfig{}}
 			}),
 			want: []ServicePort{with(v4("a"), func(sp *ServicePort) { sp.AffinitySeconds = 10800 })},
 		},
 		{
 			name: "affinity ClientIP custom timeout",
-			svc:  svc("a", affinity(600)),
+			svc:  svc("a", objects.Affinity(600)),
 			want: []ServicePort{with(v4("a"), func(sp *ServicePort) { sp.AffinitySeconds = 600 })},
 		},
 		{
 			name: "affinity None ignores the config",
-			svc:  svc("a", affinity(600), func(s *v1.Service) { s.Spec.SessionAffinity = v1.ServiceAffinityNone }),
+			svc:  svc("a", objects.Affinity(600), func(s *v1.Service) { s.Spec.SessionAffinity = v1.ServiceAffinityNone }),
 			want: []ServicePort{v4("a")},
 		},
 	}
@@ -228,9 +230,9 @@ func TestWhichServices(t *testing.T) {
 func TestServicesPlannedTogether(t *testing.T) {
 	p := build(t, []*v1.Service{
 		svc("a"),
-		svc("b", svcType(v1.ServiceTypeExternalName), clusterIPs("10.96.0.2")),
-		svc("c", clusterIPs("10.96.0.3", "fd00:10:96::3")),
-		svc("d", namespace("other"), clusterIPs("10.96.0.4")),
+		svc("b", objects.Type(v1.ServiceTypeExternalName), objects.ClusterIPs("10.96.0.2")),
+		svc("c", objects.ClusterIPs("10.96.0.3", "fd00:10:96::3")),
+		svc("d", namespace("other"), objects.ClusterIPs("10.96.0.4")),
 	})
 	var got []string
 	for _, f := range Families {

@@ -8,6 +8,8 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
+
+	"github.com/svcproxy/svcproxy/internal/objects"
 )
 
 // decideObjects is the cluster the Decide tests run against: a Service per
@@ -15,24 +17,32 @@ import (
 // NodePort 300NN, external IP 203.0.113.N and load-balancer IP 203.0.113.1NN.
 // node1 (this node) runs 10.244.1.2; node2 runs 10.244.2.2.
 func decideObjects() ([]*v1.Service, []*discovery.EndpointSlice) {
-	both := []discovery.Endpoint{ep("10.244.1.2", on("node1")), ep("10.244.2.2", on("node2"))}
-	remote := []discovery.Endpoint{ep("10.244.2.2", on("node2"))}
+	both := []discovery.Endpoint{
+		objects.Endpoint("10.244.1.2", objects.OnNode("node1")),
+		objects.Endpoint("10.244.2.2", objects.OnNode("node2")),
+	}
+	remote := []discovery.Endpoint{objects.Endpoint("10.244.2.2", objects.OnNode("node2"))}
 	services := []*v1.Service{
-		svc("c1", clusterIPs("10.96.0.1")),
-		svc("none", clusterIPs("10.96.0.2"), lbIngress("203.0.113.102", ""), nodePort(30002), externalIPs("203.0.113.2")),
-		svc("itp", clusterIPs("10.96.0.3"), itpLocal()),
-		svc("itp-remote", clusterIPs("10.96.0.4"), itpLocal()),
-		svc("etp", clusterIPs("10.96.0.5"), lbIngress("203.0.113.105", ""), nodePort(30005), externalIPs("203.0.113.5"), etpLocal()),
-		svc("etp-remote", clusterIPs("10.96.0.6"), lbIngress("203.0.113.106", ""), nodePort(30006), externalIPs("203.0.113.6"), etpLocal()),
-		svc("ext", clusterIPs("10.96.0.7"), lbIngress("203.0.113.107", ""), nodePort(30007), externalIPs("203.0.113.7"),
-			sourceRanges("198.51.100.0/24", "2001:db8:1::/48")),
-		svc("sticky", clusterIPs("10.96.0.8"), affinity(0), nodePort(30008)),
-		svc("sticky-short", clusterIPs("10.96.0.9"), affinity(600)),
-		svc("udp", clusterIPs("10.96.0.10"), ports(sport("dns", v1.ProtocolUDP, 53, 0))),
-		svc("v6", clusterIPs("fd00:10:96::11"), nodePort(30011)),
-		svc("etp-ranges", clusterIPs("10.96.0.12"), lbIngress("203.0.113.112", ""), etpLocal(), sourceRanges("192.0.2.0/24")),
-		svc("itp-none", clusterIPs("10.96.0.13"), itpLocal()),
-		svc("term", clusterIPs("10.96.0.14"), nodePort(30014), etpLocal()),
+		svc("c1", objects.ClusterIPs("10.96.0.1")),
+		svc("none", objects.ClusterIPs("10.96.0.2"),
+			objects.LoadBalancerIngress("203.0.113.102", ""), objects.NodePort(30002), objects.ExternalIPs("203.0.113.2")),
+		svc("itp", objects.ClusterIPs("10.96.0.3"), objects.InternalTrafficPolicyLocal()),
+		svc("itp-remote", objects.ClusterIPs("10.96.0.4"), objects.InternalTrafficPolicyLocal()),
+		svc("etp", objects.ClusterIPs("10.96.0.5"),
+			objects.LoadBalancerIngress("203.0.113.105", ""), objects.NodePort(30005), objects.ExternalIPs("203.0.113.5"), objects.ExternalTrafficPolicyLocal(0)),
+		svc("etp-remote", objects.ClusterIPs("10.96.0.6"),
+			objects.LoadBalancerIngress("203.0.113.106", ""), objects.NodePort(30006), objects.ExternalIPs("203.0.113.6"), objects.ExternalTrafficPolicyLocal(0)),
+		svc("ext", objects.ClusterIPs("10.96.0.7"),
+			objects.LoadBalancerIngress("203.0.113.107", ""), objects.NodePort(30007), objects.ExternalIPs("203.0.113.7"),
+			objects.SourceRanges("198.51.100.0/24", "2001:db8:1::/48")),
+		svc("sticky", objects.ClusterIPs("10.96.0.8"), objects.Affinity(0), objects.NodePort(30008)),
+		svc("sticky-short", objects.ClusterIPs("10.96.0.9"), objects.Affinity(600)),
+		svc("udp", objects.ClusterIPs("10.96.0.10"), ports(objects.Port("dns", v1.ProtocolUDP, 53, 0))),
+		svc("v6", objects.ClusterIPs("fd00:10:96::11"), objects.NodePort(30011)),
+		svc("etp-ranges", objects.ClusterIPs("10.96.0.12"),
+			objects.LoadBalancerIngress("203.0.113.112", ""), objects.ExternalTrafficPolicyLocal(0), objects.SourceRanges("192.0.2.0/24")),
+		svc("itp-none", objects.ClusterIPs("10.96.0.13"), objects.InternalTrafficPolicyLocal()),
+		svc("term", objects.ClusterIPs("10.96.0.14"), objects.NodePort(30014), objects.ExternalTrafficPolicyLocal(0)),
 	}
 	slices := []*discovery.EndpointSlice{
 		slice("c1-1", "c1", v4, tcp(8080), both...),
@@ -44,10 +54,14 @@ func decideObjects() ([]*v1.Service, []*discovery.EndpointSlice) {
 		slice("ext-1", "ext", v4, tcp(8080), both...),
 		slice("sticky-1", "sticky", v4, tcp(8080), both...),
 		slice("sticky-short-1", "sticky-short", v4, tcp(8080), remote...),
-		slice("udp-1", "udp", v4, []discovery.EndpointPort{eport("dns", v1.ProtocolUDP, 5353)}, both...),
-		slice("v6-1", "v6", v6, tcp(8080), ep("fd00:10:244:1::2", on("node1")), ep("fd00:10:244:2::2", on("node2"))),
+		slice("udp-1", "udp", v4, []discovery.EndpointPort{objects.EndpointPort("dns", v1.ProtocolUDP, 5353)}, both...),
+		slice("v6-1", "v6", v6, tcp(8080),
+			objects.Endpoint("fd00:10:244:1::2", objects.OnNode("node1")), objects.Endpoint("fd00:10:244:2::2", objects.OnNode("node2"))),
 		slice("etp-ranges-1", "etp-ranges", v4, tcp(8080), both...),
-		slice("term-1", "term", v4, tcp(8080), ep("10.244.1.2", on("node1"), termServing()), ep("10.244.2.2", on("node2"), termServing()), ep("10.244.2.3", on("node2"), notReady())),
+		slice("term-1", "term", v4, tcp(8080),
+			objects.Endpoint("10.244.1.2", objects.OnNode("node1"), termServing()),
+			objects.Endpoint("10.244.2.2", objects.OnNode("node2"), termServing()),
+			objects.Endpoint("10.244.2.3", objects.OnNode("node2"), notReady())),
 	}
 	return services, slices
 }

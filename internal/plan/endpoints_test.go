@@ -8,6 +8,8 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
+
+	"github.com/svcproxy/svcproxy/internal/objects"
 )
 
 const (
@@ -39,15 +41,15 @@ func TestEndpointConditions(t *testing.T) {
 			name: "nil conditions mean ready and serving, not terminating",
 			svc:  svc("a"),
 			slices: []*discovery.EndpointSlice{slice("a-1", "a", v4, tcp(8080),
-				ep("10.244.2.2", on("node2"), inZone("zone-b")))},
+				objects.Endpoint("10.244.2.2", objects.OnNode("node2"), objects.InZone("zone-b")))},
 			want: []want{{Addr: "10.244.2.2:8080", Node: "node2", Zone: "zone-b", Ready: true, Serving: true}},
 		},
 		{
 			name: "serving nil defers to ready",
 			svc:  svc("a"),
 			slices: []*discovery.EndpointSlice{slice("a-1", "a", v4, tcp(8080),
-				ep("10.244.2.2", func(e *discovery.Endpoint) { e.Conditions.Ready = ptr(false) }),
-				ep("10.244.2.3", func(e *discovery.Endpoint) { e.Conditions.Ready = ptr(true) }))},
+				objects.Endpoint("10.244.2.2", objects.Ready(false)),
+				objects.Endpoint("10.244.2.3", objects.Ready(true)))},
 			want: []want{
 				{Addr: "10.244.2.2:8080"},
 				{Addr: "10.244.2.3:8080", Ready: true, Serving: true},
@@ -57,11 +59,11 @@ func TestEndpointConditions(t *testing.T) {
 			name: "all conditions, sorted by address",
 			svc:  svc("a"),
 			slices: []*discovery.EndpointSlice{slice("a-1", "a", v4, tcp(8080),
-				ep("10.244.2.5", termNotServing()),
-				ep("10.244.2.4", termServing()),
-				ep("10.244.2.3", notReady()),
-				ep("10.244.2.2", cond(true, true, false)),
-				ep("10.244.1.2", on("node1")))},
+				objects.Endpoint("10.244.2.5", termNotServing()),
+				objects.Endpoint("10.244.2.4", termServing()),
+				objects.Endpoint("10.244.2.3", notReady()),
+				objects.Endpoint("10.244.2.2", objects.Conditions(true, true, false)),
+				objects.Endpoint("10.244.1.2", objects.OnNode("node1")))},
 			want: []want{
 				{Addr: "10.244.1.2:8080", Node: "node1", Ready: true, Serving: true, Local: true},
 				{Addr: "10.244.2.2:8080", Ready: true, Serving: true},
@@ -74,7 +76,8 @@ func TestEndpointConditions(t *testing.T) {
 			name: "local is nodeName equal to Config.NodeName",
 			svc:  svc("a"),
 			slices: []*discovery.EndpointSlice{slice("a-1", "a", v4, tcp(8080),
-				ep("10.244.1.2", on("node1")), ep("10.244.1.3", on("Node1")), ep("10.244.2.2", on("node2")), ep("10.244.2.3"))},
+				objects.Endpoint("10.244.1.2", objects.OnNode("node1")), objects.Endpoint("10.244.1.3", objects.OnNode("Node1")),
+				objects.Endpoint("10.244.2.2", objects.OnNode("node2")), objects.Endpoint("10.244.2.3"))},
 			want: []want{
 				{Addr: "10.244.1.2:8080", Node: "node1", Ready: true, Serving: true, Local: true},
 				{Addr: "10.244.1.3:8080", Node: "Node1", Ready: true, Serving: true},
@@ -86,15 +89,15 @@ func TestEndpointConditions(t *testing.T) {
 			name: "hints are kept",
 			svc:  svc("a"),
 			slices: []*discovery.EndpointSlice{slice("a-1", "a", v4, tcp(8080),
-				ep("10.244.2.2", hintZones("zone-a", "zone-b"), hintNodes("node2")))},
+				objects.Endpoint("10.244.2.2", objects.HintZones("zone-a", "zone-b"), objects.HintNodes("node2")))},
 			want: []want{{Addr: "10.244.2.2:8080", Ready: true, Serving: true, ForNodes: []string{"node2"}, ForZones: []string{"zone-a", "zone-b"}}},
 		},
 		{
 			name: "duplicates across slices: the ready one wins (not-ready slice first)",
 			svc:  svc("a"),
 			slices: []*discovery.EndpointSlice{
-				slice("a-1", "a", v4, tcp(8080), ep("10.244.2.2", termServing(), on("node2"))),
-				slice("a-2", "a", v4, tcp(8080), ep("10.244.2.2", on("node2"), inZone("zone-b"))),
+				slice("a-1", "a", v4, tcp(8080), objects.Endpoint("10.244.2.2", termServing(), objects.OnNode("node2"))),
+				slice("a-2", "a", v4, tcp(8080), objects.Endpoint("10.244.2.2", objects.OnNode("node2"), objects.InZone("zone-b"))),
 			},
 			want: []want{{Addr: "10.244.2.2:8080", Node: "node2", Zone: "zone-b", Ready: true, Serving: true}},
 		},
@@ -102,8 +105,8 @@ func TestEndpointConditions(t *testing.T) {
 			name: "duplicates across slices: the ready one wins (ready slice first)",
 			svc:  svc("a"),
 			slices: []*discovery.EndpointSlice{
-				slice("a-1", "a", v4, tcp(8080), ep("10.244.2.2", on("node2"), inZone("zone-b"))),
-				slice("a-2", "a", v4, tcp(8080), ep("10.244.2.2", termServing(), on("node2"))),
+				slice("a-1", "a", v4, tcp(8080), objects.Endpoint("10.244.2.2", objects.OnNode("node2"), objects.InZone("zone-b"))),
+				slice("a-2", "a", v4, tcp(8080), objects.Endpoint("10.244.2.2", termServing(), objects.OnNode("node2"))),
 			},
 			want: []want{{Addr: "10.244.2.2:8080", Node: "node2", Zone: "zone-b", Ready: true, Serving: true}},
 		},
@@ -111,7 +114,7 @@ func TestEndpointConditions(t *testing.T) {
 			name: "duplicates inside one slice",
 			svc:  svc("a"),
 			slices: []*discovery.EndpointSlice{
-				slice("a-1", "a", v4, tcp(8080), ep("10.244.2.2", notReady()), ep("10.244.2.2"), ep("10.244.2.2", notReady())),
+				slice("a-1", "a", v4, tcp(8080), objects.Endpoint("10.244.2.2", notReady()), objects.Endpoint("10.244.2.2"), objects.Endpoint("10.244.2.2", notReady())),
 			},
 			want: []want{{Addr: "10.244.2.2:8080", Ready: true, Serving: true}},
 		},
@@ -119,8 +122,8 @@ func TestEndpointConditions(t *testing.T) {
 			name: "same address on two target ports is two endpoints",
 			svc:  svc("a"),
 			slices: []*discovery.EndpointSlice{
-				slice("a-1", "a", v4, tcp(8080), ep("10.244.2.2")),
-				slice("a-2", "a", v4, tcp(8081), ep("10.244.2.2")),
+				slice("a-1", "a", v4, tcp(8080), objects.Endpoint("10.244.2.2")),
+				slice("a-2", "a", v4, tcp(8081), objects.Endpoint("10.244.2.2")),
 			},
 			want: []want{{Addr: "10.244.2.2:8080", Ready: true, Serving: true}, {Addr: "10.244.2.2:8081", Ready: true, Serving: true}},
 		},
@@ -128,27 +131,27 @@ func TestEndpointConditions(t *testing.T) {
 			name: "FQDN slices ignored",
 			svc:  svc("a"),
 			slices: []*discovery.EndpointSlice{
-				slice("a-1", "a", discovery.AddressTypeFQDN, tcp(8080), ep("backend.example.com")),
-				slice("a-2", "a", v4, tcp(8080), ep("10.244.2.2")),
+				slice("a-1", "a", discovery.AddressTypeFQDN, tcp(8080), objects.Endpoint("backend.example.com")),
+				slice("a-2", "a", v4, tcp(8080), objects.Endpoint("10.244.2.2")),
 			},
 			want: []want{{Addr: "10.244.2.2:8080", Ready: true, Serving: true}},
 		},
 		{
 			name: "IPv6 slices serve the IPv6 port",
-			svc:  svc("a", clusterIPs("10.96.0.1", "fd00:10:96::1")),
+			svc:  svc("a", objects.ClusterIPs("10.96.0.1", "fd00:10:96::1")),
 			slices: []*discovery.EndpointSlice{
-				slice("a-4", "a", v4, tcp(8080), ep("10.244.2.2")),
-				slice("a-6", "a", v6, tcp(8080), ep("fd00:10:244:2::2")),
+				slice("a-4", "a", v4, tcp(8080), objects.Endpoint("10.244.2.2")),
+				slice("a-6", "a", v6, tcp(8080), objects.Endpoint("fd00:10:244:2::2")),
 			},
 			family: IPv6,
 			want:   []want{{Addr: "[fd00:10:244:2::2]:8080", Ready: true, Serving: true}},
 		},
 		{
 			name: "IPv4 slices serve the IPv4 port",
-			svc:  svc("a", clusterIPs("10.96.0.1", "fd00:10:96::1")),
+			svc:  svc("a", objects.ClusterIPs("10.96.0.1", "fd00:10:96::1")),
 			slices: []*discovery.EndpointSlice{
-				slice("a-4", "a", v4, tcp(8080), ep("10.244.2.2")),
-				slice("a-6", "a", v6, tcp(8080), ep("fd00:10:244:2::2")),
+				slice("a-4", "a", v4, tcp(8080), objects.Endpoint("10.244.2.2")),
+				slice("a-6", "a", v6, tcp(8080), objects.Endpoint("fd00:10:244:2::2")),
 			},
 			want: []want{{Addr: "10.244.2.2:8080", Ready: true, Serving: true}},
 		},
@@ -156,28 +159,28 @@ func TestEndpointConditions(t *testing.T) {
 			name: "IPv6 slices do not serve an IPv4-only Service",
 			svc:  svc("a"),
 			slices: []*discovery.EndpointSlice{
-				slice("a-6", "a", v6, tcp(8080), ep("fd00:10:244:2::2")),
+				slice("a-6", "a", v6, tcp(8080), objects.Endpoint("fd00:10:244:2::2")),
 			},
 		},
 		{
 			name: "port matched by name and protocol",
-			svc:  svc("a", ports(sport("dns", v1.ProtocolUDP, 53, 0), sport("dns-tcp", v1.ProtocolTCP, 53, 0))),
+			svc:  svc("a", ports(objects.Port("dns", v1.ProtocolUDP, 53, 0), objects.Port("dns-tcp", v1.ProtocolTCP, 53, 0))),
 			slices: []*discovery.EndpointSlice{slice("a-1", "a", v4,
 				[]discovery.EndpointPort{
-					eport("dns", v1.ProtocolTCP, 5300),     // right name, wrong protocol
-					eport("dns-tcp", v1.ProtocolUDP, 5301), // right protocol for the other port, wrong name
-					eport("dns", v1.ProtocolUDP, 5353),
-					eport("", v1.ProtocolUDP, 5354),
+					objects.EndpointPort("dns", v1.ProtocolTCP, 5300),     // right name, wrong protocol
+					objects.EndpointPort("dns-tcp", v1.ProtocolUDP, 5301), // right protocol for the other port, wrong name
+					objects.EndpointPort("dns", v1.ProtocolUDP, 5353),
+					objects.EndpointPort("", v1.ProtocolUDP, 5354),
 				},
-				ep("10.244.2.2"))},
+				objects.Endpoint("10.244.2.2"))},
 			port: "dns", proto: v1.ProtocolUDP,
 			want: []want{{Addr: "10.244.2.2:5353", Ready: true, Serving: true}},
 		},
 		{
 			name: "slice port protocol unset means TCP",
-			svc:  svc("a", ports(sport("http", v1.ProtocolTCP, 80, 0))),
+			svc:  svc("a", ports(objects.Port("http", v1.ProtocolTCP, 80, 0))),
 			slices: []*discovery.EndpointSlice{slice("a-1", "a", v4,
-				[]discovery.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080))}}, ep("10.244.2.2"))},
+				[]discovery.EndpointPort{objects.EndpointPort("http", "", 8080)}, objects.Endpoint("10.244.2.2"))},
 			port: "http",
 			want: []want{{Addr: "10.244.2.2:8080", Ready: true, Serving: true}},
 		},
@@ -185,8 +188,8 @@ func TestEndpointConditions(t *testing.T) {
 			name: "slice port without a number, endpoint without an address: skipped",
 			svc:  svc("a"),
 			slices: []*discovery.EndpointSlice{
-				slice("a-1", "a", v4, []discovery.EndpointPort{{Name: ptr("")}}, ep("10.244.2.2")),
-				slice("a-2", "a", v4, tcp(8080), discovery.Endpoint{}, ep("10.244.2.3")),
+				slice("a-1", "a", v4, []discovery.EndpointPort{{Name: objects.Ptr("")}}, objects.Endpoint("10.244.2.2")),
+				slice("a-2", "a", v4, tcp(8080), discovery.Endpoint{}, objects.Endpoint("10.244.2.3")),
 			},
 			want: []want{{Addr: "10.244.2.3:8080", Ready: true, Serving: true}},
 		},
@@ -201,14 +204,14 @@ func TestEndpointConditions(t *testing.T) {
 			name: "slices of other Services, or of none, are not used",
 			svc:  svc("a"),
 			slices: []*discovery.EndpointSlice{
-				slice("b-1", "b", v4, tcp(8080), ep("10.244.2.2")),
+				slice("b-1", "b", v4, tcp(8080), objects.Endpoint("10.244.2.2")),
 				func() *discovery.EndpointSlice {
-					s := slice("a-x", "a", v4, tcp(8080), ep("10.244.2.3"))
+					s := slice("a-x", "a", v4, tcp(8080), objects.Endpoint("10.244.2.3"))
 					s.Labels = nil
 					return s
 				}(),
 				func() *discovery.EndpointSlice {
-					s := slice("a-1", "a", v4, tcp(8080), ep("10.244.2.4"))
+					s := slice("a-1", "a", v4, tcp(8080), objects.Endpoint("10.244.2.4"))
 					s.Namespace = "other"
 					return s
 				}(),
@@ -259,144 +262,205 @@ func TestEndpointSelection(t *testing.T) {
 		topology string
 	}{
 		{
-			name:    "ready endpoints only",
-			svc:     svc("a"),
-			eps:     []discovery.Endpoint{ep("10.244.1.2", on("node1")), ep("10.244.2.2", notReady()), ep("10.244.2.3", termServing()), ep("10.244.2.4", termNotServing()), ep("10.244.2.5")},
+			name: "ready endpoints only",
+			svc:  svc("a"),
+			eps: []discovery.Endpoint{
+				objects.Endpoint("10.244.1.2", objects.OnNode("node1")),
+				objects.Endpoint("10.244.2.2", notReady()),
+				objects.Endpoint("10.244.2.3", termServing()),
+				objects.Endpoint("10.244.2.4", termNotServing()),
+				objects.Endpoint("10.244.2.5"),
+			},
 			cluster: aps("10.244.1.2:80", "10.244.2.5:80"),
 		},
 		{
-			name:    "no ready endpoint: serving and terminating ones",
-			svc:     svc("a"),
-			eps:     []discovery.Endpoint{ep("10.244.2.2", notReady()), ep("10.244.2.3", termServing()), ep("10.244.2.4", termNotServing()), ep("10.244.2.5", termServing())},
+			name: "no ready endpoint: serving and terminating ones",
+			svc:  svc("a"),
+			eps: []discovery.Endpoint{
+				objects.Endpoint("10.244.2.2", notReady()),
+				objects.Endpoint("10.244.2.3", termServing()),
+				objects.Endpoint("10.244.2.4", termNotServing()),
+				objects.Endpoint("10.244.2.5", termServing()),
+			},
 			cluster: aps("10.244.2.3:80", "10.244.2.5:80"),
 		},
 		{
 			name: "serving but not terminating is not a fallback",
 			svc:  svc("a"),
-			eps:  []discovery.Endpoint{ep("10.244.2.2", cond(false, true, false))},
+			eps:  []discovery.Endpoint{objects.Endpoint("10.244.2.2", objects.Conditions(false, true, false))},
 		},
 		{
 			name: "nothing serving: no endpoints",
 			svc:  svc("a"),
-			eps:  []discovery.Endpoint{ep("10.244.2.2", notReady()), ep("10.244.2.4", termNotServing())},
+			eps:  []discovery.Endpoint{objects.Endpoint("10.244.2.2", notReady()), objects.Endpoint("10.244.2.4", termNotServing())},
 		},
 		{
-			name:     "node hints: every ready endpoint has one, one names this node",
-			svc:      svc("a"),
-			eps:      []discovery.Endpoint{ep("10.244.1.2", on("node1"), hintNodes("node1"), hintZones("zone-a")), ep("10.244.2.2", on("node2"), hintNodes("node2"), hintZones("zone-a")), ep("10.244.2.3", hintNodes("node1", "node3")), ep("10.244.2.4", notReady())},
+			name: "node hints: every ready endpoint has one, one names this node",
+			svc:  svc("a"),
+			eps: []discovery.Endpoint{
+				objects.Endpoint("10.244.1.2", objects.OnNode("node1"), objects.HintNodes("node1"), objects.HintZones("zone-a")),
+				objects.Endpoint("10.244.2.2", objects.OnNode("node2"), objects.HintNodes("node2"), objects.HintZones("zone-a")),
+				objects.Endpoint("10.244.2.3", objects.HintNodes("node1", "node3")),
+				objects.Endpoint("10.244.2.4", notReady()),
+			},
 			cluster:  aps("10.244.1.2:80", "10.244.2.3:80"),
 			topology: TopologySameNode,
 		},
 		{
-			name:     "node hints not naming this node: zone hints apply",
-			svc:      svc("a"),
-			eps:      []discovery.Endpoint{ep("10.244.2.2", hintNodes("node2"), hintZones("zone-a")), ep("10.244.2.3", hintNodes("node3"), hintZones("zone-b"))},
+			name: "node hints not naming this node: zone hints apply",
+			svc:  svc("a"),
+			eps: []discovery.Endpoint{
+				objects.Endpoint("10.244.2.2", objects.HintNodes("node2"), objects.HintZones("zone-a")),
+				objects.Endpoint("10.244.2.3", objects.HintNodes("node3"), objects.HintZones("zone-b")),
+			},
 			cluster:  aps("10.244.2.2:80"),
 			topology: TopologySameZone,
 		},
 		{
-			name:     "node hints missing on one ready endpoint: zone hints apply",
-			svc:      svc("a"),
-			eps:      []discovery.Endpoint{ep("10.244.1.2", on("node1"), hintNodes("node1"), hintZones("zone-a")), ep("10.244.2.2", hintZones("zone-a")), ep("10.244.2.3", hintZones("zone-b"))},
+			name: "node hints missing on one ready endpoint: zone hints apply",
+			svc:  svc("a"),
+			eps: []discovery.Endpoint{
+				objects.Endpoint("10.244.1.2", objects.OnNode("node1"), objects.HintNodes("node1"), objects.HintZones("zone-a")),
+				objects.Endpoint("10.244.2.2", objects.HintZones("zone-a")),
+				objects.Endpoint("10.244.2.3", objects.HintZones("zone-b")),
+			},
 			cluster:  aps("10.244.1.2:80", "10.244.2.2:80"),
 			topology: TopologySameZone,
 		},
 		{
 			name:    "node hints without zone hints, none for this node: no narrowing",
 			svc:     svc("a"),
-			eps:     []discovery.Endpoint{ep("10.244.2.2", hintNodes("node2")), ep("10.244.2.3", hintNodes("node3"))},
+			eps:     []discovery.Endpoint{objects.Endpoint("10.244.2.2", objects.HintNodes("node2")), objects.Endpoint("10.244.2.3", objects.HintNodes("node3"))},
 			cluster: aps("10.244.2.2:80", "10.244.2.3:80"),
 		},
 		{
-			name:     "zone hints: every ready endpoint has one, one names this zone",
-			svc:      svc("a"),
-			eps:      []discovery.Endpoint{ep("10.244.1.2", on("node1"), hintZones("zone-b")), ep("10.244.2.2", hintZones("zone-a")), ep("10.244.2.3", hintZones("zone-b", "zone-a")), ep("10.244.2.4", notReady())},
+			name: "zone hints: every ready endpoint has one, one names this zone",
+			svc:  svc("a"),
+			eps: []discovery.Endpoint{
+				objects.Endpoint("10.244.1.2", objects.OnNode("node1"), objects.HintZones("zone-b")),
+				objects.Endpoint("10.244.2.2", objects.HintZones("zone-a")),
+				objects.Endpoint("10.244.2.3", objects.HintZones("zone-b", "zone-a")),
+				objects.Endpoint("10.244.2.4", notReady()),
+			},
 			cluster:  aps("10.244.2.2:80", "10.244.2.3:80"),
 			topology: TopologySameZone,
 		},
 		{
-			name:    "a ready endpoint without a zone hint disables narrowing",
-			svc:     svc("a"),
-			eps:     []discovery.Endpoint{ep("10.244.2.2", hintZones("zone-a")), ep("10.244.2.3", hintZones("zone-b")), ep("10.244.2.4")},
+			name: "a ready endpoint without a zone hint disables narrowing",
+			svc:  svc("a"),
+			eps: []discovery.Endpoint{
+				objects.Endpoint("10.244.2.2", objects.HintZones("zone-a")),
+				objects.Endpoint("10.244.2.3", objects.HintZones("zone-b")),
+				objects.Endpoint("10.244.2.4"),
+			},
 			cluster: aps("10.244.2.2:80", "10.244.2.3:80", "10.244.2.4:80"),
 		},
 		{
-			name:     "a not-ready endpoint without a hint does not matter",
-			svc:      svc("a"),
-			eps:      []discovery.Endpoint{ep("10.244.2.2", hintZones("zone-a")), ep("10.244.2.3", hintZones("zone-b")), ep("10.244.2.4", termServing())},
+			name: "a not-ready endpoint without a hint does not matter",
+			svc:  svc("a"),
+			eps: []discovery.Endpoint{
+				objects.Endpoint("10.244.2.2", objects.HintZones("zone-a")),
+				objects.Endpoint("10.244.2.3", objects.HintZones("zone-b")),
+				objects.Endpoint("10.244.2.4", termServing()),
+			},
 			cluster:  aps("10.244.2.2:80"),
 			topology: TopologySameZone,
 		},
 		{
 			name:    "hints naming other zones only: no narrowing",
 			svc:     svc("a"),
-			eps:     []discovery.Endpoint{ep("10.244.2.2", hintZones("zone-b")), ep("10.244.2.3", hintZones("zone-c"))},
+			eps:     []discovery.Endpoint{objects.Endpoint("10.244.2.2", objects.HintZones("zone-b")), objects.Endpoint("10.244.2.3", objects.HintZones("zone-c"))},
 			cluster: aps("10.244.2.2:80", "10.244.2.3:80"),
 		},
 		{
 			name:    "node without a zone label: no zone narrowing",
 			svc:     svc("a"),
 			zone:    "-",
-			eps:     []discovery.Endpoint{ep("10.244.2.2", hintZones("zone-a")), ep("10.244.2.3", hintZones("zone-b"))},
+			eps:     []discovery.Endpoint{objects.Endpoint("10.244.2.2", objects.HintZones("zone-a")), objects.Endpoint("10.244.2.3", objects.HintZones("zone-b"))},
 			cluster: aps("10.244.2.2:80", "10.244.2.3:80"),
 		},
 		{
 			name:    "endpoint zone is not a hint",
 			svc:     svc("a"),
-			eps:     []discovery.Endpoint{ep("10.244.2.2", inZone("zone-a")), ep("10.244.2.3", inZone("zone-b"))},
+			eps:     []discovery.Endpoint{objects.Endpoint("10.244.2.2", objects.InZone("zone-a")), objects.Endpoint("10.244.2.3", objects.InZone("zone-b"))},
 			cluster: aps("10.244.2.2:80", "10.244.2.3:80"),
 		},
 		{
-			name:    "no ready endpoint: fallback ignores topology",
-			svc:     svc("a"),
-			eps:     []discovery.Endpoint{ep("10.244.2.2", termServing(), hintZones("zone-a")), ep("10.244.2.3", termServing(), hintZones("zone-b")), ep("10.244.2.4", termServing(), hintNodes("node1"))},
+			name: "no ready endpoint: fallback ignores topology",
+			svc:  svc("a"),
+			eps: []discovery.Endpoint{
+				objects.Endpoint("10.244.2.2", termServing(), objects.HintZones("zone-a")),
+				objects.Endpoint("10.244.2.3", termServing(), objects.HintZones("zone-b")),
+				objects.Endpoint("10.244.2.4", termServing(), objects.HintNodes("node1")),
+			},
 			cluster: aps("10.244.2.2:80", "10.244.2.3:80", "10.244.2.4:80"),
 		},
 		{
 			name:    "local endpoints not computed without a Local policy",
-			svc:     svc("a", nodePort(30080)),
-			eps:     []discovery.Endpoint{ep("10.244.1.2", on("node1")), ep("10.244.2.2", on("node2"))},
+			svc:     svc("a", objects.NodePort(30080)),
+			eps:     []discovery.Endpoint{objects.Endpoint("10.244.1.2", objects.OnNode("node1")), objects.Endpoint("10.244.2.2", objects.OnNode("node2"))},
 			cluster: aps("10.244.1.2:80", "10.244.2.2:80"),
 		},
 		{
-			name:    "externalTrafficPolicy Local: local ready endpoints",
-			svc:     svc("a", nodePort(30080), etpLocal()),
-			eps:     []discovery.Endpoint{ep("10.244.1.2", on("node1")), ep("10.244.1.3", on("node1"), termServing()), ep("10.244.1.4", on("node1"), notReady()), ep("10.244.2.2", on("node2"))},
+			name: "externalTrafficPolicy Local: local ready endpoints",
+			svc:  svc("a", objects.NodePort(30080), objects.ExternalTrafficPolicyLocal(0)),
+			eps: []discovery.Endpoint{
+				objects.Endpoint("10.244.1.2", objects.OnNode("node1")),
+				objects.Endpoint("10.244.1.3", objects.OnNode("node1"), termServing()),
+				objects.Endpoint("10.244.1.4", objects.OnNode("node1"), notReady()),
+				objects.Endpoint("10.244.2.2", objects.OnNode("node2")),
+			},
 			cluster: aps("10.244.1.2:80", "10.244.2.2:80"),
 			local:   aps("10.244.1.2:80"),
 		},
 		{
-			name:    "internalTrafficPolicy Local: local ready endpoints",
-			svc:     svc("a", itpLocal()),
-			eps:     []discovery.Endpoint{ep("10.244.1.2", on("node1")), ep("10.244.1.3", on("node1")), ep("10.244.2.2", on("node2"))},
+			name: "internalTrafficPolicy Local: local ready endpoints",
+			svc:  svc("a", objects.InternalTrafficPolicyLocal()),
+			eps: []discovery.Endpoint{
+				objects.Endpoint("10.244.1.2", objects.OnNode("node1")),
+				objects.Endpoint("10.244.1.3", objects.OnNode("node1")),
+				objects.Endpoint("10.244.2.2", objects.OnNode("node2")),
+			},
 			cluster: aps("10.244.1.2:80", "10.244.1.3:80", "10.244.2.2:80"),
 			local:   aps("10.244.1.2:80", "10.244.1.3:80"),
 		},
 		{
-			name:    "no local ready endpoint: local serving and terminating ones, while cluster traffic has ready ones",
-			svc:     svc("a", itpLocal()),
-			eps:     []discovery.Endpoint{ep("10.244.1.2", on("node1"), termServing()), ep("10.244.1.3", on("node1"), termNotServing()), ep("10.244.1.4", on("node1"), notReady()), ep("10.244.2.2", on("node2"))},
+			name: "no local ready endpoint: local serving and terminating ones, while cluster traffic has ready ones",
+			svc:  svc("a", objects.InternalTrafficPolicyLocal()),
+			eps: []discovery.Endpoint{
+				objects.Endpoint("10.244.1.2", objects.OnNode("node1"), termServing()),
+				objects.Endpoint("10.244.1.3", objects.OnNode("node1"), termNotServing()),
+				objects.Endpoint("10.244.1.4", objects.OnNode("node1"), notReady()),
+				objects.Endpoint("10.244.2.2", objects.OnNode("node2")),
+			},
 			cluster: aps("10.244.2.2:80"),
 			local:   aps("10.244.1.2:80"),
 		},
 		{
 			name:    "Local policy, only remote endpoints",
-			svc:     svc("a", nodePort(30080), etpLocal()),
-			eps:     []discovery.Endpoint{ep("10.244.2.2", on("node2")), ep("10.244.2.3", on("node2"))},
+			svc:     svc("a", objects.NodePort(30080), objects.ExternalTrafficPolicyLocal(0)),
+			eps:     []discovery.Endpoint{objects.Endpoint("10.244.2.2", objects.OnNode("node2")), objects.Endpoint("10.244.2.3", objects.OnNode("node2"))},
 			cluster: aps("10.244.2.2:80", "10.244.2.3:80"),
 		},
 		{
-			name:     "hints never apply to local endpoints",
-			svc:      svc("a", nodePort(30080), etpLocal()),
-			eps:      []discovery.Endpoint{ep("10.244.1.2", on("node1"), hintZones("zone-b"), hintNodes("node2")), ep("10.244.2.2", on("node2"), hintZones("zone-a"), hintNodes("node2"))},
+			name: "hints never apply to local endpoints",
+			svc:  svc("a", objects.NodePort(30080), objects.ExternalTrafficPolicyLocal(0)),
+			eps: []discovery.Endpoint{
+				objects.Endpoint("10.244.1.2", objects.OnNode("node1"), objects.HintZones("zone-b"), objects.HintNodes("node2")),
+				objects.Endpoint("10.244.2.2", objects.OnNode("node2"), objects.HintZones("zone-a"), objects.HintNodes("node2")),
+			},
 			cluster:  aps("10.244.2.2:80"),
 			local:    aps("10.244.1.2:80"),
 			topology: TopologySameZone,
 		},
 		{
-			name:     "same-node hints narrow cluster traffic, local traffic keeps every local endpoint",
-			svc:      svc("a", itpLocal()),
-			eps:      []discovery.Endpoint{ep("10.244.1.2", on("node1"), hintNodes("node1")), ep("10.244.1.3", on("node1"), hintNodes("node3")), ep("10.244.2.2", on("node2"), hintNodes("node2"))},
+			name: "same-node hints narrow cluster traffic, local traffic keeps every local endpoint",
+			svc:  svc("a", objects.InternalTrafficPolicyLocal()),
+			eps: []discovery.Endpoint{
+				objects.Endpoint("10.244.1.2", objects.OnNode("node1"), objects.HintNodes("node1")),
+				objects.Endpoint("10.244.1.3", objects.OnNode("node1"), objects.HintNodes("node3")),
+				objects.Endpoint("10.244.2.2", objects.OnNode("node2"), objects.HintNodes("node2")),
+			},
 			cluster:  aps("10.244.1.2:80"),
 			local:    aps("10.244.1.2:80", "10.244.1.3:80"),
 			topology: TopologySameNode,

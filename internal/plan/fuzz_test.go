@@ -10,6 +10,8 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
+
+	"github.com/svcproxy/svcproxy/internal/objects"
 )
 
 // fuzzInput is what FuzzBuild decodes its bytes into.
@@ -22,9 +24,9 @@ type fuzzInput struct {
 // anchor is a valid Service planned beside the fuzzed one: whatever the
 // fuzzed objects hold, it keeps its port and its endpoint.
 func anchorObjects() (*v1.Service, *discovery.EndpointSlice) {
-	s := svc("anchor", clusterIPs("10.96.0.250"))
+	s := svc("anchor", objects.ClusterIPs("10.96.0.250"))
 	s.Namespace = "fuzz-anchor"
-	sl := slice("anchor-1", "anchor", v4, tcp(8080), ep("10.244.2.250"))
+	sl := slice("anchor-1", "anchor", v4, tcp(8080), objects.Endpoint("10.244.2.250"))
 	sl.Namespace = "fuzz-anchor"
 	return s, sl
 }
@@ -240,19 +242,19 @@ func fuzzSeeds() [][]byte {
 		}
 		out = append(out, b)
 	}
-	dual := svc("dual", clusterIPs("10.96.0.30", "fd00:10:96::30"), lbIngress("203.0.113.50", ""), lbIngress("2001:db8:2::50", v1.LoadBalancerIPModeVIP),
-		lbIngress("203.0.113.51", v1.LoadBalancerIPModeProxy), externalIPs("203.0.113.52", "2001:db8:2::52"),
-		sourceRanges("198.51.100.0/24 ", "2001:db8:1::/48"), etpLocal(), affinity(600),
-		ports(sport("http", v1.ProtocolTCP, 80, 30080), sport("dns", v1.ProtocolUDP, 53, 30053)))
-	dual.Spec.HealthCheckNodePort = 32000
+	dual := svc("dual", objects.ClusterIPs("10.96.0.30", "fd00:10:96::30"),
+		objects.LoadBalancerIngress("203.0.113.50", ""), objects.LoadBalancerIngress("2001:db8:2::50", v1.LoadBalancerIPModeVIP),
+		objects.LoadBalancerIngress("203.0.113.51", v1.LoadBalancerIPModeProxy), objects.ExternalIPs("203.0.113.52", "2001:db8:2::52"),
+		objects.SourceRanges("198.51.100.0/24 ", "2001:db8:1::/48"), objects.ExternalTrafficPolicyLocal(32000), objects.Affinity(600),
+		ports(objects.Port("http", v1.ProtocolTCP, 80, 30080), objects.Port("dns", v1.ProtocolUDP, 53, 30053)))
 	b, _ := json.Marshal(fuzzInput{
 		Service: dual,
-		Slice: slice("dual-4", "dual", v4, []discovery.EndpointPort{eport("http", v1.ProtocolTCP, 8080), eport("dns", v1.ProtocolUDP, 5353)},
-			ep("10.244.1.2", on("node1"), inZone("zone-a"), hintZones("zone-a"), hintNodes("node1")),
-			ep("10.244.2.2", on("node2"), inZone("zone-b"), hintZones("zone-b"), termServing()),
-			ep("10.244.2.3", on("node2"), notReady())),
-		Slices: []*discovery.EndpointSlice{slice("dual-6", "dual", v6, []discovery.EndpointPort{eport("http", v1.ProtocolTCP, 8080)},
-			ep("fd00:10:244:1::2", on("node1")), ep("fd00:10:244:2::2", on("node2"), termNotServing()))},
+		Slice: slice("dual-4", "dual", v4, []discovery.EndpointPort{objects.EndpointPort("http", v1.ProtocolTCP, 8080), objects.EndpointPort("dns", v1.ProtocolUDP, 5353)},
+			objects.Endpoint("10.244.1.2", objects.OnNode("node1"), objects.InZone("zone-a"), objects.HintZones("zone-a"), objects.HintNodes("node1")),
+			objects.Endpoint("10.244.2.2", objects.OnNode("node2"), objects.InZone("zone-b"), objects.HintZones("zone-b"), termServing()),
+			objects.Endpoint("10.244.2.3", objects.OnNode("node2"), notReady())),
+		Slices: []*discovery.EndpointSlice{slice("dual-6", "dual", v6, []discovery.EndpointPort{objects.EndpointPort("http", v1.ProtocolTCP, 8080)},
+			objects.Endpoint("fd00:10:244:1::2", objects.OnNode("node1")), objects.Endpoint("fd00:10:244:2::2", objects.OnNode("node2"), termNotServing()))},
 	})
 	out = append(out, b)
 	for _, bad := range badServices() {
@@ -260,7 +262,7 @@ func fuzzSeeds() [][]byte {
 		out = append(out, b)
 	}
 	for _, bad := range badSlices() {
-		b, _ := json.Marshal(fuzzInput{Service: svc("a", clusterIPs("10.96.0.1", "fd00:10:96::1")), Slice: bad.slice})
+		b, _ := json.Marshal(fuzzInput{Service: svc("a", objects.ClusterIPs("10.96.0.1", "fd00:10:96::1")), Slice: bad.slice})
 		out = append(out, b)
 	}
 	for _, s := range []string{

@@ -6,7 +6,8 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/svcproxy/svcproxy/internal/objects"
 )
 
 // Builders for the objects the plan reads. Every test in this package uses
@@ -23,191 +24,45 @@ var testConfig = Config{
 	NodeIPs:      []netip.Addr{netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("2001:db8:1::1")},
 }
 
-func testNode(zone string) *v1.Node {
-	n := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1", Labels: map[string]string{}}}
-	if zone != "" {
-		n.Labels[v1.LabelTopologyZone] = zone
-	}
-	return n
+// testNode is this node, node1, in zone ("" for none).
+func testNode(zone string) *v1.Node { return objects.Node("node1", zone) }
+
+// svc is a ClusterIP Service 10.96.0.1 in testNS with one unnamed TCP port
+// 80, changed by the options.
+func svc(name string, opts ...objects.ServiceOption) *v1.Service {
+	return objects.Service(testNS, name, append([]objects.ServiceOption{
+		objects.ClusterIP("10.96.0.1"),
+		objects.Port("", v1.ProtocolTCP, 80, 0),
+	}, opts...)...)
 }
 
-type svcOpt func(*v1.Service)
+// namespace moves the Service out of testNS.
+func namespace(ns string) objects.ServiceOption { return func(s *v1.Service) { s.Namespace = ns } }
 
-// svc is a ClusterIP Service 10.96.0.1 with one unnamed TCP port 80, changed
-// by the options.
-func svc(name string, opts ...svcOpt) *v1.Service {
-	s := &v1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: name},
-		Spec: v1.ServiceSpec{
-			Type:      v1.ServiceTypeClusterIP,
-			ClusterIP: "10.96.0.1",
-			Ports:     []v1.ServicePort{{Port: 80, Protocol: v1.ProtocolTCP}},
-		},
-	}
-	for _, o := range opts {
-		o(s)
-	}
-	return s
-}
-
-func namespace(ns string) svcOpt { return func(s *v1.Service) { s.Namespace = ns } }
-
-func clusterIPs(ips ...string) svcOpt {
+// ports replaces the Service's ports with the ones the options add.
+func ports(ps ...objects.ServiceOption) objects.ServiceOption {
 	return func(s *v1.Service) {
-		s.Spec.ClusterIP = ips[0]
-		s.Spec.ClusterIPs = ips
-	}
-}
-
-func svcType(t v1.ServiceType) svcOpt { return func(s *v1.Service) { s.Spec.Type = t } }
-
-// ports replaces the Service's ports.
-func ports(ps ...v1.ServicePort) svcOpt { return func(s *v1.Service) { s.Spec.Ports = ps } }
-
-func sport(name string, proto v1.Protocol, port, nodePort int32) v1.ServicePort {
-	return v1.ServicePort{Name: name, Protocol: proto, Port: port, NodePort: nodePort}
-}
-
-// nodePort sets the node port of the first port and makes it a NodePort
-// Service (unless it is already a LoadBalancer).
-func nodePort(np int32) svcOpt {
-	return func(s *v1.Service) {
-		if s.Spec.Type != v1.ServiceTypeLoadBalancer {
-			s.Spec.Type = v1.ServiceTypeNodePort
+		s.Spec.Ports = nil
+		for _, p := range ps {
+			p(s)
 		}
-		s.Spec.Ports[0].NodePort = np
-	}
-}
-
-func etpLocal() svcOpt {
-	return func(s *v1.Service) { s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal }
-}
-
-func itpLocal() svcOpt {
-	return func(s *v1.Service) {
-		p := v1.ServiceInternalTrafficPolicyLocal
-		s.Spec.InternalTrafficPolicy = &p
-	}
-}
-
-func externalIPs(ips ...string) svcOpt { return func(s *v1.Service) { s.Spec.ExternalIPs = ips } }
-
-// lbIngress adds a load-balancer ingress IP with an ipMode ("" for unset).
-func lbIngress(ip string, mode v1.LoadBalancerIPMode) svcOpt {
-	return func(s *v1.Service) {
-		s.Spec.Type = v1.ServiceTypeLoadBalancer
-		ing := v1.LoadBalancerIngress{IP: ip}
-		if mode != "" {
-			ing.IPMode = &mode
-		}
-		s.Status.LoadBalancer.Ingress = append(s.Status.LoadBalancer.Ingress, ing)
-	}
-}
-
-func sourceRanges(r ...string) svcOpt {
-	return func(s *v1.Service) { s.Spec.LoadBalancerSourceRanges = r }
-}
-
-// affinity sets sessionAffinity ClientIP; timeout 0 leaves the timeout unset.
-func affinity(timeout int32) svcOpt {
-	return func(s *v1.Service) {
-		s.Spec.SessionAffinity = v1.ServiceAffinityClientIP
-		if timeout != 0 {
-			s.Spec.SessionAffinityConfig = &v1.SessionAffinityConfig{ClientIP: &v1.ClientIPConfig{TimeoutSeconds: &timeout}}
-		}
-	}
-}
-
-func label(k, v string) svcOpt {
-	return func(s *v1.Service) {
-		if s.Labels == nil {
-			s.Labels = map[string]string{}
-		}
-		s.Labels[k] = v
 	}
 }
 
 // slice is an EndpointSlice of Service svcName in testNS.
 func slice(name, svcName string, at discovery.AddressType, ps []discovery.EndpointPort, eps ...discovery.Endpoint) *discovery.EndpointSlice {
-	return &discovery.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: testNS, Name: name,
-			Labels: map[string]string{discovery.LabelServiceName: svcName},
-		},
-		AddressType: at,
-		Ports:       ps,
-		Endpoints:   eps,
-	}
-}
-
-// eport is one EndpointSlice port; name "" is the unnamed port.
-func eport(name string, proto v1.Protocol, port int32) discovery.EndpointPort {
-	return discovery.EndpointPort{Name: &name, Protocol: &proto, Port: &port}
+	return objects.Slice(testNS, name, svcName, at, ps, eps...)
 }
 
 // tcp is the single unnamed TCP port of an EndpointSlice.
 func tcp(port int32) []discovery.EndpointPort {
-	return []discovery.EndpointPort{eport("", v1.ProtocolTCP, port)}
+	return []discovery.EndpointPort{objects.EndpointPort("", v1.ProtocolTCP, port)}
 }
 
-type epOpt func(*discovery.Endpoint)
-
-// ep is an endpoint with the given address, conditions left unset (ready).
-func ep(ip string, opts ...epOpt) discovery.Endpoint {
-	e := discovery.Endpoint{Addresses: []string{ip}}
-	for _, o := range opts {
-		o(&e)
-	}
-	return e
-}
-
-func on(node string) epOpt { return func(e *discovery.Endpoint) { e.NodeName = &node } }
-
-func inZone(z string) epOpt { return func(e *discovery.Endpoint) { e.Zone = &z } }
-
-func ptr[T any](v T) *T { return &v }
-
-// cond sets all three conditions.
-func cond(ready, serving, terminating bool) epOpt {
-	return func(e *discovery.Endpoint) {
-		e.Conditions = discovery.EndpointConditions{Ready: ptr(ready), Serving: ptr(serving), Terminating: ptr(terminating)}
-	}
-}
-
-func notReady() epOpt       { return cond(false, false, false) }
-func termServing() epOpt    { return cond(false, true, true) }
-func termNotServing() epOpt { return cond(false, false, true) }
-
-func hintZones(zs ...string) epOpt {
-	return func(e *discovery.Endpoint) { ensureHints(e).ForZones = zoneHints(zs) }
-}
-
-func hintNodes(ns ...string) epOpt {
-	return func(e *discovery.Endpoint) { ensureHints(e).ForNodes = nodeHints(ns) }
-}
-
-func ensureHints(e *discovery.Endpoint) *discovery.EndpointHints {
-	if e.Hints == nil {
-		e.Hints = &discovery.EndpointHints{}
-	}
-	return e.Hints
-}
-
-func zoneHints(zs []string) []discovery.ForZone {
-	out := make([]discovery.ForZone, len(zs))
-	for i, z := range zs {
-		out[i].Name = z
-	}
-	return out
-}
-
-func nodeHints(ns []string) []discovery.ForNode {
-	out := make([]discovery.ForNode, len(ns))
-	for i, n := range ns {
-		out[i].Name = n
-	}
-	return out
-}
+// Endpoint conditions other than ready (which unset conditions also mean).
+func notReady() objects.EndpointOption       { return objects.Conditions(false, false, false) }
+func termServing() objects.EndpointOption    { return objects.Conditions(false, true, true) }
+func termNotServing() objects.EndpointOption { return objects.Conditions(false, false, true) }
 
 // build plans the objects on node1 in zone-a with testConfig and fails on
 // any validation error.

@@ -7,6 +7,8 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
+
+	"github.com/svcproxy/svcproxy/internal/objects"
 )
 
 func changedKeys(ch Changes) []string {
@@ -32,10 +34,10 @@ type trackerStep struct {
 // TestTrackerChanges covers the change set Sync reports: what a partial sync
 // must render.
 func TestTrackerChanges(t *testing.T) {
-	a := svc("a", clusterIPs("10.96.0.1", "fd00:10:96::1"))
-	b := svc("b", clusterIPs("10.96.0.2"), ports(sport("http", v1.ProtocolTCP, 80, 0), sport("dns", v1.ProtocolUDP, 53, 0)))
-	aSlice := slice("a-1", "a", v4, tcp(8080), ep("10.244.2.2", hintZones("zone-b")), ep("10.244.2.3", hintZones("zone-a")))
-	bSlice := slice("b-1", "b", v4, []discovery.EndpointPort{eport("http", v1.ProtocolTCP, 8080)}, ep("10.244.2.2"))
+	a := svc("a", objects.ClusterIPs("10.96.0.1", "fd00:10:96::1"))
+	b := svc("b", objects.ClusterIPs("10.96.0.2"), ports(objects.Port("http", v1.ProtocolTCP, 80, 0), objects.Port("dns", v1.ProtocolUDP, 53, 0)))
+	aSlice := slice("a-1", "a", v4, tcp(8080), objects.Endpoint("10.244.2.2", objects.HintZones("zone-b")), objects.Endpoint("10.244.2.3", objects.HintZones("zone-a")))
+	bSlice := slice("b-1", "b", v4, []discovery.EndpointPort{objects.EndpointPort("http", v1.ProtocolTCP, 8080)}, objects.Endpoint("10.244.2.2"))
 	aSlice2 := aSlice.DeepCopy()
 	aSlice2.Endpoints = aSlice2.Endpoints[:1]
 	bWithout := b.DeepCopy()
@@ -163,7 +165,7 @@ func TestTrackerZoneChangeReplans(t *testing.T) {
 	tr := NewTracker(testConfig)
 	tr.SetNode(testNode("zone-a"))
 	tr.SetService(svc("a"))
-	tr.SetSlice(slice("a-1", "a", v4, tcp(8080), ep("10.244.2.2", hintZones("zone-a")), ep("10.244.2.3", hintZones("zone-b"))))
+	tr.SetSlice(slice("a-1", "a", v4, tcp(8080), objects.Endpoint("10.244.2.2", objects.HintZones("zone-a")), objects.Endpoint("10.244.2.3", objects.HintZones("zone-b"))))
 	p, _ := tr.Sync()
 	sp := p.Ports[key("a", "", v1.ProtocolTCP, IPv4)]
 	if want := aps("10.244.2.2:8080"); !reflect.DeepEqual(sp.ClusterEndpoints, want) {
@@ -192,8 +194,8 @@ func TestTrackerZoneChangeReplans(t *testing.T) {
 func TestTrackerSliceChangesOwner(t *testing.T) {
 	tr := NewTracker(testConfig)
 	tr.SetService(svc("a"))
-	tr.SetService(svc("b", clusterIPs("10.96.0.2")))
-	s := slice("x", "a", v4, tcp(8080), ep("10.244.2.2"))
+	tr.SetService(svc("b", objects.ClusterIPs("10.96.0.2")))
+	s := slice("x", "a", v4, tcp(8080), objects.Endpoint("10.244.2.2"))
 	tr.SetSlice(s)
 	tr.Sync()
 
@@ -240,7 +242,7 @@ func TestTrackerSliceChangesOwner(t *testing.T) {
 // invalid, gone once fixed or deleted.
 func TestTrackerErrors(t *testing.T) {
 	tr := NewTracker(testConfig)
-	bad := svc("a", externalIPs("not-an-ip"))
+	bad := svc("a", objects.ExternalIPs("not-an-ip"))
 	tr.SetService(bad)
 	tr.Sync()
 	if errs := tr.Errors(); len(errs) != 1 {

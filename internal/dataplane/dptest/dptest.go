@@ -30,10 +30,10 @@ import (
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/svcproxy/svcproxy/internal/dataplane"
+	"github.com/svcproxy/svcproxy/internal/objects"
 	"github.com/svcproxy/svcproxy/internal/plan"
 	"github.com/svcproxy/svcproxy/internal/testnet"
 )
@@ -273,9 +273,7 @@ func nodeConfig() plan.Config {
 // zones of the nodes; no endpoint carries hints, so topology never narrows.
 var zones = map[string]string{"node1": "zone-a", "node2": "zone-b"}
 
-func node1() *v1.Node {
-	return &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1", Labels: map[string]string{v1.LabelTopologyZone: zones["node1"]}}}
-}
+func node1() *v1.Node { return objects.Node("node1", zones["node1"]) }
 
 // input collects Services and EndpointSlices (single or in slices) into a
 // plan input for node1.
@@ -331,58 +329,29 @@ func (s *suite) dump(t *testing.T) string {
 
 // ---- Objects ----
 
-// service returns a ClusterIP Service in namespace "default" with the given
-// ClusterIPs (the first is primary) and two ports, "tcp" 80/TCP and "udp"
-// 80/UDP, both targeting podPort.
-func service(name string, clusterIPs ...string) *v1.Service {
-	svc := &v1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
-		Spec: v1.ServiceSpec{
-			Type:       v1.ServiceTypeClusterIP,
-			ClusterIP:  clusterIPs[0],
-			ClusterIPs: clusterIPs,
-			Ports: []v1.ServicePort{
-				{Name: "tcp", Protocol: v1.ProtocolTCP, Port: svcPort, TargetPort: intstr.FromInt32(podPort)},
-				{Name: "udp", Protocol: v1.ProtocolUDP, Port: svcPort, TargetPort: intstr.FromInt32(podPort)},
-			},
-		},
+// service returns a ClusterIP Service in namespace "default" with two ports,
+// "tcp" 80/TCP and "udp" 80/UDP, both targeting podPort, changed by opts
+// (which set its ClusterIPs, the first primary). Its IP families are those
+// of its ClusterIPs, and two of them require dual-stack.
+func service(name string, opts ...objects.ServiceOption) *v1.Service {
+	svc := objects.Service("default", name, append([]objects.ServiceOption{
+		objects.Port("tcp", v1.ProtocolTCP, svcPort, 0),
+		objects.Port("udp", v1.ProtocolUDP, svcPort, 0),
+		targetPodPort,
+	}, opts...)...)
+	policy := v1.IPFamilyPolicy("")
+	if len(svc.Spec.ClusterIPs) > 1 {
+		policy = v1.IPFamilyPolicyRequireDualStack
 	}
-	for _, ip := range clusterIPs {
-		if a, err := netip.ParseAddr(ip); err == nil && a.Is6() {
-			svc.Spec.IPFamilies = append(svc.Spec.IPFamilies, v1.IPv6Protocol)
-		} else {
-			svc.Spec.IPFamilies = append(svc.Spec.IPFamilies, v1.IPv4Protocol)
-		}
-	}
-	if len(clusterIPs) > 1 {
-		svc.Spec.IPFamilyPolicy = ptr(v1.IPFamilyPolicyRequireDualStack)
-	}
+	objects.IPFamilies(policy)(svc)
 	return svc
 }
 
-// withNodePort makes svc a NodePort Service with nodePort on both ports.
-func withNodePort(svc *v1.Service, nodePort int32) *v1.Service {
-	svc.Spec.Type = v1.ServiceTypeNodePort
+// targetPodPort makes every port added so far target podPort.
+func targetPodPort(svc *v1.Service) {
 	for i := range svc.Spec.Ports {
-		svc.Spec.Ports[i].NodePort = nodePort
+		svc.Spec.Ports[i].TargetPort = intstr.FromInt32(podPort)
 	}
-	return svc
-}
-
-// withLoadBalancer makes svc a LoadBalancer Service with nodePort and the
-// ingress IP lbIP (ipMode unset: VIP).
-func withLoadBalancer(svc *v1.Service, nodePort int32, lbIP string) *v1.Service {
-	withNodePort(svc, nodePort)
-	svc.Spec.Type = v1.ServiceTypeLoadBalancer
-	svc.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: lbIP}}
-	return svc
-}
-
-// withExternalLocal sets externalTrafficPolicy Local and a health check port.
-func withExternalLocal(svc *v1.Service, healthCheckNodePort int32) *v1.Service {
-	svc.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal
-	svc.Spec.HealthCheckNodePort = healthCheckNodePort
-	return svc
 }
 
 // endpointsOf returns svc's EndpointSlices: one per family of its
@@ -396,34 +365,23 @@ func endpointsOf(svc *v1.Service, pods ...*testnet.Pod) []*discovery.EndpointSli
 		if a, err := netip.ParseAddr(ip); err == nil && a.Is6() {
 			at, suffix = discovery.AddressTypeIPv6, "-ipv6"
 		}
-		s := &discovery.EndpointSlice{
-			ObjectMeta: metav1.ObjectMeta{
-				Namespace: svc.Namespace, Name: svc.Name + suffix,
-				Labels: map[string]string{discovery.LabelServiceName: svc.Name},
-			},
-			AddressType: at,
-		}
+		var ports []discovery.EndpointPort
 		for _, p := range svc.Spec.Ports {
-			s.Ports = append(s.Ports, discovery.EndpointPort{Name: ptr(p.Name), Protocol: ptr(p.Protocol), Port: ptr(int32(podPort))})
+			ports = append(ports, objects.EndpointPort(p.Name, p.Protocol, podPort))
 		}
+		var eps []discovery.Endpoint
 		for _, pod := range pods {
 			addr := pod.IPv4
 			if at == discovery.AddressTypeIPv6 {
 				addr = pod.IPv6
 			}
-			s.Endpoints = append(s.Endpoints, discovery.Endpoint{
-				Addresses:  []string{addr.String()},
-				Conditions: discovery.EndpointConditions{Ready: ptr(true), Serving: ptr(true), Terminating: ptr(false)},
-				NodeName:   ptr(pod.Node),
-				Zone:       ptr(zones[pod.Node]),
-			})
+			eps = append(eps, objects.Endpoint(addr.String(),
+				objects.Conditions(true, true, false), objects.OnNode(pod.Node), objects.InZone(zones[pod.Node])))
 		}
-		out = append(out, s)
+		out = append(out, objects.Slice(svc.Namespace, svc.Name+suffix, svc.Name, at, ports, eps...))
 	}
 	return out
 }
-
-func ptr[T any](v T) *T { return &v }
 
 func addrPort(ip string, port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(netip.MustParseAddr(ip), port)

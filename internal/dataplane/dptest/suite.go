@@ -11,6 +11,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 
 	"github.com/svcproxy/svcproxy/internal/conntrack"
+	"github.com/svcproxy/svcproxy/internal/objects"
 	"github.com/svcproxy/svcproxy/internal/plan"
 	"github.com/svcproxy/svcproxy/internal/testnet"
 )
@@ -28,7 +29,7 @@ var (
 // connections spread over all of them, and the backends see pod1a's own
 // address (pod traffic to a ClusterIP is not masqueraded).
 func (s *suite) testClusterIPSpread(t *testing.T) {
-	svc := service("spread", "10.96.1.10")
+	svc := service("spread", objects.ClusterIPs("10.96.1.10"))
 	s.apply(t, svc, endpointsOf(svc, s.pod1b, s.pod2a, s.pod2b))
 	dst := addrPort("10.96.1.10", svcPort)
 	for _, c := range []struct {
@@ -58,7 +59,7 @@ func (s *suite) testClusterIPSpread(t *testing.T) {
 // is masqueraded: remote backends see node1's LAN IP, the local one node1's
 // address on its veth; none sees ext's.
 func (s *suite) testNodePortCluster(t *testing.T) {
-	svc := withNodePort(service("np-cluster", "10.96.2.10"), 30002)
+	svc := service("np-cluster", objects.ClusterIPs("10.96.2.10"), objects.NodePort(30002))
 	s.apply(t, svc, endpointsOf(svc, s.pod1a, s.pod2a, s.pod2b))
 	dst := netip.AddrPortFrom(node1v4, 30002)
 
@@ -81,7 +82,8 @@ func (s *suite) testNodePortCluster(t *testing.T) {
 // load-balancer IP, and node1 reaching the NodePort, still use every
 // endpoint; node1's traffic is masqueraded.
 func (s *suite) testExternalLocal(t *testing.T) {
-	svc := withExternalLocal(withLoadBalancer(service("etp-local", "10.96.3.10"), 30003, "203.0.113.3"), 32003)
+	svc := service("etp-local", objects.ClusterIPs("10.96.3.10"), objects.NodePort(30003), objects.LoadBalancerIngress("203.0.113.3", ""),
+		objects.ExternalTrafficPolicyLocal(32003))
 	s.apply(t, svc, endpointsOf(svc, s.pod1a, s.pod2a))
 	for _, c := range []struct {
 		proto string
@@ -118,7 +120,8 @@ func (s *suite) testExternalLocal(t *testing.T) {
 // unmasqueraded. (That node1's own traffic is masqueraded only shows with a
 // local endpoint: ExternalLocal checks it.)
 func (s *suite) testExternalLocalNoLocalEndpoint(t *testing.T) {
-	svc := withExternalLocal(withLoadBalancer(service("etp-remote", "10.96.4.10"), 30004, "203.0.113.4"), 32004)
+	svc := service("etp-remote", objects.ClusterIPs("10.96.4.10"), objects.NodePort(30004), objects.LoadBalancerIngress("203.0.113.4", ""),
+		objects.ExternalTrafficPolicyLocal(32004))
 	s.apply(t, svc, endpointsOf(svc, s.pod2a))
 	np := netip.AddrPortFrom(node1v4, 30004)
 	lb := addrPort("203.0.113.4", svcPort)
@@ -146,8 +149,8 @@ func (s *suite) testExternalLocalNoLocalEndpoint(t *testing.T) {
 // ClusterIP (TCP and UDP) and on its NodePort; so is a port a ClusterIP does
 // not define.
 func (s *suite) testNoEndpoints(t *testing.T) {
-	empty := withNodePort(service("empty", "10.96.5.10"), 30005)
-	web := service("web", "10.96.5.20")
+	empty := service("empty", objects.ClusterIPs("10.96.5.10"), objects.NodePort(30005))
+	web := service("web", objects.ClusterIPs("10.96.5.20"))
 	s.apply(t, empty, web, endpointsOf(web, s.pod2a))
 
 	for _, proto := range []string{"tcp", "udp"} {
@@ -162,11 +165,8 @@ func (s *suite) testNoEndpoints(t *testing.T) {
 // testInternalLocal: internalTrafficPolicy Local. Without a local endpoint
 // pod1a's traffic to the ClusterIP is dropped; with one, it only goes there.
 func (s *suite) testInternalLocal(t *testing.T) {
-	local := v1.ServiceInternalTrafficPolicyLocal
-	remote := service("itp-remote", "10.96.6.10")
-	remote.Spec.InternalTrafficPolicy = &local
-	mixed := service("itp-mixed", "10.96.6.20")
-	mixed.Spec.InternalTrafficPolicy = &local
+	remote := service("itp-remote", objects.ClusterIPs("10.96.6.10"), objects.InternalTrafficPolicyLocal())
+	mixed := service("itp-mixed", objects.ClusterIPs("10.96.6.20"), objects.InternalTrafficPolicyLocal())
 	s.apply(t, remote, endpointsOf(remote, s.pod2a, s.pod2b), mixed, endpointsOf(mixed, s.pod1b, s.pod2a))
 
 	expectDropped(t, s.pod1a.NS, "tcp", addrPort("10.96.6.10", svcPort))
@@ -179,9 +179,7 @@ func (s *suite) testInternalLocal(t *testing.T) {
 // testSessionAffinity: with sessionAffinity ClientIP every connection of a
 // client goes to the same endpoint.
 func (s *suite) testSessionAffinity(t *testing.T) {
-	svc := service("sticky", "10.96.7.10")
-	svc.Spec.SessionAffinity = v1.ServiceAffinityClientIP
-	svc.Spec.SessionAffinityConfig = &v1.SessionAffinityConfig{ClientIP: &v1.ClientIPConfig{TimeoutSeconds: ptr(int32(300))}}
+	svc := service("sticky", objects.ClusterIPs("10.96.7.10"), objects.Affinity(300))
 	s.apply(t, svc, endpointsOf(svc, s.pod1b, s.pod2a, s.pod2b))
 	dst := addrPort("10.96.7.10", svcPort)
 	for _, client := range []*testnet.Pod{s.pod1a, s.pod1b} {
@@ -200,7 +198,7 @@ func (s *suite) testSessionAffinity(t *testing.T) {
 // sees a source that is node1's, not its own (or it would answer itself
 // directly and the connection would fail).
 func (s *suite) testHairpin(t *testing.T) {
-	svc := service("hairpin", "10.96.8.10")
+	svc := service("hairpin", objects.ClusterIPs("10.96.8.10"))
 	s.apply(t, svc, endpointsOf(svc, s.pod1a))
 	dst := addrPort("10.96.8.10", svcPort)
 	for _, proto := range []string{"tcp", "udp"} {
@@ -216,8 +214,8 @@ func (s *suite) testHairpin(t *testing.T) {
 // load-balancer IP, before any DNAT, and let listed ones through. They do
 // not apply to the NodePort.
 func (s *suite) testSourceRanges(t *testing.T) {
-	svc := withLoadBalancer(service("ranges", "10.96.9.10"), 30009, "203.0.113.9")
-	svc.Spec.LoadBalancerSourceRanges = []string{"192.0.2.0/24"}
+	svc := service("ranges", objects.ClusterIPs("10.96.9.10"), objects.NodePort(30009), objects.LoadBalancerIngress("203.0.113.9", ""),
+		objects.SourceRanges("192.0.2.0/24"))
 	eps := endpointsOf(svc, s.pod2a)
 	s.apply(t, svc, eps)
 	lb := addrPort("203.0.113.9", svcPort)
@@ -237,7 +235,7 @@ func (s *suite) testSourceRanges(t *testing.T) {
 // testHostToClusterIP: node1 itself reaches a ClusterIP; the traffic is
 // masqueraded since it does not come from the cluster CIDR.
 func (s *suite) testHostToClusterIP(t *testing.T) {
-	svc := service("from-host", "10.96.10.10")
+	svc := service("from-host", objects.ClusterIPs("10.96.10.10"))
 	s.apply(t, svc, endpointsOf(svc, s.pod1b, s.pod2a))
 	dst := addrPort("10.96.10.10", svcPort)
 	for _, c := range []struct {
@@ -258,7 +256,7 @@ func (s *suite) testHostToClusterIP(t *testing.T) {
 // endpoints through the IPv6 ClusterIP (unmasqueraded), and ext reaches them
 // through node1's IPv6 NodePort (masqueraded).
 func (s *suite) testIPv6(t *testing.T) {
-	svc := withNodePort(service("dual", "10.96.11.10", "fd00:10:96::11:10"), 30011)
+	svc := service("dual", objects.ClusterIPs("10.96.11.10", "fd00:10:96::11:10"), objects.NodePort(30011))
 	s.apply(t, svc, endpointsOf(svc, s.pod1b, s.pod2a))
 
 	dst := addrPort("fd00:10:96::11:10", svcPort)
@@ -290,8 +288,8 @@ func (s *suite) testIPv6(t *testing.T) {
 func (s *suite) testPartialSync(t *testing.T) {
 	tr := plan.NewTracker(nodeConfig())
 	tr.SetNode(node1())
-	shrink := service("shrink", "10.96.12.10")
-	swap := service("swap", "10.96.12.20")
+	shrink := service("shrink", objects.ClusterIPs("10.96.12.10"))
+	swap := service("swap", objects.ClusterIPs("10.96.12.20"))
 	tr.SetService(shrink)
 	tr.SetService(swap)
 	for _, sl := range endpointsOf(shrink, s.pod1b, s.pod2a, s.pod2b) {
@@ -408,11 +406,10 @@ func (s *suite) testPartialSync(t *testing.T) {
 // since deleted). Clients keep their session affinity, traffic flows, and
 // Cleanup leaves nothing.
 func (s *suite) testRestart(t *testing.T) {
-	web := withExternalLocal(withLoadBalancer(service("restart-web", "10.96.13.10", "fd00:10:96::13:10"), 30013, "203.0.113.13"), 32013)
-	web.Spec.LoadBalancerSourceRanges = []string{"198.51.100.0/24"}
-	sticky := service("restart-sticky", "10.96.13.20")
-	sticky.Spec.SessionAffinity = v1.ServiceAffinityClientIP
-	empty := service("restart-empty", "10.96.13.30")
+	web := service("restart-web", objects.ClusterIPs("10.96.13.10", "fd00:10:96::13:10"), objects.NodePort(30013),
+		objects.LoadBalancerIngress("203.0.113.13", ""), objects.ExternalTrafficPolicyLocal(32013), objects.SourceRanges("198.51.100.0/24"))
+	sticky := service("restart-sticky", objects.ClusterIPs("10.96.13.20"), objects.Affinity(0))
+	empty := service("restart-empty", objects.ClusterIPs("10.96.13.30"))
 	objs := []any{web, endpointsOf(web, s.pod1b, s.pod2a), sticky, endpointsOf(sticky, s.pod1b, s.pod2a, s.pod2b), empty}
 	p := s.apply(t, objs...)
 	stickyDst := addrPort("10.96.13.20", svcPort)
@@ -423,8 +420,7 @@ func (s *suite) testRestart(t *testing.T) {
 	}
 
 	// The old instance's last sync holds one Service more.
-	gone := service("restart-gone", "10.96.13.40")
-	gone.Spec.SessionAffinity = v1.ServiceAffinityClientIP
+	gone := service("restart-gone", objects.ClusterIPs("10.96.13.40"), objects.Affinity(0))
 	s.apply(t, append(objs, gone, endpointsOf(gone, s.pod2b))...)
 	askN(t, s.pod1a.NS, "tcp", addrPort("10.96.13.40", svcPort), 1)
 
@@ -462,11 +458,10 @@ func (s *suite) testRestart(t *testing.T) {
 // testBadInput: invalid Services are left out of the plan whole, and the
 // valid ones next to them work in the kernel.
 func (s *suite) testBadInput(t *testing.T) {
-	good := service("good", "10.96.14.10")
-	goodNP := withNodePort(service("good-np", "10.96.14.30"), 30014)
-	badIP := service("bad-ip", "10.96.0.999")
-	badPort := service("bad-port", "10.96.14.20")
-	badPort.Spec.Ports = append(badPort.Spec.Ports, v1.ServicePort{Name: "big", Protocol: v1.ProtocolTCP, Port: 70000})
+	good := service("good", objects.ClusterIPs("10.96.14.10"))
+	goodNP := service("good-np", objects.ClusterIPs("10.96.14.30"), objects.NodePort(30014))
+	badIP := service("bad-ip", objects.ClusterIPs("10.96.0.999"))
+	badPort := service("bad-port", objects.ClusterIPs("10.96.14.20"), objects.Port("big", v1.ProtocolTCP, 70000, 0))
 	p, errs := plan.Build(input(
 		good, endpointsOf(good, s.pod2a),
 		badIP,

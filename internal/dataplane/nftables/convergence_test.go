@@ -10,8 +10,8 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/svcproxy/svcproxy/internal/objects"
 	"github.com/svcproxy/svcproxy/internal/plan"
 )
 
@@ -35,43 +35,46 @@ func (w *world) pick(options ...string) string { return options[w.rng.Intn(len(o
 // Its addresses are fixed per i, except one external IP that several
 // Services may claim at once, to exercise conflicting claims.
 func (w *world) randomService(i int) *v1.Service {
-	svc := &v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: fmt.Sprintf("svc%d", i)}}
-	s := &svc.Spec
-	s.Type = v1.ServiceType(w.pick("ClusterIP", "NodePort", "LoadBalancer"))
-	s.ClusterIP = fmt.Sprintf("10.96.0.%d", 10+i)
-	s.ClusterIPs = []string{s.ClusterIP}
+	typ := v1.ServiceType(w.pick("ClusterIP", "NodePort", "LoadBalancer"))
+	ips := []string{fmt.Sprintf("10.96.0.%d", 10+i)}
 	if w.rng.Intn(2) == 0 {
-		s.ClusterIPs = append(s.ClusterIPs, fmt.Sprintf("fd00:10:96::%x", 10+i))
+		ips = append(ips, fmt.Sprintf("fd00:10:96::%x", 10+i))
 	}
-	s.Ports = []v1.ServicePort{{Name: "http", Protocol: v1.ProtocolTCP, Port: 80}}
-	if w.rng.Intn(2) == 0 {
-		s.Ports = append(s.Ports, v1.ServicePort{Name: "dns", Protocol: v1.ProtocolUDP, Port: 53})
-	}
-	if s.Type != v1.ServiceTypeClusterIP {
-		for j := range s.Ports {
-			s.Ports[j].NodePort = int32(30000 + 2*i + j)
+	nodePort := func(j int32) int32 { // port j's node port, if the type has them
+		if typ == v1.ServiceTypeClusterIP {
+			return 0
 		}
-		s.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicy(w.pick("Cluster", "Local"))
+		return int32(30000+2*i) + j
+	}
+	opts := []objects.ServiceOption{
+		objects.Type(typ), objects.ClusterIPs(ips...), objects.Port("http", v1.ProtocolTCP, 80, nodePort(0)),
+	}
+	if w.rng.Intn(2) == 0 {
+		opts = append(opts, objects.Port("dns", v1.ProtocolUDP, 53, nodePort(1)))
+	}
+	if typ != v1.ServiceTypeClusterIP {
+		etp := objects.ExternalTrafficPolicyCluster()
+		if w.pick("Cluster", "Local") == "Local" {
+			etp = objects.ExternalTrafficPolicyLocal(0)
+		}
+		opts = append(opts, etp)
 	}
 	if w.rng.Intn(3) == 0 {
-		itp := v1.ServiceInternalTrafficPolicyLocal
-		s.InternalTrafficPolicy = &itp
+		opts = append(opts, objects.InternalTrafficPolicyLocal())
 	}
 	if w.rng.Intn(3) == 0 {
-		s.SessionAffinity = v1.ServiceAffinityClientIP
-		t := int32(60 + w.rng.Intn(3))
-		s.SessionAffinityConfig = &v1.SessionAffinityConfig{ClientIP: &v1.ClientIPConfig{TimeoutSeconds: &t}}
+		opts = append(opts, objects.Affinity(int32(60+w.rng.Intn(3))))
 	}
 	if w.rng.Intn(3) == 0 {
-		s.ExternalIPs = []string{w.pick(fmt.Sprintf("203.0.113.%d", 100+i), "203.0.113.1", "2001:db8:2::1")}
+		opts = append(opts, objects.ExternalIPs(w.pick(fmt.Sprintf("203.0.113.%d", 100+i), "203.0.113.1", "2001:db8:2::1")))
 	}
-	if s.Type == v1.ServiceTypeLoadBalancer {
-		svc.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: fmt.Sprintf("203.0.113.%d", 10+i)}}
+	if typ == v1.ServiceTypeLoadBalancer {
+		opts = append(opts, objects.LoadBalancerIngress(fmt.Sprintf("203.0.113.%d", 10+i), ""))
 		if w.rng.Intn(2) == 0 {
-			s.LoadBalancerSourceRanges = []string{w.pick("198.51.100.0/24", "192.0.2.0/24", "10.0.0.0/8")}
+			opts = append(opts, objects.SourceRanges(w.pick("198.51.100.0/24", "192.0.2.0/24", "10.0.0.0/8")))
 		}
 	}
-	return svc
+	return objects.Service("ns", fmt.Sprintf("svc%d", i), opts...)
 }
 
 // randomSlice builds an EndpointSlice of Service i in one family with
@@ -81,19 +84,13 @@ func (w *world) randomSlice(i int, f plan.Family) *discovery.EndpointSlice {
 	if f == plan.IPv6 {
 		typ = discovery.AddressTypeIPv6
 	}
-	s := &discovery.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Namespace: "ns", Name: fmt.Sprintf("svc%d-%s", i, f), Labels: map[string]string{discovery.LabelServiceName: fmt.Sprintf("svc%d", i)}},
-		AddressType: typ,
-	}
-	for _, name := range []string{"http", "dns"} {
-		proto := v1.ProtocolTCP
-		if name == "dns" {
-			proto = v1.ProtocolUDP
-		}
-		s.Ports = append(s.Ports, discovery.EndpointPort{Name: ptr(name), Protocol: &proto, Port: ptr(int32(8080))})
+	ports := []discovery.EndpointPort{
+		objects.EndpointPort("http", v1.ProtocolTCP, 8080),
+		objects.EndpointPort("dns", v1.ProtocolUDP, 8080),
 	}
 	pods := testPodIPs(f)
 	hinted := w.rng.Intn(3) == 0
+	var eps []discovery.Endpoint
 	for _, ip := range pods {
 		if w.rng.Intn(2) == 0 {
 			continue
@@ -102,21 +99,21 @@ func (w *world) randomSlice(i int, f plan.Family) *discovery.EndpointSlice {
 		if strings.Contains(ip.String(), ".2.") || strings.Contains(ip.String(), ":2::") {
 			node = "node2"
 		}
-		ep := discovery.Endpoint{Addresses: []string{ip.String()}, NodeName: ptr(node)}
+		opts := []objects.EndpointOption{objects.OnNode(node)}
 		switch w.rng.Intn(4) {
 		case 0:
-			ep.Conditions = discovery.EndpointConditions{Ready: ptr(false), Serving: ptr(true), Terminating: ptr(true)}
+			opts = append(opts, objects.Conditions(false, true, true))
 		case 1:
-			ep.Conditions = discovery.EndpointConditions{Ready: ptr(false)}
+			opts = append(opts, objects.Ready(false))
 		default:
-			ep.Conditions = discovery.EndpointConditions{Ready: ptr(true)}
+			opts = append(opts, objects.Ready(true))
 		}
 		if hinted {
-			ep.Hints = &discovery.EndpointHints{ForZones: []discovery.ForZone{{Name: w.pick("zone-a", "zone-b")}}}
+			opts = append(opts, objects.HintZones(w.pick("zone-a", "zone-b")))
 		}
-		s.Endpoints = append(s.Endpoints, ep)
+		eps = append(eps, objects.Endpoint(ip.String(), opts...))
 	}
-	return s
+	return objects.Slice("ns", fmt.Sprintf("svc%d-%s", i, f), fmt.Sprintf("svc%d", i), typ, ports, eps...)
 }
 
 // step applies one random change to the world and to the tracker.
@@ -147,9 +144,7 @@ func (w *world) step(t *plan.Tracker) {
 	}
 }
 
-func (w *world) node() *v1.Node {
-	return &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1", Labels: map[string]string{v1.LabelTopologyZone: w.zone}}}
-}
+func (w *world) node() *v1.Node { return objects.Node("node1", w.zone) }
 
 func (w *world) input(cfg plan.Config) plan.Input {
 	in := plan.Input{Node: w.node(), Config: cfg}
