@@ -232,8 +232,8 @@ func byPort(m string, port uint16) lookup {
 
 // balance renders the rules that pick one of eps uniformly at random and
 // DNAT to it. The candidates of every Service live in a few shared maps,
-// keyed by the packet's destination (address . protocol . port, or
-// protocol . port for NodePorts) and an index 0..n-1 drawn by numgen, and a
+// one set per protocol, keyed by the packet's destination (address . port,
+// or the port alone for NodePorts) and an index 0..n-1 drawn by numgen; a
 // shared chain per map and n does the lookup and the DNAT. So an endpoint
 // change touches only map elements: no rule, no set per Service.
 //
