@@ -419,12 +419,13 @@ func endpointOf(e discovery.Endpoint, addr netip.AddrPort, node nodeInfo) Endpoi
 		Terminating: e.Conditions.Terminating != nil && *e.Conditions.Terminating,
 	}
 	ep.Local = node.name != "" && ep.NodeName == node.name
-	if e.Hints != nil {
-		for _, z := range e.Hints.ForZones {
-			ep.ForZones = append(ep.ForZones, z.Name)
+	if h := e.Hints; h != nil && len(h.ForZones)+len(h.ForNodes) > 0 {
+		ep.Hints = &Hints{}
+		for _, z := range h.ForZones {
+			ep.Hints.ForZones = append(ep.Hints.ForZones, z.Name)
 		}
-		for _, n := range e.Hints.ForNodes {
-			ep.ForNodes = append(ep.ForNodes, n.Name)
+		for _, n := range h.ForNodes {
+			ep.Hints.ForNodes = append(ep.Hints.ForNodes, n.Name)
 		}
 	}
 	return ep

@@ -46,10 +46,10 @@ func topologyMode(ready []Endpoint, node nodeInfo) string {
 	}
 	allNode, anyNode, allZone, anyZone := true, false, true, false
 	for _, e := range ready {
-		allNode = allNode && len(e.ForNodes) > 0
-		anyNode = anyNode || (node.name != "" && slices.Contains(e.ForNodes, node.name))
-		allZone = allZone && len(e.ForZones) > 0
-		anyZone = anyZone || (node.zone != "" && slices.Contains(e.ForZones, node.zone))
+		allNode = allNode && len(e.forNodes()) > 0
+		anyNode = anyNode || (node.name != "" && slices.Contains(e.forNodes(), node.name))
+		allZone = allZone && len(e.forZones()) > 0
+		anyZone = anyZone || (node.zone != "" && slices.Contains(e.forZones(), node.zone))
 	}
 	switch {
 	case allNode && anyNode:
@@ -63,9 +63,9 @@ func topologyMode(ready []Endpoint, node nodeInfo) string {
 func fitsTopology(e Endpoint, mode string, node nodeInfo) bool {
 	switch mode {
 	case TopologySameNode:
-		return slices.Contains(e.ForNodes, node.name)
+		return slices.Contains(e.forNodes(), node.name)
 	case TopologySameZone:
-		return slices.Contains(e.ForZones, node.zone)
+		return slices.Contains(e.forZones(), node.zone)
 	}
 	return true
 }

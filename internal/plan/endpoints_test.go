@@ -237,7 +237,7 @@ func TestEndpointConditions(t *testing.T) {
 				got = append(got, want{
 					Addr: e.Addr.String(), Node: e.NodeName, Zone: e.Zone,
 					Ready: e.Ready, Serving: e.Serving, Terminating: e.Terminating, Local: e.Local,
-					ForNodes: e.ForNodes, ForZones: e.ForZones,
+					ForNodes: e.forNodes(), ForZones: e.forZones(),
 				})
 			}
 			if !reflect.DeepEqual(got, tt.want) {

@@ -97,9 +97,29 @@ type Endpoint struct {
 	Local       bool // runs on this node
 
 	// Hints from the EndpointSlice controller (topology-aware routing and
-	// trafficDistribution).
+	// trafficDistribution); nil when there are none, as for most endpoints.
+	Hints *Hints
+}
+
+// Hints name the nodes and zones an endpoint should serve.
+type Hints struct {
 	ForNodes []string
 	ForZones []string
+}
+
+// forNodes and forZones read the hints of an endpoint that may have none.
+func (e *Endpoint) forNodes() []string {
+	if e.Hints == nil {
+		return nil
+	}
+	return e.Hints.ForNodes
+}
+
+func (e *Endpoint) forZones() []string {
+	if e.Hints == nil {
+		return nil
+	}
+	return e.Hints.ForZones
 }
 
 // ServicePort is the resolved plan for one Service port in one family:
