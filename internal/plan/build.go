@@ -404,12 +404,10 @@ func sliceEndpoints(s *discovery.EndpointSlice, f Family, node nodeInfo) (map[ep
 }
 
 func endpointOf(e discovery.Endpoint, addr netip.AddrPort, node nodeInfo) Endpoint {
-	// Unset conditions mean ready and serving, and not terminating.
+	// Unset conditions mean ready and serving, and not terminating, as the
+	// API documents them (and kube-proxy reads them).
 	ready := e.Conditions.Ready == nil || *e.Conditions.Ready
-	serving := ready
-	if e.Conditions.Serving != nil {
-		serving = *e.Conditions.Serving
-	}
+	serving := e.Conditions.Serving == nil || *e.Conditions.Serving
 	ep := Endpoint{
 		Addr:        addr,
 		NodeName:    deref(e.NodeName),

@@ -45,13 +45,14 @@ func TestEndpointConditions(t *testing.T) {
 			want: []want{{Addr: "10.244.2.2:8080", Node: "node2", Zone: "zone-b", Ready: true, Serving: true}},
 		},
 		{
-			name: "serving nil defers to ready",
+			// The API: "A nil value should be interpreted as true".
+			name: "serving nil means serving",
 			svc:  svc("a"),
 			slices: []*discovery.EndpointSlice{slice("a-1", "a", v4, tcp(8080),
 				objects.Endpoint("10.244.2.2", objects.Ready(false)),
 				objects.Endpoint("10.244.2.3", objects.Ready(true)))},
 			want: []want{
-				{Addr: "10.244.2.2:8080"},
+				{Addr: "10.244.2.2:8080", Serving: true},
 				{Addr: "10.244.2.3:8080", Ready: true, Serving: true},
 			},
 		},
