@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
@@ -51,8 +52,12 @@ func TestBadServices(t *testing.T) {
 				t.Fatalf("errors %q, want one", errs)
 			}
 			msg := errs[0].Error()
-			if obj := tt.svc.Namespace + "/" + tt.svc.Name; !strings.Contains(msg, obj) {
+			// An odd name is quoted, so it cannot forge a line in a log.
+			if obj := tt.svc.Namespace + "/" + tt.svc.Name; !strings.Contains(msg, obj) && !strings.Contains(msg, strconv.Quote(obj)) {
 				t.Errorf("error %q does not name %q", msg, obj)
+			}
+			if strings.ContainsAny(msg, "\n\r") {
+				t.Errorf("error %q spans lines", msg)
 			}
 			if !strings.Contains(msg, tt.field) {
 				t.Errorf("error %q does not name field %q", msg, tt.field)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
@@ -145,7 +146,7 @@ const DefaultAffinitySeconds = 10800
 // validateService checks every field the plan reads and parses it.
 func validateService(svc *v1.Service) (*serviceSpec, error) {
 	bad := func(field, format string, args ...any) error {
-		return fmt.Errorf("service %s/%s: %s: %s", svc.Namespace, svc.Name, field, fmt.Sprintf(format, args...))
+		return fmt.Errorf("service %s: %s: %s", objectName(svc.Namespace, svc.Name), field, fmt.Sprintf(format, args...))
 	}
 	if err := validName("metadata.namespace", svc.Namespace, 63); err != nil {
 		return nil, bad("metadata.namespace", "%v", err)
@@ -311,6 +312,16 @@ func affinityOf(svc *v1.Service, bad badField) (int32, error) {
 	return t, nil
 }
 
+// objectName prints "namespace/name" as it is when it is plain, quoted
+// otherwise, so that an invalid name cannot forge lines in a log.
+func objectName(namespace, name string) string {
+	nn := namespace + "/" + name
+	if validName("", namespace, 63) == nil && validName("", name, 253) == nil {
+		return nn
+	}
+	return strconv.Quote(nn)
+}
+
 // validName accepts a DNS-1123 label: what namespaces and Service names are.
 // The renderers rely on it, so a name never carries rule syntax.
 func validName(field, s string, max int) error {
@@ -378,7 +389,7 @@ func sliceFamily(s *discovery.EndpointSlice) (Family, bool) {
 
 func sliceEndpoints(s *discovery.EndpointSlice, f Family, node nodeInfo) (map[epKey][]Endpoint, error) {
 	bad := func(field, format string, args ...any) error {
-		return fmt.Errorf("endpointslice %s/%s: %s: %s", s.Namespace, s.Name, field, fmt.Sprintf(format, args...))
+		return fmt.Errorf("endpointslice %s: %s: %s", objectName(s.Namespace, s.Name), field, fmt.Sprintf(format, args...))
 	}
 	out := map[epKey][]Endpoint{}
 	for i, p := range s.Ports {
