@@ -71,7 +71,7 @@ func Run(ctx context.Context, out io.Writer) error {
 		dst   netip.AddrPort
 	}{
 		{"from pod1a to backend-service's ClusterIP: random spread over every endpoint, pod IP kept", c.Pods["pod1a"].NS, netip.MustParseAddrPort("10.96.0.10:3000")},
-		{"from the external client to NodePort 30080 on node1 (externalTrafficPolicy Cluster): masqueraded to node1", c.Ext, netip.AddrPortFrom(lan, 30080)},
+		{"from the external client to NodePort 30080 on node1 (externalTrafficPolicy Cluster): masqueraded to node1\n   (to its LAN address, or its address on the pod's link for a pod on node1)", c.Ext, netip.AddrPortFrom(lan, 30080)},
 		{"from the external client to NodePort 30081 on node1 (externalTrafficPolicy Local): only node1's pod, client IP kept", c.Ext, netip.AddrPortFrom(lan, 30081)},
 	}
 	for _, s := range steps {
@@ -79,7 +79,11 @@ func Run(ctx context.Context, out io.Writer) error {
 			return err
 		}
 	}
-	return showRules(ctx, out, c.Node1)
+	if err := showRules(ctx, out, c.Node1); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "\n== removing the rules and the namespaces")
+	return nil
 }
 
 // Input decodes a multi-document YAML of Services and EndpointSlices.
@@ -125,7 +129,7 @@ func showServices(out io.Writer, p *plan.Plan) {
 		if sp.ExternalLocal {
 			policy = "Local"
 		}
-		fmt.Fprintf(out, "   %-26s %-30s externalTrafficPolicy %-7s cluster %v local %v\n",
+		fmt.Fprintf(out, "   %-34s %-30s externalTrafficPolicy %-7s cluster %v local %v\n",
 			sp.ServicePortName, addr, policy, sp.ClusterEndpoints, sp.LocalEndpoints)
 	}
 	fmt.Fprintln(out)
