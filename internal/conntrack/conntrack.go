@@ -21,7 +21,9 @@ package conntrack
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -62,8 +64,8 @@ func New(h *netlink.Handle) *Cleaner {
 // and reports the error. A dump interrupted by concurrent table changes is
 // reported too (netlink.ErrDumpInterrupted); the entries seen are still
 // cleaned, and the next call catches up.
-func (c *Cleaner) CleanUDP(p *plan.Plan, f plan.Family) (deleted uint, err error) {
-	if !hasUDP(p, f, func(sp *plan.ServicePort) bool { return true }) {
+func (c *Cleaner) CleanUDP(p *plan.Plan, f plan.Family, removed ...*plan.ServicePort) (deleted uint, err error) {
+	if !hasUDP(p, f, func(sp *plan.ServicePort) bool { return true }) && !anyUDP(removed, f) {
 		return 0, nil
 	}
 	var errs []error
@@ -73,7 +75,7 @@ func (c *Cleaner) CleanUDP(p *plan.Plan, f plan.Family) (deleted uint, err error
 			errs = append(errs, fmt.Errorf("listing %s node addresses for NodePorts: %w", f, err))
 		}
 	}
-	deleted, err = c.h.ConntrackDeleteFilters(netlink.ConntrackTable, inetFamily(f), NewFilter(p, f, local))
+	deleted, err = c.h.ConntrackDeleteFilters(netlink.ConntrackTable, inetFamily(f), NewFilter(p, f, local, removed...))
 	if err != nil {
 		errs = append(errs, fmt.Errorf("deleting stale %s UDP conntrack entries: %w", f, err))
 	}
@@ -100,11 +102,13 @@ func (c *Cleaner) localIPs(f plan.Family) ([]netip.Addr, error) {
 
 // NeedsClean reports whether CleanUDP could find anything to delete in
 // family f after a sync that rendered ch: after a full sync when the plan has
-// UDP ports of f, else when a changed UDP port of f is still in the plan.
-// Callers use it to skip the walk over the whole conntrack table. Removed
-// ports need no cleaning here, since the rule only concerns addresses of the
-// plan.
+// UDP ports of f, else when a changed UDP port of f is still in the plan,
+// and whenever a UDP port of f was removed (pass ch.Removed to CleanUDP).
+// Callers use it to skip the walk over the whole conntrack table.
 func NeedsClean(p *plan.Plan, ch plan.Changes, f plan.Family) bool {
+	if anyUDP(slices.Collect(maps.Values(ch.Removed)), f) {
+		return true
+	}
 	if ch.Full {
 		return hasUDP(p, f, func(sp *plan.ServicePort) bool { return true })
 	}
@@ -114,6 +118,13 @@ func NeedsClean(p *plan.Plan, ch plan.Changes, f plan.Family) bool {
 		}
 	}
 	return false
+}
+
+// anyUDP reports whether ports has a UDP port of family f.
+func anyUDP(ports []*plan.ServicePort, f plan.Family) bool {
+	return slices.ContainsFunc(ports, func(sp *plan.ServicePort) bool {
+		return sp != nil && sp.Family == f && sp.Protocol == v1.ProtocolUDP
+	})
 }
 
 // hasUDP reports whether p has a UDP port of family f for which ok is true.

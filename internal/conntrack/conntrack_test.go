@@ -46,7 +46,7 @@ func TestNeedsClean(t *testing.T) {
 	tr.SetService(objects.Service(testNS, "dns", objects.ClusterIPs("10.96.0.10", "fd00:10:96::10"), objects.Port("", v1.ProtocolUDP, 53, 0)))
 	step("UDP Service becomes dual-stack", false, true)
 	tr.DeleteService(testNS, "dns")
-	step("UDP Service deleted: none of its addresses left to check", false, false)
+	step("UDP Service deleted: its flows must go", true, true)
 	tr.MarkFull()
 	step("full sync, TCP only again", false, false)
 }

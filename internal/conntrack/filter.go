@@ -38,14 +38,16 @@ var _ netlink.CustomConntrackFilter = (*Filter)(nil)
 // then their union, so that no endpoint still in use loses its flows.
 type endpointSet map[netip.AddrPort]bool
 
-// NewFilter returns the filter for the UDP ports of family f of p.
+// NewFilter returns the filter for the UDP ports of family f of p, and of
+// removed, service ports that are gone: every UDP flow to an address of one
+// of those that no port of p has taken over is stale.
 //
 // The addresses accepting NodePorts are those of p.Config.NodePortAddresses
 // when set. Otherwise they are every local address but loopback, as in the
 // dataplanes: localIPs (the namespace's addresses) together with
 // p.Config.NodeIPs. When both are empty, any address that is neither loopback
 // nor a ClusterIP, external or load-balancer IP of the plan counts.
-func NewFilter(p *plan.Plan, f plan.Family, localIPs []netip.Addr) *Filter {
+func NewFilter(p *plan.Plan, f plan.Family, localIPs []netip.Addr, removed ...*plan.ServicePort) *Filter {
 	flt := &Filter{
 		family:    f,
 		services:  map[netip.AddrPort]endpointSet{},
@@ -74,6 +76,7 @@ func NewFilter(p *plan.Plan, f plan.Family, localIPs []netip.Addr) *Filter {
 			flt.nodePorts[sp.NodePort] = union(flt.nodePorts[sp.NodePort], serving)
 		}
 	}
+	flt.addRemoved(f, removed)
 	ips, anyLocal := p.Config.NodePortIPs(f)
 	if anyLocal {
 		ips = append(append(ips, localIPs...), p.Config.NodeIPs...)
@@ -86,6 +89,25 @@ func NewFilter(p *plan.Plan, f plan.Family, localIPs []netip.Addr) *Filter {
 	}
 	flt.anyNodeIP = anyLocal && len(flt.nodeIPs) == 0
 	return flt
+}
+
+// addRemoved adds the addresses of removed UDP ports that no current port
+// has, with no serving endpoint.
+func (flt *Filter) addRemoved(f plan.Family, removed []*plan.ServicePort) {
+	for _, sp := range removed {
+		if sp == nil || sp.Family != f || sp.Protocol != v1.ProtocolUDP {
+			continue
+		}
+		for _, ip := range serviceIPs(sp) {
+			flt.serviceIP[ip.Unmap()] = true
+			if ap := netip.AddrPortFrom(ip.Unmap(), sp.Port); flt.services[ap] == nil {
+				flt.services[ap] = endpointSet{}
+			}
+		}
+		if sp.NodePort != 0 && flt.nodePorts[sp.NodePort] == nil {
+			flt.nodePorts[sp.NodePort] = endpointSet{}
+		}
+	}
 }
 
 // MatchConntrackFlow reports whether flow is stale and must be deleted.

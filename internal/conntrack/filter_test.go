@@ -182,3 +182,33 @@ func TestFilterEmpty(t *testing.T) {
 		}
 	}
 }
+
+// TestFilterRemovedPorts: after a UDP Service is deleted, every flow to its
+// addresses is stale; an address another Service has taken over follows
+// that Service.
+func TestFilterRemovedPorts(t *testing.T) {
+	p := dnsPlan(t, testConfig)
+	gone := &plan.ServicePort{
+		Key:       plan.Key{ServicePortName: plan.ServicePortName{Namespace: testNS, Name: "gone", Protocol: v1.ProtocolUDP}, Family: plan.IPv4},
+		ClusterIP: netip.MustParseAddr("10.96.0.99"), Port: 53, NodePort: 30099,
+	}
+	taken := &plan.ServicePort{
+		Key:       plan.Key{ServicePortName: plan.ServicePortName{Namespace: testNS, Name: "old-dns", Protocol: v1.ProtocolUDP}, Family: plan.IPv4},
+		ClusterIP: netip.MustParseAddr("10.96.0.10"), Port: 53,
+	}
+	tcp6 := &plan.ServicePort{
+		Key:       plan.Key{ServicePortName: plan.ServicePortName{Namespace: testNS, Name: "web", Protocol: v1.ProtocolTCP}, Family: plan.IPv4},
+		ClusterIP: netip.MustParseAddr("10.96.0.98"), Port: 53,
+	}
+	flt := NewFilter(p, plan.IPv4, nil, gone, taken, tcp6)
+	checkFlows(t, flt, []flowCase{
+		{"removed Service's cluster IP, DNATed", udp("10.244.3.3:40000", "10.96.0.99:53", "10.244.1.2:5353"), true},
+		{"removed Service's cluster IP, no DNAT", udp("10.244.3.3:40000", "10.96.0.99:53", "10.96.0.99:53"), true},
+		{"removed Service's node port", udp("192.0.2.1:1000", "198.51.100.1:30099", "10.244.1.2:5353"), true},
+		{"address taken over: its serving endpoint", udp("10.244.3.3:40000", "10.96.0.10:53", "10.244.1.2:5353"), false},
+		{"removed TCP port: not UDP, nothing to do", udp("10.244.3.3:40000", "10.96.0.98:53", "10.244.1.2:5353"), false},
+	})
+	if NeedsClean(p, plan.Changes{Removed: map[plan.Key]*plan.ServicePort{gone.Key: gone}}, plan.IPv4) != true {
+		t.Error("NeedsClean ignores a removed UDP port")
+	}
+}

@@ -17,6 +17,9 @@ const LabelServiceName = discovery.LabelServiceName
 type Changes struct {
 	Full bool
 	Keys map[Key]bool
+	// Removed holds the last plan of each service port that is gone, for
+	// cleanups that need its addresses (conntrack).
+	Removed map[Key]*ServicePort
 }
 
 // Tracker holds the objects the plan is a function of and keeps the plan up
@@ -136,7 +139,7 @@ func (t *Tracker) MarkFull() { t.full = true }
 
 // Sync brings the plan up to date and reports what changed.
 func (t *Tracker) Sync() (*Plan, Changes) {
-	ch := Changes{Full: t.full, Keys: map[Key]bool{}}
+	ch := Changes{Full: t.full, Keys: map[Key]bool{}, Removed: map[Key]*ServicePort{}}
 	todo := t.dirty
 	if t.full {
 		todo = map[types.NamespacedName]bool{}
@@ -149,7 +152,7 @@ func (t *Tracker) Sync() (*Plan, Changes) {
 	}
 	t.plan.Zone = t.node.zone
 	for nn := range todo {
-		t.replan(nn, ch.Keys)
+		t.replan(nn, &ch)
 	}
 	t.dirty = map[types.NamespacedName]bool{}
 	t.full = false
@@ -157,7 +160,7 @@ func (t *Tracker) Sync() (*Plan, Changes) {
 }
 
 // replan recomputes one Service's ports and records which ones changed.
-func (t *Tracker) replan(nn types.NamespacedName, changed map[Key]bool) {
+func (t *Tracker) replan(nn types.NamespacedName, ch *Changes) {
 	ports, errs := buildService(t.services[nn], t.sliceList(nn), t.node)
 	if len(errs) > 0 {
 		t.errs[nn] = errs
@@ -170,14 +173,15 @@ func (t *Tracker) replan(nn types.NamespacedName, changed map[Key]bool) {
 		keep[sp.Key] = true
 		keys = append(keys, sp.Key)
 		if old := t.plan.Ports[sp.Key]; old == nil || !reflect.DeepEqual(old, sp) {
-			changed[sp.Key] = true
+			ch.Keys[sp.Key] = true
 		}
 		t.plan.Ports[sp.Key] = sp
 	}
 	for _, k := range t.byService[nn] {
 		if !keep[k] {
+			ch.Removed[k] = t.plan.Ports[k]
 			delete(t.plan.Ports, k)
-			changed[k] = true
+			ch.Keys[k] = true
 		}
 	}
 	if len(keys) == 0 {

@@ -286,3 +286,24 @@ func assertSamePlan(t *testing.T, step string, got, want *Plan) {
 		}
 	}
 }
+
+// TestTrackerRemovedPorts: a deleted Service's ports come back in
+// Changes.Removed with their last plan, for cleanups that need addresses.
+func TestTrackerRemovedPorts(t *testing.T) {
+	tr := NewTracker(testConfig)
+	tr.SetService(svc("a"))
+	tr.Sync()
+	tr.DeleteService("ns", "a")
+	_, ch := tr.Sync()
+	if len(ch.Removed) != 1 {
+		t.Fatalf("Removed = %v, want the one port of a", ch.Removed)
+	}
+	for k, sp := range ch.Removed {
+		if !ch.Keys[k] || sp == nil || sp.Name != "a" || !sp.ClusterIP.IsValid() {
+			t.Errorf("Removed[%s] = %+v, want a's last plan, also in Keys", k, sp)
+		}
+	}
+	if _, ch := tr.Sync(); len(ch.Removed) != 0 {
+		t.Errorf("Removed = %v on a sync with no change", ch.Removed)
+	}
+}

@@ -3,7 +3,9 @@ package dptest
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -397,6 +399,41 @@ func (s *suite) testPartialSync(t *testing.T) {
 		expectDropped(t, s.pod1a.NS, "tcp", dst)
 		// swap is untouched.
 		onlyFrom(t, "tcp pod1a → swap", askN(t, s.pod1a.NS, "tcp", addrPort("10.96.12.20", svcPort), 3), s.pod2b)
+	})
+
+	t.Run("UDP Service deleted, its conntrack entries too", func(t *testing.T) {
+		dst := addrPort("10.96.12.20", svcPort)
+		uc, err := s.pod1a.NS.UDPConn(context.Background(), dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer uc.Close()
+		if _, err := uc.Ask(askTimeout); err != nil {
+			t.Fatalf("udp → %s: %v", dst, err)
+		}
+		if len(s.udpFlows(t, dst)) == 0 {
+			t.Fatalf("no conntrack entry for the flow to %s", dst)
+		}
+		tr.DeleteService(swap.Namespace, swap.Name)
+		p, ch := tr.Sync()
+		ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+		defer cancel()
+		err = s.c.Node1.Do(func() error {
+			if err := s.dp.Sync(ctx, p, ch); err != nil {
+				return fmt.Errorf("sync: %w", err)
+			}
+			if !conntrack.NeedsClean(p, ch, plan.IPv4) {
+				return fmt.Errorf("NeedsClean says no after a UDP Service was deleted")
+			}
+			_, err := conntrack.New(nil).CleanUDP(p, plan.IPv4, slices.Collect(maps.Values(ch.Removed))...)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if flows := s.udpFlows(t, dst); len(flows) > 0 {
+			t.Errorf("conntrack entries to the deleted Service remain:\n%s", flowList(flows))
+		}
 	})
 }
 
