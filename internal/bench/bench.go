@@ -33,13 +33,13 @@ type Result struct {
 	Services, Endpoints  int
 	Plan                 time.Duration // building the plan from the objects
 	Cold                 time.Duration // first full sync into an empty table
-	ChangeP50, ChangeMax time.Duration
+	ChangeP50, ChangeP90, ChangeMax time.Duration
 }
 
 // Run measures each size in a fresh network namespace and writes the table.
 func Run(ctx context.Context, out io.Writer, opts Options) error {
 	fmt.Fprintf(out, "dataplane %s, %d endpoints per Service, %d single-endpoint changes per size\n\n", opts.Dataplane, opts.Endpoints, opts.Changes)
-	fmt.Fprintf(out, "%-9s %-10s %-10s %-12s %-12s %-12s\n", "services", "endpoints", "plan", "cold sync", "change p50", "change max")
+	fmt.Fprintf(out, "%-9s %-10s %-10s %-12s %-12s %-12s %-12s\n", "services", "endpoints", "plan", "cold sync", "change p50", "change p90", "change max")
 	for _, n := range opts.Sizes {
 		var r Result
 		err := inFreshNetns(func() (err error) {
@@ -49,8 +49,8 @@ func Run(ctx context.Context, out io.Writer, opts Options) error {
 		if err != nil {
 			return fmt.Errorf("%d services: %w", n, err)
 		}
-		fmt.Fprintf(out, "%-9d %-10d %-10s %-12s %-12s %-12s\n", r.Services, r.Services*r.Endpoints,
-			round(r.Plan), round(r.Cold), round(r.ChangeP50), round(r.ChangeMax))
+		fmt.Fprintf(out, "%-9d %-10d %-10s %-12s %-12s %-12s %-12s\n", r.Services, r.Services*r.Endpoints,
+			round(r.Plan), round(r.Cold), round(r.ChangeP50), round(r.ChangeP90), round(r.ChangeMax))
 	}
 	limit := "none (Go's default GC)"
 	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
@@ -108,7 +108,7 @@ func measure(ctx context.Context, n int, opts Options) (Result, error) {
 	}
 	slices.Sort(times)
 	if len(times) > 0 {
-		r.ChangeP50, r.ChangeMax = times[len(times)/2], times[len(times)-1]
+		r.ChangeP50, r.ChangeP90, r.ChangeMax = times[len(times)/2], times[len(times)*9/10], times[len(times)-1]
 	}
 	return r, nil
 }
