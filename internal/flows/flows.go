@@ -296,6 +296,10 @@ func Flows() []Flow {
 		flow("pod outside the source ranges to LB IP: dropped", PodA, "203.0.113.19:443", tcp, drop),
 		flow("client outside the source ranges to the NodePort: not filtered", Other, np("30019"), tcp, fwd(MasqAll, "10.244.1.3:8443", "10.244.2.3:8443")),
 		flow("LB IP, undefined port: not a service", Client, "203.0.113.19:80", tcp, pass),
+		// A node holding the VIP sees its own packets to it come back from
+		// the VIP: admitted, since the ranges admit the node.
+		{Name: "node holding the LB IP, source the VIP: admitted", Pkt: plan.Packet{Src: netip.MustParseAddr("203.0.113.19"),
+			Dst: netip.MustParseAddrPort("203.0.113.19:443"), Protocol: tcp, FromHost: true}, Want: fwd(MasqAll, "10.244.1.3:8443", "10.244.2.3:8443")},
 
 		// externalIPs.
 		flow("client to external IP, Cluster policy: masqueraded", Client, "203.0.113.20:80", tcp, fwd(MasqAll, "10.244.2.2:8087")),

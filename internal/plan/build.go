@@ -50,7 +50,7 @@ type nodeInfo struct {
 // buildService plans every port of one Service in every family. It returns
 // the ports and the validation errors; when the Service itself is invalid no
 // port is returned, so a bad object never half-applies.
-func buildService(svc *v1.Service, slices []*discovery.EndpointSlice, node nodeInfo) ([]*ServicePort, []error) {
+func buildService(svc *v1.Service, slices []*discovery.EndpointSlice, node nodeInfo, nodeIPs []netip.Addr) ([]*ServicePort, []error) {
 	if !handled(svc) {
 		return nil, nil
 	}
@@ -64,11 +64,25 @@ func buildService(svc *v1.Service, slices []*discovery.EndpointSlice, node nodeI
 		f := FamilyOf(ip)
 		for _, p := range svc.Spec.Ports {
 			sp := spec.portFor(f, ip, p)
+			allowFromNode(sp, nodeIPs)
 			setEndpoints(sp, eps[epKey{f, p.Name, protocolOf(p.Protocol)}], node)
 			out = append(out, sp)
 		}
 	}
 	return out, errs
+}
+
+// allowFromNode lets a node reach a load-balancer IP that it holds itself:
+// its packets to such a VIP loop back with the VIP as their source. So, as
+// in kube-proxy, when the source ranges admit one of the node's addresses
+// they admit the Service's load-balancer IPs too.
+func allowFromNode(sp *ServicePort, nodeIPs []netip.Addr) {
+	if len(sp.SourceRanges) == 0 || !slices.ContainsFunc(nodeIPs, func(ip netip.Addr) bool { return containsAddr(sp.SourceRanges, ip) }) {
+		return
+	}
+	for _, lb := range sp.LoadBalancerIPs {
+		sp.SourceRanges = append(sp.SourceRanges, netip.PrefixFrom(lb, lb.BitLen()))
+	}
 }
 
 // handled reports whether the proxy handles the Service at all.

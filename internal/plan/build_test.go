@@ -129,17 +129,34 @@ func TestWhichServices(t *testing.T) {
 			},
 		},
 		{
+			// The ranges hold the node's IPs (198.51.100.1, 2001:db8:1::1),
+			// so the LB IPs are admitted too: see the next case.
 			name: "loadBalancerSourceRanges parsed with whitespace, masked, per family",
 			svc: svc("a", objects.ClusterIPs("10.96.0.1", "fd00:10:96::1"), objects.LoadBalancerIngress("203.0.113.1", ""), objects.LoadBalancerIngress("2001:db8:2::1", ""),
 				objects.SourceRanges(" 198.51.100.0/24", "10.1.2.3/8 ", "\t2001:db8:1::/48\n", "192.0.2.7/32")),
 			want: []ServicePort{
 				with(v4("a"), func(sp *ServicePort) {
 					sp.LoadBalancerIPs = addrList("203.0.113.1")
-					sp.SourceRanges = prefixes("198.51.100.0/24", "10.0.0.0/8", "192.0.2.7/32")
+					sp.SourceRanges = prefixes("198.51.100.0/24", "10.0.0.0/8", "192.0.2.7/32", "203.0.113.1/32")
 				}),
 				{
 					Key: key("a", "", v1.ProtocolTCP, IPv6), ClusterIP: netip.MustParseAddr("fd00:10:96::1"), Port: 80,
-					LoadBalancerIPs: addrList("2001:db8:2::1"), SourceRanges: prefixes("2001:db8:1::/48"),
+					LoadBalancerIPs: addrList("2001:db8:2::1"), SourceRanges: prefixes("2001:db8:1::/48", "2001:db8:2::1/128"),
+				},
+			},
+		},
+		{
+			name: "source ranges admitting the node admit its LB IPs, others do not",
+			svc: svc("a", objects.ClusterIPs("10.96.0.1", "fd00:10:96::1"), objects.LoadBalancerIngress("203.0.113.1", ""), objects.LoadBalancerIngress("2001:db8:2::1", ""),
+				objects.SourceRanges("198.51.100.1/32", "2001:db8:9::/48")),
+			want: []ServicePort{
+				with(v4("a"), func(sp *ServicePort) {
+					sp.LoadBalancerIPs = addrList("203.0.113.1")
+					sp.SourceRanges = prefixes("198.51.100.1/32", "203.0.113.1/32")
+				}),
+				{
+					Key: key("a", "", v1.ProtocolTCP, IPv6), ClusterIP: netip.MustParseAddr("fd00:10:96::1"), Port: 80,
+					LoadBalancerIPs: addrList("2001:db8:2::1"), SourceRanges: prefixes("2001:db8:9::/48"),
 				},
 			},
 		},
@@ -148,7 +165,7 @@ func TestWhichServices(t *testing.T) {
 			svc:  svc("a", objects.LoadBalancerIngress("203.0.113.1", ""), objects.SourceRanges("::ffff:198.51.100.0/120")),
 			want: []ServicePort{with(v4("a"), func(sp *ServicePort) {
 				sp.LoadBalancerIPs = addrList("203.0.113.1")
-				sp.SourceRanges = prefixes("198.51.100.0/24")
+				sp.SourceRanges = prefixes("198.51.100.0/24", "203.0.113.1/32")
 			})},
 		},
 		{
