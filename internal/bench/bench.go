@@ -30,9 +30,9 @@ type Options struct {
 
 // Result is one row of the table.
 type Result struct {
-	Services, Endpoints  int
-	Plan                 time.Duration // building the plan from the objects
-	Cold                 time.Duration // first full sync into an empty table
+	Services, Endpoints             int
+	Plan                            time.Duration // building the plan from the objects
+	Cold                            time.Duration // first full sync into an empty table
 	ChangeP50, ChangeP90, ChangeMax time.Duration
 }
 
