@@ -104,35 +104,18 @@ func onePort(t *testing.T, p *Plan, name string, f Family) *ServicePort {
 	return found[0]
 }
 
-func aps(ss ...string) []netip.AddrPort {
-	if len(ss) == 0 {
-		return nil
-	}
-	out := make([]netip.AddrPort, len(ss))
-	for i, s := range ss {
-		out[i] = netip.MustParseAddrPort(s)
-	}
-	return out
-}
+func aps(ss ...string) []netip.AddrPort    { return parseAll(netip.MustParseAddrPort, ss) }
+func addrList(ss ...string) []netip.Addr   { return parseAll(netip.MustParseAddr, ss) }
+func prefixes(ss ...string) []netip.Prefix { return parseAll(netip.MustParsePrefix, ss) }
 
-func addrList(ss ...string) []netip.Addr {
+// parseAll parses each string; none gives nil, as the plan leaves it.
+func parseAll[T any](parse func(string) T, ss []string) []T {
 	if len(ss) == 0 {
 		return nil
 	}
-	out := make([]netip.Addr, len(ss))
+	out := make([]T, len(ss))
 	for i, s := range ss {
-		out[i] = netip.MustParseAddr(s)
-	}
-	return out
-}
-
-func prefixes(ss ...string) []netip.Prefix {
-	if len(ss) == 0 {
-		return nil
-	}
-	out := make([]netip.Prefix, len(ss))
-	for i, s := range ss {
-		out[i] = netip.MustParsePrefix(s)
+		out[i] = parse(s)
 	}
 	return out
 }
