@@ -43,16 +43,26 @@ func (ns *NS) Ask(ctx context.Context, proto string, dst netip.AddrPort, timeout
 	return Reply{}, fmt.Errorf("ask %s: unknown protocol %q", dst, proto)
 }
 
-func (ns *NS) askTCP(ctx context.Context, dst netip.AddrPort) (Reply, error) {
+// dial opens a socket inside ns: the socket stays in ns, whatever thread
+// later uses it.
+func (ns *NS) dial(ctx context.Context, network string, dst netip.AddrPort) (net.Conn, error) {
 	var conn net.Conn
 	err := ns.Do(func() error {
 		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", dst.String())
+		c, err := d.DialContext(ctx, network, dst.String())
 		conn = c
 		return err
 	})
 	if err != nil {
-		return Reply{}, fmt.Errorf("tcp %s: %w", dst, err)
+		return nil, fmt.Errorf("%s %s: %w", network, dst, err)
+	}
+	return conn, nil
+}
+
+func (ns *NS) askTCP(ctx context.Context, dst netip.AddrPort) (Reply, error) {
+	conn, err := ns.dial(ctx, "tcp", dst)
+	if err != nil {
+		return Reply{}, err
 	}
 	defer conn.Close()
 	deadline, _ := ctx.Deadline()
@@ -74,15 +84,9 @@ type UDPClient struct {
 
 // UDPConn opens a UDP socket inside ns connected to dst.
 func (ns *NS) UDPConn(ctx context.Context, dst netip.AddrPort) (*UDPClient, error) {
-	var conn net.Conn
-	err := ns.Do(func() error {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "udp", dst.String())
-		conn = c
-		return err
-	})
+	conn, err := ns.dial(ctx, "udp", dst)
 	if err != nil {
-		return nil, fmt.Errorf("udp %s: %w", dst, err)
+		return nil, err
 	}
 	return &UDPClient{conn: conn.(*net.UDPConn), dst: dst, from: ns.Name}, nil
 }

@@ -363,21 +363,7 @@ func (s *suite) testPartialSync(t *testing.T) {
 		if ch.Full || len(ch.Keys) == 0 {
 			t.Fatalf("tracker sync: %+v, want a partial sync with changes", ch)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
-		defer cancel()
-		var deleted uint
-		err = s.c.Node1.Do(func() error {
-			if err := s.dp.Sync(ctx, p, ch); err != nil {
-				return fmt.Errorf("sync: %w", err)
-			}
-			var err error
-			deleted, err = conntrack.New(nil).CleanUDP(p, plan.IPv4)
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("CleanUDP deleted %d entries", deleted)
+		t.Logf("CleanUDP deleted %d entries", s.syncAndCleanUDP(t, p, ch))
 		if flows := s.udpFlows(t, dst); countReplySrc(flows, s.pod2a.IPv4) > 0 {
 			t.Errorf("conntrack entries answered by the removed pod2a remain:\n%s", flowList(flows))
 		}
@@ -416,25 +402,36 @@ func (s *suite) testPartialSync(t *testing.T) {
 		}
 		tr.DeleteService(swap.Namespace, swap.Name)
 		p, ch := tr.Sync()
-		ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
-		defer cancel()
-		err = s.c.Node1.Do(func() error {
-			if err := s.dp.Sync(ctx, p, ch); err != nil {
-				return fmt.Errorf("sync: %w", err)
-			}
-			if !conntrack.NeedsClean(p, ch, plan.IPv4) {
-				return fmt.Errorf("NeedsClean says no after a UDP Service was deleted")
-			}
-			_, err := conntrack.New(nil).CleanUDP(p, plan.IPv4, slices.Collect(maps.Values(ch.Removed))...)
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
+		if !conntrack.NeedsClean(p, ch, plan.IPv4) {
+			t.Fatal("NeedsClean says no after a UDP Service was deleted")
 		}
+		s.syncAndCleanUDP(t, p, ch)
 		if flows := s.udpFlows(t, dst); len(flows) > 0 {
 			t.Errorf("conntrack entries to the deleted Service remain:\n%s", flowList(flows))
 		}
 	})
+}
+
+// syncAndCleanUDP applies a tracker's sync on node1, then clears stale UDP
+// conntrack entries there, removed ports included, as an agent does after
+// each sync. It returns how many entries went.
+func (s *suite) syncAndCleanUDP(t *testing.T, p *plan.Plan, ch plan.Changes) uint {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+	defer cancel()
+	var deleted uint
+	err := s.c.Node1.Do(func() error {
+		if err := s.dp.Sync(ctx, p, ch); err != nil {
+			return fmt.Errorf("sync: %w", err)
+		}
+		var err error
+		deleted, err = conntrack.New(nil).CleanUDP(p, plan.IPv4, slices.Collect(maps.Values(ch.Removed))...)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return deleted
 }
 
 // testRestart: a new dataplane instance, whose first sync is full, takes
