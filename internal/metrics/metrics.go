@@ -225,4 +225,3 @@ func (c *changes) record(pending, total int) {
 		c.seen = total
 	}
 }
-
