@@ -71,7 +71,11 @@ func Parse(args []string) (*Options, error) {
 	if err != nil {
 		return nil, err
 	}
-	Default(cfg)
+	if opts.ConfigFile != "" {
+		Default(cfg)
+	} else {
+		platformDefaults(cfg) // the flags' defaults were applied before parsing
+	}
 	errs := []error{Validate(cfg)}
 	if !opts.Cleanup {
 		errs = append(errs, Supported(cfg))

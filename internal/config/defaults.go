@@ -37,13 +37,21 @@ func Default(cfg *v1alpha1.KubeProxyConfiguration) {
 	if cfg.OOMScoreAdj == nil {
 		cfg.OOMScoreAdj = ptr[int32](defaultOOMScore)
 	}
+	logsapi.SetRecommendedLoggingConfiguration(&cfg.Logging)
+	platformDefaults(cfg)
+}
+
+// platformDefaults are the defaults kube-proxy applies after flags and file
+// are combined. Flags-only configurations get only these after parsing, so
+// that a flag's explicit 0 (--iptables-min-sync-period=0) or disabled server
+// (--healthz-port=0) is not mistaken for "unset".
+func platformDefaults(cfg *v1alpha1.KubeProxyConfiguration) {
 	if cfg.DetectLocalMode == "" {
 		cfg.DetectLocalMode = "ClusterCIDR"
 	}
 	if cfg.Mode == ModeNFTables && len(cfg.NodePortAddresses) == 0 {
 		cfg.NodePortAddresses = []string{NodePortsPrimary}
 	}
-	logsapi.SetRecommendedLoggingConfiguration(&cfg.Logging)
 }
 
 func defaultAddresses(cfg *v1alpha1.KubeProxyConfiguration) {
