@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/svcproxy/svcproxy/internal/dataplane"
+	"github.com/svcproxy/svcproxy/internal/dataplane/iptables"
 	"github.com/svcproxy/svcproxy/internal/dataplane/nftables"
 	"github.com/svcproxy/svcproxy/internal/plan"
 )
@@ -66,6 +67,8 @@ func newDataplane(name string) (dataplane.Dataplane, error) {
 	switch name {
 	case "nftables":
 		return nftables.New(nftables.Options{Families: []plan.Family{plan.IPv4}}), nil
+	case "iptables":
+		return iptables.New(iptables.Options{Families: []plan.Family{plan.IPv4}}), nil
 	}
 	return nil, fmt.Errorf("unknown dataplane %q", name)
 }
