@@ -69,6 +69,8 @@ func newDataplane(name string) (dataplane.Dataplane, error) {
 		return nftables.New(nftables.Options{Families: []plan.Family{plan.IPv4}}), nil
 	case "iptables":
 		return iptables.New(iptables.Options{Families: []plan.Family{plan.IPv4}}), nil
+	case "iptables-legacy":
+		return iptables.New(iptables.Options{Families: []plan.Family{plan.IPv4}, Backend: "legacy"}), nil
 	}
 	return nil, fmt.Errorf("unknown dataplane %q", name)
 }

@@ -42,6 +42,14 @@ func TestRealRestore(t *testing.T) {
 		t.Fatalf("KUBE-SERVICES: %v\n%s", err, out)
 	}
 	t.Logf("%s", out)
+	three := plan.Key{ServicePortName: plan.ServicePortName{Namespace: flows.Namespace, Name: "three", Protocol: "TCP"}}
+	for _, chain := range []string{chainNodePorts, portChain(prefixSVC, three)} {
+		out, err := run(ctx, nil, "iptables", "-t", "nat", "-L", chain, "-n")
+		if err != nil || !strings.Contains(string(out), "KUBE-") {
+			t.Fatalf("%s: %v\n%s", chain, err, out)
+		}
+		t.Logf("%s", out)
+	}
 	if err := d.Cleanup(ctx); err != nil {
 		t.Fatalf("cleanup: %v", err)
 	}
