@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os/exec"
 	"slices"
 	"strings"
@@ -225,9 +226,10 @@ func (d *Dataplane) restoreInput(p *plan.Plan, r *renderer, ports map[plan.Key]*
 			declare(dc.chain, append(rs, tails[dc]...))
 		}
 		if full {
-			for dc, rs := range fixedChainRules(d.mark()) {
+			fixed := fixedChainRules(d.mark())
+			for _, dc := range slices.SortedFunc(maps.Keys(fixed), func(a, b dispatch) int { return strings.Compare(a.chain, b.chain) }) {
 				if dc.table == table {
-					declare(dc.chain, rs)
+					declare(dc.chain, fixed[dc])
 				}
 			}
 		}
