@@ -23,14 +23,7 @@ func TestConvergence(t *testing.T) {
 	in := flows.Fixture()
 	for seed := int64(1); seed <= 5; seed++ {
 		rng := rand.New(rand.NewSource(seed))
-		tr := plan.NewTracker(in.Config)
-		tr.SetNode(in.Node)
-		for _, s := range in.Slices {
-			tr.SetSlice(s)
-		}
-		for _, s := range in.Services {
-			tr.SetService(s)
-		}
+		tr := fixtureTracker(in)
 		fake := NewFake()
 		d := New(Options{Run: fake.Run})
 		ctx := context.Background()
@@ -73,14 +66,7 @@ func TestConvergence(t *testing.T) {
 // the dispatch chains, and no chain of any other Service.
 func TestPartialSyncWritesOnlyTheChangedService(t *testing.T) {
 	in := flows.Fixture()
-	tr := plan.NewTracker(in.Config)
-	tr.SetNode(in.Node)
-	for _, s := range in.Slices {
-		tr.SetSlice(s)
-	}
-	for _, s := range in.Services {
-		tr.SetService(s)
-	}
+	tr := fixtureTracker(in)
 	fake := NewFake()
 	d := New(Options{Run: fake.Run})
 	p, ch := tr.Sync()
@@ -139,4 +125,17 @@ func lineDiff(a, b string) string {
 		return "(same lines, different order)\n"
 	}
 	return out.String()
+}
+
+// fixtureTracker is a tracker holding every object of in.
+func fixtureTracker(in plan.Input) *plan.Tracker {
+	tr := plan.NewTracker(in.Config)
+	tr.SetNode(in.Node)
+	for _, s := range in.Slices {
+		tr.SetSlice(s)
+	}
+	for _, s := range in.Services {
+		tr.SetService(s)
+	}
+	return tr
 }
