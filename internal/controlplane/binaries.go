@@ -1,0 +1,135 @@
+package controlplane
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// modulePath is the module whose root holds hack/controlplane.sh.
+const modulePath = "github.com/svcproxy/svcproxy"
+
+// EnvBinaries names a directory with prebuilt etcd and kube-apiserver
+// binaries; when set, Binaries returns it instead of running the build script.
+const EnvBinaries = "SVCPROXY_CONTROLPLANE_BIN"
+
+// binaryNames are the executables Start needs in Options.Dir.
+var binaryNames = []string{"etcd", "kube-apiserver"}
+
+// Binaries returns the directory holding etcd and kube-apiserver. It honours
+// SVCPROXY_CONTROLPLANE_BIN; otherwise it runs <repo root>/hack/controlplane.sh,
+// which builds the binaries on first use (minutes) and prints the directory.
+// The script's progress goes to os.Stderr. Concurrent callers in separate
+// processes are serialized with a file lock so only one builds.
+func Binaries(ctx context.Context) (string, error) {
+	if dir := os.Getenv(EnvBinaries); dir != "" {
+		return dir, checkBinaries(dir)
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	unlock, err := lockFile(filepath.Join(root, ".cache", "controlplane.lock"))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	dir, err := runScript(ctx, filepath.Join(root, "hack", "controlplane.sh"))
+	if err != nil {
+		return "", err
+	}
+	return dir, checkBinaries(dir)
+}
+
+// checkBinaries reports whether dir holds executable etcd and kube-apiserver.
+func checkBinaries(dir string) error {
+	for _, name := range binaryNames {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			return fmt.Errorf("controlplane: %w", err)
+		}
+		if fi.IsDir() || fi.Mode()&0o111 == 0 {
+			return fmt.Errorf("controlplane: %s is not an executable", filepath.Join(dir, name))
+		}
+	}
+	return nil
+}
+
+// runScript runs the build script and returns the last line it printed.
+func runScript(ctx context.Context, script string) (string, error) {
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, "bash", script)
+	cmd.Stdout = &out
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("controlplane: %s: %w", script, err)
+	}
+	var last string
+	sc := bufio.NewScanner(&out)
+	for sc.Scan() {
+		if line := strings.TrimSpace(sc.Text()); line != "" {
+			last = line
+		}
+	}
+	if last == "" {
+		return "", fmt.Errorf("controlplane: %s printed no directory", script)
+	}
+	return last, nil
+}
+
+// repoRoot walks up from the working directory to the go.mod of modulePath.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if isModuleRoot(dir) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("controlplane: no go.mod of " + modulePath + " above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// isModuleRoot reports whether dir/go.mod declares modulePath.
+func isModuleRoot(dir string) bool {
+	data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) >= 2 && fields[0] == "module" {
+			return strings.Trim(fields[1], `"`) == modulePath
+		}
+	}
+	return false
+}
+
+// lockFile takes an exclusive flock on path, creating it, and returns the
+// function that releases it.
+func lockFile(path string) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("controlplane: lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}

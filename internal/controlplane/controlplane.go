@@ -1,0 +1,293 @@
+// Package controlplane runs a real etcd and kube-apiserver on the loopback
+// interface, for tests and for the lab. No controllers, scheduler or kubelets
+// run: clients create Services, EndpointSlices and Nodes themselves.
+//
+// Binaries finds (or builds, via hack/controlplane.sh) the executables, Start
+// launches both processes in their own process groups under a work
+// directory, and Stop kills exactly those processes. New wraps the two for
+// tests.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+// DefaultServiceCIDR is the service cluster IP range when Options leaves it
+// empty.
+const DefaultServiceCIDR = "10.96.0.0/16"
+
+// ServiceAccountIssuer is the issuer of the service-account tokens.
+const ServiceAccountIssuer = "https://kubernetes.default.svc.cluster.local"
+
+// AdminUser is the static-token user Client and RestConfig authenticate as;
+// it is in the system:masters group, so RBAC lets it do anything.
+const AdminUser = "svcproxy-admin"
+
+const (
+	readyTimeout = 60 * time.Second // bound on each process becoming ready
+	stopGrace    = 10 * time.Second // SIGTERM to SIGKILL
+	pollInterval = 100 * time.Millisecond
+)
+
+// Options configures Start.
+type Options struct {
+	// Dir holds the etcd and kube-apiserver binaries (see Binaries).
+	Dir string
+	// WorkDir receives etcd's data, the certificates, keys, token file,
+	// kubeconfig and the logs etcd.log and kube-apiserver.log.
+	WorkDir string
+	// Logs, if set, also receives both processes' output.
+	Logs io.Writer
+	// ServiceCIDR is the service cluster IP range (DefaultServiceCIDR if
+	// empty).
+	ServiceCIDR string
+}
+
+// ControlPlane is a running etcd and kube-apiserver. Its methods are safe for
+// concurrent use.
+type ControlPlane struct {
+	opts       Options
+	etcdURL    string
+	etcdPeer   string
+	apiURL     string
+	apiArgs    []string
+	config     *rest.Config
+	client     kubernetes.Interface
+	kubeconfig string
+	spawner    *spawner
+	logs       io.Writer
+
+	mu        sync.Mutex
+	etcd      *process
+	apiserver *process
+	stopped   bool
+}
+
+// Start launches etcd and kube-apiserver on free 127.0.0.1 ports and returns
+// once the apiserver is ready (the default/kubernetes Service exists). ctx
+// bounds only the startup; the processes run until Stop. On error nothing is
+// left running.
+func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
+	c, err := prepare(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.startAll(ctx); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+// prepare validates opts, picks ports and writes keys and config files.
+func prepare(opts Options) (*ControlPlane, error) {
+	if opts.Dir == "" || opts.WorkDir == "" {
+		return nil, errors.New("controlplane: Options.Dir and Options.WorkDir are required")
+	}
+	if opts.ServiceCIDR == "" {
+		opts.ServiceCIDR = DefaultServiceCIDR
+	}
+	serviceIP, err := firstServiceIP(opts.ServiceCIDR)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkBinaries(opts.Dir); err != nil {
+		return nil, err
+	}
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	c := &ControlPlane{opts: opts, logs: opts.Logs}
+	if opts.Logs != nil {
+		c.logs = &lockedWriter{w: opts.Logs}
+	}
+	c.etcdURL = "http://" + hostPort(ports[0])
+	c.apiURL = "https://" + hostPort(ports[2])
+	if err := c.writeFiles(ports, serviceIP); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// startAll starts etcd, then the apiserver.
+func (c *ControlPlane) startAll(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.spawner = newSpawner()
+	p, err := c.spawner.start("etcd", filepath.Join(c.opts.Dir, "etcd"), c.etcdArgs(), c.path("etcd.log"), c.logs)
+	if err != nil {
+		return err
+	}
+	c.etcd = p
+	if err := waitReady(ctx, p, c.etcdHealthy); err != nil {
+		return err
+	}
+	return c.startAPIServerLocked(ctx)
+}
+
+// StopAPIServer stops kube-apiserver only, leaving etcd and its data. It is
+// a no-op if the apiserver is not running.
+func (c *ControlPlane) StopAPIServer() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.apiserver != nil {
+		c.apiserver.stop(stopGrace)
+		c.apiserver = nil
+	}
+}
+
+// StartAPIServer starts kube-apiserver again, on the same port with the same
+// flags, and waits until it is ready. It is a no-op if it is running.
+func (c *ControlPlane) StartAPIServer(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return errors.New("controlplane: StartAPIServer after Stop")
+	}
+	if c.apiserver != nil && !c.apiserver.exited() {
+		return nil
+	}
+	return c.startAPIServerLocked(ctx)
+}
+
+// startAPIServerLocked starts the apiserver and waits for it; c.mu is held.
+func (c *ControlPlane) startAPIServerLocked(ctx context.Context) error {
+	p, err := c.spawner.start("kube-apiserver", filepath.Join(c.opts.Dir, "kube-apiserver"), c.apiArgs, c.path("kube-apiserver.log"), c.logs)
+	if err != nil {
+		return err
+	}
+	c.apiserver = p
+	return waitReady(ctx, p, c.apiReady)
+}
+
+// Stop stops the apiserver and etcd and waits until both are gone. It is
+// idempotent and safe to defer. WorkDir is left in place.
+func (c *ControlPlane) Stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return
+	}
+	c.stopped = true
+	for _, p := range []*process{c.apiserver, c.etcd} {
+		if p != nil {
+			p.stop(stopGrace)
+		}
+	}
+	if c.spawner != nil {
+		c.spawner.close()
+	}
+}
+
+// RestConfig returns a copy of the admin client configuration: bearer token,
+// server certificate checked against the generated CA, QPS 500, burst 1000.
+func (c *ControlPlane) RestConfig() *rest.Config { return rest.CopyConfig(c.config) }
+
+// Kubeconfig returns the path of a kubeconfig file for the admin user.
+func (c *ControlPlane) Kubeconfig() string { return c.kubeconfig }
+
+// Client returns an admin clientset.
+func (c *ControlPlane) Client() kubernetes.Interface { return c.client }
+
+// URL returns the apiserver's https URL.
+func (c *ControlPlane) URL() string { return c.apiURL }
+
+// EtcdURL returns etcd's client URL.
+func (c *ControlPlane) EtcdURL() string { return c.etcdURL }
+
+// WorkDir returns the directory holding data, certificates and logs.
+func (c *ControlPlane) WorkDir() string { return c.opts.WorkDir }
+
+// pids returns the PIDs of the processes started so far and not yet stopped
+// by StopAPIServer.
+func (c *ControlPlane) pids() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var pids []int
+	for _, p := range []*process{c.etcd, c.apiserver} {
+		if p != nil {
+			pids = append(pids, p.pid())
+		}
+	}
+	return pids
+}
+
+// path returns name inside the work directory.
+func (c *ControlPlane) path(name string) string { return filepath.Join(c.opts.WorkDir, name) }
+
+// waitReady polls ready until it succeeds, the process exits, ctx ends or
+// readyTimeout passes.
+func waitReady(ctx context.Context, p *process, ready func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
+		err := ready(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-p.done:
+			return p.exitError()
+		case <-ctx.Done():
+			return fmt.Errorf("controlplane: %s not ready: %v (%w); log %s ends:\n%s",
+				p.name, err, ctx.Err(), p.logPath, tail(p.logPath, 4096))
+		case <-tick.C:
+		}
+	}
+}
+
+// freePorts returns n distinct free TCP ports on 127.0.0.1. The listeners are
+// closed before returning, so another process could take a port in between;
+// on loopback in a test that is unlikely.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// hostPort returns 127.0.0.1:port.
+func hostPort(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+// firstServiceIP returns the first address of cidr, the ClusterIP the
+// apiserver gives the default/kubernetes Service.
+func firstServiceIP(cidr string) (net.IP, error) {
+	prefix, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: ServiceCIDR: %w", err)
+	}
+	return net.IP(prefix.Masked().Addr().Next().AsSlice()), nil
+}
+
+// lockedWriter serializes writes from both processes' output copiers.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

@@ -1,0 +1,160 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+func TestControlPlane(t *testing.T) {
+	begin := time.Now()
+	cp := New(t)
+	t.Logf("Binaries+Start took %v", time.Since(begin))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client := cp.Client()
+
+	createObjects(ctx, t, client)
+	checkObjects(ctx, t, client)
+	checkKubeconfig(ctx, t, cp.Kubeconfig())
+
+	cp.StopAPIServer()
+	if _, err := client.CoreV1().Services("default").List(ctx, metav1.ListOptions{}); err == nil {
+		t.Fatal("List succeeded with the apiserver stopped")
+	}
+	begin = time.Now()
+	if err := cp.StartAPIServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("StartAPIServer took %v", time.Since(begin))
+	checkObjects(ctx, t, client)
+
+	pids := cp.pids()
+	if len(pids) != 2 {
+		t.Fatalf("pids = %v, want etcd and kube-apiserver", pids)
+	}
+	cp.Stop()
+	cp.Stop() // idempotent
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("process %d still exists after Stop (kill 0: %v)", pid, err)
+		}
+	}
+	if err := cp.StartAPIServer(ctx); err == nil {
+		t.Error("StartAPIServer after Stop succeeded")
+	}
+}
+
+// createObjects creates a Service, an EndpointSlice and a Node.
+func createObjects(ctx context.Context, t *testing.T, client kubernetes.Interface) {
+	t.Helper()
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: corev1.ServiceSpec{
+			ClusterIP: "10.96.10.10",
+			Ports:     []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}},
+		},
+	}
+	if _, err := client.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:   "web-1",
+			Labels: map[string]string{discoveryv1.LabelServiceName: "web"},
+		},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{{
+			Addresses:  []string{"10.244.1.5"},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)},
+			NodeName:   ptr("node-1"),
+		}},
+		Ports: []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080)), Protocol: ptr(corev1.ProtocolTCP)}},
+	}
+	if _, err := client.DiscoveryV1().EndpointSlices("default").Create(ctx, slice, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}}
+	if _, err := client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkObjects lists the objects createObjects made.
+func checkObjects(ctx context.Context, t *testing.T, client kubernetes.Interface) {
+	t.Helper()
+	svc, err := client.CoreV1().Services("default").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svc.Spec.ClusterIP != "10.96.10.10" {
+		t.Errorf("ClusterIP = %q", svc.Spec.ClusterIP)
+	}
+	slices, err := client.DiscoveryV1().EndpointSlices("default").List(ctx, metav1.ListOptions{
+		LabelSelector: discoveryv1.LabelServiceName + "=web",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(slices.Items) != 1 || slices.Items[0].Endpoints[0].Addresses[0] != "10.244.1.5" {
+		t.Errorf("EndpointSlices = %+v", slices.Items)
+	}
+	nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes.Items) != 1 || nodes.Items[0].Name != "node-1" {
+		t.Errorf("Nodes = %+v", nodes.Items)
+	}
+}
+
+// checkKubeconfig uses the written kubeconfig to read the Service.
+func checkKubeconfig(ctx context.Context, t *testing.T, path string) {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Services("default").Get(ctx, "web", metav1.GetOptions{}); err != nil {
+		t.Fatalf("via kubeconfig: %v", err)
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	if _, err := Start(context.Background(), Options{}); err == nil {
+		t.Error("Start with empty Options succeeded")
+	}
+	dir := t.TempDir()
+	if _, err := Start(context.Background(), Options{Dir: dir, WorkDir: dir}); err == nil {
+		t.Error("Start without binaries succeeded")
+	}
+	if _, err := Start(context.Background(), Options{Dir: dir, WorkDir: dir, ServiceCIDR: "bogus"}); err == nil {
+		t.Error("Start with a bad ServiceCIDR succeeded")
+	}
+}
+
+func TestRepoRoot(t *testing.T) {
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(root + "/hack/controlplane.sh"); err != nil {
+		t.Error(err)
+	}
+}
+
+// ptr returns a pointer to v.
+func ptr[T any](v T) *T { return &v }
