@@ -1,0 +1,352 @@
+package manifests
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// Kinds this source accepts.
+const (
+	kindService       = "Service"
+	kindEndpointSlice = "EndpointSlice"
+	kindList          = "List"
+)
+
+// key names an object: kind, namespace and name.
+type key struct{ kind, namespace, name string }
+
+func (k key) String() string { return k.kind + " " + k.namespace + "/" + k.name }
+
+// object is one decoded and validated Service or EndpointSlice, with where
+// it came from for messages.
+type object struct {
+	key
+	where string // "document 2" or "document 1 items[3]"
+	svc   *v1.Service
+	slice *discovery.EndpointSlice
+}
+
+// chunk is one YAML document of a file and the line it starts on.
+type chunk struct {
+	line int
+	text []byte
+}
+
+// splitDocuments cuts a file at "---" lines (a separator may carry a
+// trailing comment). Documents that hold only blanks and comments are left
+// out, so the first real document is document 1 however the file starts.
+func splitDocuments(data []byte) []chunk {
+	var out []chunk
+	start, begin, line := 0, 1, 1
+	for i := 0; i < len(data); line++ {
+		next := len(data)
+		if n := bytes.IndexByte(data[i:], '\n'); n >= 0 {
+			next = i + n + 1
+		}
+		if isSeparator(data[i:next]) {
+			out = appendChunk(out, chunk{begin, data[start:i]})
+			start, begin = next, line+1
+		}
+		i = next
+	}
+	return appendChunk(out, chunk{begin, data[start:]})
+}
+
+func appendChunk(out []chunk, c chunk) []chunk {
+	for l := range strings.SplitSeq(string(c.text), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			return append(out, c)
+		}
+	}
+	return out
+}
+
+func isSeparator(line []byte) bool {
+	rest, ok := bytes.CutPrefix(bytes.TrimRight(line, " \t\r\n"), []byte("---"))
+	if !ok {
+		return false
+	}
+	rest = bytes.TrimLeft(rest, " \t")
+	return len(rest) == 0 || rest[0] == '#'
+}
+
+// decodeFile decodes and validates every document of a file. It returns the
+// objects kept (other proxies' and headless ones are dropped) and every
+// problem found, each prefixed with name and the document.
+func decodeFile(name string, data []byte) ([]object, error) {
+	var objs []object
+	var errs []error
+	seen := map[key]string{}
+	for i, c := range splitDocuments(data) {
+		where := fmt.Sprintf("document %d", i+1)
+		got, err := decodeDocument(c, where)
+		if err != nil {
+			errs = append(errs, prefixErr(name, err))
+		}
+		for _, o := range got {
+			if prev, dup := seen[o.key]; dup {
+				errs = append(errs, fmt.Errorf("%s: %s (%s): duplicate: %s already defined in %s",
+					name, o.where, o.key, o.key, prev))
+				continue
+			}
+			seen[o.key] = o.where
+			objs = append(objs, o)
+		}
+	}
+	return objs, errors.Join(errs...)
+}
+
+// prefixErr puts the file name in front of each joined error.
+func prefixErr(name string, err error) error {
+	var list []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		list = j.Unwrap()
+	} else {
+		list = []error{err}
+	}
+	for i, e := range list {
+		list[i] = fmt.Errorf("%s: %w", name, e)
+	}
+	return errors.Join(list...)
+}
+
+var yamlLine = regexp.MustCompile(`yaml: line (\d+):`)
+
+// toJSON converts one document to JSON, reporting syntax errors with the
+// line number in the file rather than in the document.
+func toJSON(c chunk, where string) ([]byte, error) {
+	j, err := yaml.YAMLToJSONStrict(c.text)
+	if err == nil {
+		return j, nil
+	}
+	msg := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
+	if m := yamlLine.FindStringSubmatchIndex(msg); m != nil {
+		n, _ := strconv.Atoi(msg[m[2]:m[3]])
+		msg = msg[:m[2]] + strconv.Itoa(n+c.line-1) + msg[m[3]:]
+	} else {
+		msg += fmt.Sprintf(" (document starts at line %d)", c.line)
+	}
+	return nil, fmt.Errorf("%s: %s", where, msg)
+}
+
+// decodeDocument decodes one document: a Service, an EndpointSlice or a
+// List of them.
+func decodeDocument(c chunk, where string) ([]object, error) {
+	j, err := toJSON(c, where)
+	if err != nil {
+		return nil, err
+	}
+	if bytes.Equal(bytes.TrimSpace(j), []byte("null")) {
+		return nil, nil
+	}
+	var tm metav1.TypeMeta
+	if err := json.Unmarshal(j, &tm); err != nil {
+		return nil, fmt.Errorf("%s: not an object: %v", where, jsonErr(err))
+	}
+	if tm.Kind != kindList || tm.APIVersion != "v1" {
+		return decodeObject(j, tm, where)
+	}
+	var l list
+	if err := strictDecode(j, &l); err != nil {
+		return nil, fmt.Errorf("%s (List): %w", where, err)
+	}
+	var objs []object
+	var errs []error
+	for i, item := range l.Items {
+		w := fmt.Sprintf("%s items[%d]", where, i)
+		if err := json.Unmarshal(item, &tm); err != nil {
+			errs = append(errs, fmt.Errorf("%s: not an object: %v", w, jsonErr(err)))
+			continue
+		}
+		o, err := decodeObject(item, tm, w)
+		objs = append(objs, o...)
+		errs = append(errs, err)
+	}
+	return objs, errors.Join(errs...)
+}
+
+// list is a v1 List whose items are decoded one by one.
+type list struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []json.RawMessage `json:"items"`
+}
+
+// decodeObject decodes, validates and filters one Service or EndpointSlice.
+// It returns no object for one that belongs to another proxy or is headless.
+func decodeObject(j []byte, tm metav1.TypeMeta, where string) ([]object, error) {
+	switch {
+	case tm.APIVersion == "v1" && tm.Kind == kindService:
+		svc := &v1.Service{}
+		return finish(j, svc, &svc.ObjectMeta, where, func(e *fieldErrs) { validateService(svc, e) },
+			func(o *object) { o.svc = svc })
+	case tm.APIVersion == discovery.SchemeGroupVersion.String() && tm.Kind == kindEndpointSlice:
+		s := &discovery.EndpointSlice{}
+		return finish(j, s, &s.ObjectMeta, where, func(e *fieldErrs) { validateSlice(s, e) },
+			func(o *object) { o.slice = s })
+	case tm.Kind == "":
+		return nil, fmt.Errorf("%s: kind: required (want v1 Service or discovery.k8s.io/v1 EndpointSlice)", where)
+	default:
+		return nil, fmt.Errorf("%s (%s %s): kind %s %s is not supported (want v1 Service or discovery.k8s.io/v1 EndpointSlice)",
+			where, tm.APIVersion, tm.Kind, tm.APIVersion, tm.Kind)
+	}
+}
+
+// finish decodes j strictly into obj, defaults the namespace, drops objects
+// that are not ours and validates the rest.
+func finish(j []byte, obj any, meta *metav1.ObjectMeta, where string, validate func(*fieldErrs), set func(*object)) ([]object, error) {
+	kind := reflect.TypeOf(obj).Elem().Name()
+	if err := strictDecode(j, obj); err != nil {
+		return nil, fmt.Errorf("%s (%s): %w", where, kind, err)
+	}
+	if meta.Namespace == "" {
+		meta.Namespace = metav1.NamespaceDefault
+	}
+	o := object{key: key{kind, meta.Namespace, meta.Name}, where: where}
+	if ignored(meta.Labels) {
+		return nil, nil
+	}
+	e := &fieldErrs{prefix: fmt.Sprintf("%s (%s %s/%s)", where, kind, meta.Namespace, meta.Name)}
+	if meta.Name == "" {
+		e.add("metadata.name", "required")
+	}
+	validate(e)
+	if err := e.err(); err != nil {
+		return nil, err
+	}
+	set(&o)
+	return []object{o}, nil
+}
+
+// strictDecode decodes JSON into obj, refusing fields obj has no place for
+// and naming the offending field by its path.
+func strictDecode(j []byte, obj any) error {
+	var generic any
+	if err := json.Unmarshal(j, &generic); err != nil {
+		return jsonErr(err)
+	}
+	if p := unknownField(reflect.TypeOf(obj), generic, ""); p != "" {
+		return fmt.Errorf("%s: unknown field", p)
+	}
+	d := json.NewDecoder(bytes.NewReader(j))
+	d.DisallowUnknownFields()
+	if err := d.Decode(obj); err != nil {
+		return jsonErr(err)
+	}
+	return nil
+}
+
+// jsonErr rewrites a type mismatch as "field: want T, got V".
+func jsonErr(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return fmt.Errorf("%s: want %s, got %s", te.Field, te.Type, te.Value)
+	}
+	return err
+}
+
+var unmarshaler = reflect.TypeFor[json.Unmarshaler]()
+
+// unknownField walks a decoded JSON value alongside the Go type it is meant
+// for and returns the path of the first field the type does not have, or "".
+// Types that decode themselves (IntOrString, Time, Quantity) are not entered.
+// Field names match exactly, as the API server's strict decoding does.
+func unknownField(t reflect.Type, v any, path string) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(unmarshaler) {
+		return ""
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		return unknownInMap(t, x, path)
+	case []any:
+		if t.Kind() != reflect.Slice && t.Kind() != reflect.Array {
+			return ""
+		}
+		for i, e := range x {
+			if p := unknownField(t.Elem(), e, fmt.Sprintf("%s[%d]", path, i)); p != "" {
+				return p
+			}
+		}
+	}
+	return ""
+}
+
+func unknownInMap(t reflect.Type, m map[string]any, path string) string {
+	var fields map[string]reflect.Type
+	switch t.Kind() {
+	case reflect.Struct:
+		fields = jsonFields(t)
+	case reflect.Map:
+	default:
+		return ""
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if fields == nil {
+			if p := unknownField(t.Elem(), m[k], fmt.Sprintf("%s[%q]", path, k)); p != "" {
+				return p
+			}
+			continue
+		}
+		sub := k
+		if path != "" {
+			sub = path + "." + k
+		}
+		ft, ok := fields[k]
+		if !ok {
+			return sub
+		}
+		if p := unknownField(ft, m[k], sub); p != "" {
+			return p
+		}
+	}
+	return ""
+}
+
+// jsonFields maps the JSON names of a struct's fields to their types,
+// flattening embedded structs without a name as encoding/json does.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case name == "-" || (!f.IsExported() && !f.Anonymous):
+			continue
+		case f.Anonymous && name == "":
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				for n, typ := range jsonFields(ft) {
+					out[n] = typ
+				}
+				continue
+			}
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = f.Type
+	}
+	return out
+}
