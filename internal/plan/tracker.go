@@ -133,6 +133,14 @@ func (t *Tracker) SetNode(node *v1.Node) {
 	}
 }
 
+// SetConfig replaces the node's configuration (its addresses may become
+// known only once its Node object arrives) and re-plans everything.
+func (t *Tracker) SetConfig(cfg Config) {
+	t.cfg = cfg
+	t.plan.Config = cfg
+	t.full = true
+}
+
 // MarkFull makes the next Sync re-plan and re-render everything (after a
 // failed sync, or periodically).
 func (t *Tracker) MarkFull() { t.full = true }
