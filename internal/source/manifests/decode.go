@@ -2,6 +2,7 @@ package manifests
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -153,7 +154,7 @@ func decodeDocument(c chunk, where string) ([]object, error) {
 	}
 	var tm metav1.TypeMeta
 	if err := json.Unmarshal(j, &tm); err != nil {
-		return nil, fmt.Errorf("%s: not an object: %v", where, jsonErr(err))
+		return nil, fmt.Errorf("%s: not an object (a mapping with apiVersion and kind)", where)
 	}
 	if tm.Kind != kindList || tm.APIVersion != "v1" {
 		return decodeObject(j, tm, where)
@@ -167,7 +168,7 @@ func decodeDocument(c chunk, where string) ([]object, error) {
 	for i, item := range l.Items {
 		w := fmt.Sprintf("%s items[%d]", where, i)
 		if err := json.Unmarshal(item, &tm); err != nil {
-			errs = append(errs, fmt.Errorf("%s: not an object: %v", w, jsonErr(err)))
+			errs = append(errs, fmt.Errorf("%s: not an object (a mapping with apiVersion and kind)", w))
 			continue
 		}
 		o, err := decodeObject(item, tm, w)
@@ -209,7 +210,7 @@ func decodeObject(j []byte, tm metav1.TypeMeta, where string) ([]object, error) 
 func finish(j []byte, obj any, meta *metav1.ObjectMeta, where string, validate func(*fieldErrs), set func(*object)) ([]object, error) {
 	kind := reflect.TypeOf(obj).Elem().Name()
 	if err := strictDecode(j, obj); err != nil {
-		return nil, fmt.Errorf("%s (%s): %w", where, kind, err)
+		return nil, fmt.Errorf("%s (%s): %w", where, describe(j, kind), err)
 	}
 	if meta.Namespace == "" {
 		meta.Namespace = metav1.NamespaceDefault
@@ -218,7 +219,7 @@ func finish(j []byte, obj any, meta *metav1.ObjectMeta, where string, validate f
 	if ignored(meta.Labels) {
 		return nil, nil
 	}
-	e := &fieldErrs{prefix: fmt.Sprintf("%s (%s %s/%s)", where, kind, meta.Namespace, meta.Name)}
+	e := &fieldErrs{prefix: fmt.Sprintf("%s (%s)", where, o.key)}
 	if meta.Name == "" {
 		e.add("metadata.name", "required")
 	}
@@ -228,6 +229,18 @@ func finish(j []byte, obj any, meta *metav1.ObjectMeta, where string, validate f
 	}
 	set(&o)
 	return []object{o}, nil
+}
+
+// describe names an object that failed to decode as "Kind namespace/name",
+// reading what it can of its metadata leniently, or just "Kind".
+func describe(j []byte, kind string) string {
+	var m struct {
+		Metadata struct{ Name, Namespace string } `json:"metadata"`
+	}
+	if json.Unmarshal(j, &m) != nil || m.Metadata.Name == "" {
+		return kind
+	}
+	return key{kind, cmp.Or(m.Metadata.Namespace, metav1.NamespaceDefault), m.Metadata.Name}.String()
 }
 
 // strictDecode decodes JSON into obj, refusing fields obj has no place for
