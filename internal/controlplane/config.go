@@ -91,6 +91,10 @@ func (c *ControlPlane) etcdArgs() []string {
 func (c *ControlPlane) apiserverArgs(port int) []string {
 	return []string{
 		"--advertise-address=127.0.0.1",
+		// The lease reconciler would publish 127.0.0.1 as the endpoint of
+		// default/kubernetes, which validation rejects (loopback); the
+		// Service itself is still created.
+		"--endpoint-reconciler-type=none",
 		"--bind-address=127.0.0.1",
 		"--secure-port=" + strconv.Itoa(port),
 		"--etcd-servers=" + c.etcdURL,

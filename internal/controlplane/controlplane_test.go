@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -27,7 +28,9 @@ func TestControlPlane(t *testing.T) {
 	checkObjects(ctx, t, client)
 	checkKubeconfig(ctx, t, cp.Kubeconfig())
 
+	begin = time.Now()
 	cp.StopAPIServer()
+	t.Logf("StopAPIServer took %v", time.Since(begin))
 	if _, err := client.CoreV1().Services("default").List(ctx, metav1.ListOptions{}); err == nil {
 		t.Fatal("List succeeded with the apiserver stopped")
 	}
@@ -42,7 +45,9 @@ func TestControlPlane(t *testing.T) {
 	if len(pids) != 2 {
 		t.Fatalf("pids = %v, want etcd and kube-apiserver", pids)
 	}
+	begin = time.Now()
 	cp.Stop()
+	t.Logf("Stop took %v", time.Since(begin))
 	cp.Stop() // idempotent
 	for _, pid := range pids {
 		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
@@ -143,6 +148,22 @@ func TestStartErrors(t *testing.T) {
 	}
 	if _, err := Start(context.Background(), Options{Dir: dir, WorkDir: dir, ServiceCIDR: "bogus"}); err == nil {
 		t.Error("Start with a bad ServiceCIDR succeeded")
+	}
+}
+
+// TestStartExit checks that a process exiting during startup is reported
+// with its log, using stand-in binaries.
+func TestStartExit(t *testing.T) {
+	dir := t.TempDir()
+	script := []byte("#!/bin/sh\necho boom-from-fake; exit 3\n")
+	for _, name := range binaryNames {
+		if err := os.WriteFile(dir+"/"+name, script, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := Start(context.Background(), Options{Dir: dir, WorkDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "boom-from-fake") {
+		t.Fatalf("Start with exiting etcd: %v", err)
 	}
 }
 
