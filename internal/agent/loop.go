@@ -86,6 +86,9 @@ func (a *Agent) sync(ctx context.Context) error {
 	took := time.Since(start)
 	a.record(ch.Full, start, took, err)
 	if err != nil {
+		if ctx.Err() != nil {
+			return err // stopping: the sync was cut short, not failed
+		}
 		a.opts.Logf("sync failed (the retry will be full): %v", err)
 		a.mu.Lock()
 		a.tracker.MarkFull()

@@ -18,6 +18,10 @@ import (
 const usage = `svcproxy: a Kubernetes Service proxy.
 
 Usage:
+  svcproxy [kube-proxy flags]   run as this node's Service proxy (a drop-in
+                                kube-proxy: same flags, same --config file)
+  svcproxy --manifests DIR      run as a node-local load balancer fed by a
+                                directory of Service and EndpointSlice YAML
   svcproxy demo                 program the two-tier example into a throwaway
                                 network-namespace cluster and show the traffic
   svcproxy bench [flags]        measure a dataplane in a throwaway network
@@ -39,11 +43,19 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	case "demo":
 		err = runDemo(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		printHelp(stdout)
 		return 0
 	default:
+		if strings.HasPrefix(args[0], "-") {
+			err = runProxy(ctx, args, stdout, stderr)
+			break
+		}
 		fmt.Fprintf(stderr, "svcproxy: unknown command %q\n\n%s", args[0], usage)
 		return 2
+	}
+	if err != nil && strings.HasPrefix(args[0], "-") {
+		fmt.Fprintf(stderr, "svcproxy: %v\n", err)
+		return 1
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "svcproxy %s: %v\n", args[0], err)

@@ -1,0 +1,56 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+
+	"github.com/svcproxy/svcproxy/internal/config"
+	"github.com/svcproxy/svcproxy/internal/proxy"
+)
+
+// Version is svcproxy's version, set at build time with
+// -ldflags "-X github.com/svcproxy/svcproxy/internal/cli.Version=...".
+var Version = "dev"
+
+// compatible is the kube-proxy release whose flags and config svcproxy takes.
+const compatible = "v1.36"
+
+// runProxy runs svcproxy as kube-proxy: args are kube-proxy's flags.
+func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	opts, err := config.Parse(args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case opts.Help:
+		printHelp(stdout)
+		return nil
+	case opts.Version:
+		fmt.Fprintf(stdout, "svcproxy %s (kube-proxy %s compatible)\n", Version, compatible)
+		return nil
+	}
+	logf := log.New(stderr, "", log.LstdFlags|log.Lmicroseconds).Printf
+	for _, w := range opts.Warnings {
+		logf("warning: %s", w)
+	}
+	env := proxy.Env{Logf: logf}
+	switch {
+	case opts.WriteConfigTo != "":
+		return config.WriteFile(opts.WriteConfigTo, opts.Config)
+	case opts.Cleanup:
+		return proxy.Cleanup(ctx, opts, env)
+	case opts.InitOnly:
+		return proxy.Init(opts, env)
+	}
+	logf("svcproxy %s starting: mode %s, node %q", Version, opts.Proxy.Mode, opts.Config.HostnameOverride)
+	return proxy.Run(ctx, opts, env)
+}
+
+// printHelp writes the subcommands, then kube-proxy's flags.
+func printHelp(w io.Writer) {
+	fmt.Fprint(w, usage)
+	fmt.Fprintf(w, "\nRun as a node's Service proxy (kube-proxy %s's flags and config file):\n\n", compatible)
+	config.Usage(w)
+}

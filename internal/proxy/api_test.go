@@ -1,0 +1,419 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/svcproxy/svcproxy/internal/agent"
+	"github.com/svcproxy/svcproxy/internal/config"
+	"github.com/svcproxy/svcproxy/internal/controlplane"
+	"github.com/svcproxy/svcproxy/internal/objects"
+	"github.com/svcproxy/svcproxy/internal/testnet"
+)
+
+// The API tests run the proxy in-process against a real kube-apiserver and
+// etcd, programming node1 of a testnet cluster; traffic goes from the
+// external client and from pods through the kernel's rules.
+
+const (
+	webIP    = "10.96.0.10"
+	nodePort = 30080
+	podPort  = 8080
+)
+
+var (
+	clusterIP   = netip.AddrPortFrom(netip.MustParseAddr(webIP), 80)
+	node1Port   = netip.AddrPortFrom(testnet.Node1Addrs.LANv4, nodePort)
+	healthzAddr = netip.AddrPortFrom(testnet.Node1Addrs.LANv4, config.HealthzPort)
+	metricsAddr = netip.AddrPortFrom(testnet.Node1Addrs.LANv4, config.MetricsPort)
+)
+
+// rig is one cluster, one control plane and a running proxy on node1.
+type rig struct {
+	t      *testing.T
+	cp     *controlplane.ControlPlane
+	client kubernetes.Interface
+	net    *testnet.Cluster
+	stop   func() // stops the running proxy and waits for it
+	agent  atomic.Pointer[agent.Agent]
+}
+
+func newRig(t *testing.T) *rig {
+	testnet.RequireKernel(t, "nft")
+	r := &rig{t: t, cp: controlplane.New(t), net: testnet.New(t, testnet.Options{})}
+	r.client = r.cp.Client()
+	for _, p := range r.net.PodList {
+		p.Serve(t, podPort)
+	}
+	node := objects.Node("node1", "zone-a")
+	for _, ip := range testnet.Node1Addrs.IPs() {
+		node.Status.Addresses = append(node.Status.Addresses, v1.NodeAddress{Type: v1.NodeInternalIP, Address: ip.String()})
+	}
+	r.create(node)
+	return r
+}
+
+// start runs the proxy for node1 with kube-proxy's flags.
+func (r *rig) start(extra ...string) {
+	r.t.Helper()
+	args := append([]string{
+		"--hostname-override=node1", "--proxy-mode=nftables",
+		"--cluster-cidr=" + testnet.ClusterCIDRv4.String() + "," + testnet.ClusterCIDRv6.String(),
+		"--healthz-bind-address=" + healthzAddr.String(), "--metrics-bind-address=" + metricsAddr.String(),
+		"--kubeconfig=" + r.cp.Kubeconfig(), "--conntrack-max-per-core=0",
+	}, extra...)
+	opts, err := config.Parse(args)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	node1 := r.net.Node1
+	env := Env{
+		Do: node1.Do,
+		Listen: func(network, addr string) (l net.Listener, err error) {
+			err = node1.Do(func() error { l, err = net.Listen(network, addr); return err })
+			return l, err
+		},
+		Started: func(a *agent.Agent) { r.agent.Store(a) },
+		Logf:    r.t.Logf,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, opts, env) }()
+	r.stop = func() {
+		cancel()
+		if err := <-done; err != nil {
+			r.t.Errorf("proxy: %v", err)
+		}
+	}
+	r.t.Cleanup(func() {
+		if ctx.Err() == nil {
+			r.stop()
+		}
+	})
+}
+
+func (r *rig) create(obj any) {
+	r.t.Helper()
+	ctx := context.Background()
+	var err error
+	switch o := obj.(type) {
+	case *v1.Node:
+		_, err = r.client.CoreV1().Nodes().Create(ctx, o, metav1.CreateOptions{})
+	case *v1.Service:
+		_, err = r.client.CoreV1().Services(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+	case *discovery.EndpointSlice:
+		_, err = r.client.DiscoveryV1().EndpointSlices(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+	}
+	if err != nil {
+		r.t.Fatalf("create %T: %v", obj, err)
+	}
+}
+
+// setEndpoints replaces the web slice's endpoints, stamping the trigger
+// time the EndpointSlice controller would.
+func (r *rig) setEndpoints(eps ...discovery.Endpoint) {
+	r.t.Helper()
+	ctx := context.Background()
+	s, err := r.client.DiscoveryV1().EndpointSlices("default").Get(ctx, "web-1", metav1.GetOptions{})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	s.Endpoints = eps
+	s.Annotations = map[string]string{v1.EndpointsLastChangeTriggerTime: time.Now().Format(time.RFC3339Nano)}
+	if _, err := r.client.DiscoveryV1().EndpointSlices("default").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *rig) pod(name string) *testnet.Pod { return r.net.Pods[name] }
+
+func (r *rig) endpoint(pod string, opts ...objects.EndpointOption) discovery.Endpoint {
+	p := r.pod(pod)
+	return objects.Endpoint(p.IPv4.String(), append([]objects.EndpointOption{objects.OnNode(p.Node)}, opts...)...)
+}
+
+// web is a NodePort Service on TCP and UDP with one slice.
+func (r *rig) createWeb(pods ...string) {
+	svc := objects.Service("default", "web", objects.ClusterIP(webIP), objects.Type(v1.ServiceTypeNodePort),
+		objects.Port("http", v1.ProtocolTCP, 80, nodePort), objects.Port("dns", v1.ProtocolUDP, 80, nodePort))
+	for i := range svc.Spec.Ports {
+		svc.Spec.Ports[i].TargetPort.IntVal = podPort
+	}
+	r.create(svc)
+	var eps []discovery.Endpoint
+	for _, p := range pods {
+		eps = append(eps, r.endpoint(p))
+	}
+	r.create(objects.Slice("default", "web-1", "web", discovery.AddressTypeIPv4,
+		[]discovery.EndpointPort{objects.EndpointPort("http", v1.ProtocolTCP, podPort), objects.EndpointPort("dns", v1.ProtocolUDP, podPort)}, eps...))
+}
+
+// answers asks dst n times from ns and returns the set of pods that
+// answered; failures are errors.
+func answers(ns *testnet.NS, proto string, dst netip.AddrPort, n int) (map[string]int, error) {
+	got := map[string]int{}
+	for range n {
+		rep, err := ns.Ask(context.Background(), proto, dst, 2*time.Second)
+		if err != nil {
+			return got, err
+		}
+		got[rep.Pod]++
+	}
+	return got, nil
+}
+
+// eventually waits, boundedly, until the pods answering dst are exactly
+// want.
+func (r *rig) eventually(ns *testnet.NS, dst netip.AddrPort, want ...string) {
+	r.t.Helper()
+	r.within(20*time.Second, ns, dst, want...)
+}
+
+// within is eventually with a deadline.
+func (r *rig) within(limit time.Duration, ns *testnet.NS, dst netip.AddrPort, want ...string) {
+	r.t.Helper()
+	var got map[string]int
+	var err error
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		got, err = answers(ns, "tcp", dst, 6*len(want))
+		if err == nil && sameKeys(got, want) {
+			return
+		}
+	}
+	r.t.Fatalf("%s from %s: answered by %v (err %v), want exactly %v", dst, ns, got, err, want)
+}
+
+func sameKeys(got map[string]int, want []string) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for _, w := range want {
+		if got[w] == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// get fetches http://addr/path from the external client namespace.
+func (r *rig) get(addr netip.AddrPort, path string) (int, http.Header, string) {
+	r.t.Helper()
+	var code int
+	var hdr http.Header
+	var body []byte
+	err := r.net.Ext.Do(func() error {
+		// Dial here, on the namespace's thread: an http.Client would dial
+		// from another goroutine, outside the namespace.
+		conn, err := net.DialTimeout("tcp", addr.String(), 3*time.Second)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(3 * time.Second))
+		req, _ := http.NewRequest("GET", fmt.Sprintf("http://%s%s", addr, path), nil)
+		if err := req.Write(conn); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		code, hdr = resp.StatusCode, resp.Header
+		body, err = io.ReadAll(resp.Body)
+		return err
+	})
+	if err != nil {
+		r.t.Fatalf("GET %s%s: %v", addr, path, err)
+	}
+	return code, hdr, string(body)
+}
+
+func (r *rig) waitCode(addr netip.AddrPort, path string, want int) string {
+	r.t.Helper()
+	var code int
+	var body string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if code, _, body = r.get(addr, path); code == want {
+			return body
+		}
+	}
+	r.t.Fatalf("GET %s%s = %d %s, want %d", addr, path, code, body, want)
+	return ""
+}
+
+// TestAPIServiceLifecycle: Services and EndpointSlices written with
+// client-go reach the kernel; scaling, draining and deleting endpoints are
+// followed; metrics and health answer.
+func TestAPIServiceLifecycle(t *testing.T) {
+	r := newRig(t)
+	r.createWeb("pod1a", "pod2a")
+	r.start()
+	r.eventually(r.net.Ext, node1Port, "pod1a", "pod2a")
+	r.eventually(r.pod("pod1b").NS, clusterIP, "pod1a", "pod2a")
+
+	// Scale up.
+	r.setEndpoints(r.endpoint("pod1a"), r.endpoint("pod2a"), r.endpoint("pod1b"), r.endpoint("pod2b"))
+	r.eventually(r.net.Ext, node1Port, "pod1a", "pod2a", "pod1b", "pod2b")
+
+	// Drain pod2a: terminating but still serving, so not chosen while
+	// others are ready.
+	r.setEndpoints(r.endpoint("pod1a"), r.endpoint("pod2a", objects.Conditions(false, true, true)), r.endpoint("pod1b"), r.endpoint("pod2b"))
+	r.eventually(r.net.Ext, node1Port, "pod1a", "pod1b", "pod2b")
+
+	// Only terminating endpoints left: they keep serving.
+	r.setEndpoints(r.endpoint("pod2a", objects.Conditions(false, true, true)))
+	r.eventually(r.net.Ext, node1Port, "pod2a")
+
+	// Delete every endpoint: the Service rejects.
+	r.setEndpoints()
+	r.waitRejected(node1Port)
+
+	r.setEndpoints(r.endpoint("pod2b"))
+	r.eventually(r.net.Ext, node1Port, "pod2b")
+
+	code, _, body := r.get(metricsAddr, "/proxyMode")
+	if code != 200 || body != "nftables" {
+		t.Errorf("/proxyMode = %d %q, want 200 nftables", code, body)
+	}
+	_, _, metricsBody := r.get(metricsAddr, "/metrics")
+	for _, want := range []string{"kubeproxy_sync_proxy_rules_duration_seconds_count", `kubeproxy_network_programming_duration_seconds_count{ip_family="IPv4"}`} {
+		if !strings.Contains(metricsBody, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	// The Node goes away: /healthz fails so load balancers drain the node;
+	// /livez stays 200 so the kubelet does not restart the proxy.
+	r.waitCode(healthzAddr, "/healthz", 200)
+	if err := r.client.CoreV1().Nodes().Delete(context.Background(), "node1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	body = r.waitCode(healthzAddr, "/healthz", 503)
+	if !strings.Contains(body, `"nodeEligible": false`) && !strings.Contains(body, `"nodeEligible":false`) {
+		t.Errorf("/healthz body %s does not say the node is ineligible", body)
+	}
+	r.waitCode(healthzAddr, "/livez", 200)
+}
+
+func (r *rig) waitRejected(dst netip.AddrPort) {
+	r.t.Helper()
+	var err error
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if _, err = r.net.Ext.Ask(context.Background(), "tcp", dst, time.Second); testnet.IsRefused(err) {
+			return
+		}
+	}
+	r.t.Fatalf("%s: %v, want connection refused (no endpoints)", dst, err)
+}
+
+// TestAPIServerOutage: with the apiserver gone for a minute, traffic keeps
+// flowing on the rules in force; when it returns, the agent resyncs and
+// follows changes made since.
+func TestAPIServerOutage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes a minute")
+	}
+	r := newRig(t)
+	r.createWeb("pod1a")
+	r.start()
+	r.eventually(r.net.Ext, node1Port, "pod1a")
+
+	r.cp.StopAPIServer()
+	for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(2 * time.Second) {
+		if _, err := answers(r.net.Ext, "tcp", node1Port, 3); err != nil {
+			t.Fatalf("traffic failed while the apiserver was down: %v", err)
+		}
+	}
+	if err := r.cp.StartAPIServer(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	r.setEndpoints(r.endpoint("pod2a"), r.endpoint("pod2b"))
+	// client-go's watches back off up to 30 s (with jitter) while the
+	// apiserver is away, so the first change may wait that long.
+	r.within(90*time.Second, r.net.Ext, node1Port, "pod2a", "pod2b")
+	t.Logf("resynced %v after the apiserver returned", time.Since(back).Round(time.Second))
+}
+
+// TestAPIRestartWithoutDisruption: stopping the agent leaves the rules in
+// force; a new agent starting over them replaces them atomically. An
+// established UDP flow keeps its backend, and new connections succeed
+// throughout.
+func TestAPIRestartWithoutDisruption(t *testing.T) {
+	r := newRig(t)
+	r.createWeb("pod1a", "pod2a")
+	r.start()
+	r.eventually(r.net.Ext, node1Port, "pod1a", "pod2a")
+
+	flow, err := r.net.Ext.UDPConn(context.Background(), node1Port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flow.Close()
+	first, err := flow.Ask(2 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var failures, asked atomic.Int64
+	var wg sync.WaitGroup
+	stopAsking := make(chan struct{})
+	wg.Go(func() {
+		for {
+			select {
+			case <-stopAsking:
+				return
+			default:
+			}
+			asked.Add(1)
+			if _, err := r.net.Ext.Ask(context.Background(), "tcp", node1Port, 2*time.Second); err != nil {
+				failures.Add(1)
+				t.Logf("during restart: %v", err)
+			}
+		}
+	})
+	r.stop()
+	time.Sleep(500 * time.Millisecond) // no agent at all for a while
+	old := r.agent.Load()
+	r.start()
+	waitUntil(t, func() bool { a := r.agent.Load(); return a != old && a != nil && a.Status().Syncs > 0 })
+	time.Sleep(500 * time.Millisecond)
+	close(stopAsking)
+	wg.Wait()
+	if failures.Load() > 0 || asked.Load() < 10 {
+		t.Fatalf("%d of %d new connections failed across the restart", failures.Load(), asked.Load())
+	}
+	for range 5 {
+		rep, err := flow.Ask(2 * time.Second)
+		if err != nil || rep.Pod != first.Pod {
+			t.Fatalf("established UDP flow: %v %v, want it to stay on %s", rep, err, first.Pod)
+		}
+	}
+	r.eventually(r.net.Ext, node1Port, "pod1a", "pod2a")
+}
+
+func waitUntil(t *testing.T, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if ok() {
+			return
+		}
+	}
+	t.Fatal("condition not met within 20 s")
+}
