@@ -7,17 +7,15 @@ import (
 	"math"
 	"os"
 	"os/exec"
-	"runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/svcproxy/svcproxy/internal/dataplane"
 	"github.com/svcproxy/svcproxy/internal/dataplane/iptables"
 	"github.com/svcproxy/svcproxy/internal/dataplane/nftables"
+	"github.com/svcproxy/svcproxy/internal/nsrun"
 	"github.com/svcproxy/svcproxy/internal/plan"
 )
 
@@ -126,32 +124,10 @@ func inFreshNetns(fn func() error) error {
 		return fmt.Errorf("ip netns add: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	defer exec.Command("ip", "netns", "delete", name).Run()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		return err
-	}
-	defer netns.Set(orig)
-	return fn()
+	return nsrun.Do(name, fn)
 }
 
 func vmHWM() uint64 {
-	data, _ := os.ReadFile("/proc/self/status")
-	for _, line := range strings.Split(string(data), "\n") {
-		var kb uint64
-		if _, err := fmt.Sscanf(line, "VmHWM: %d kB", &kb); err == nil {
-			return kb << 10
-		}
-	}
-	return 0
+	_, peak := procMemory("self")
+	return uint64(peak) << 10
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/svcproxy/svcproxy/internal/bench"
 )
@@ -71,6 +72,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	eps := fs.Int("endpoints", 10, "endpoints per Service")
 	changes := fs.Int("changes", 50, "single-endpoint changes timed per size")
 	dp := fs.String("dataplane", "nftables", "dataplane to measure")
+	api := fs.Bool("api", false, "measure network programming latency against a real kube-apiserver instead")
+	minSyncs := fs.String("min-sync-periods", "0s,1s", "with --api: the minSyncPeriods to measure")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -81,6 +84,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("--services: bad number %q", s)
 		}
 		ns = append(ns, n)
+	}
+	if *api {
+		var periods []time.Duration
+		for _, s := range strings.Split(*minSyncs, ",") {
+			d, err := time.ParseDuration(strings.TrimSpace(s))
+			if err != nil {
+				return fmt.Errorf("--min-sync-periods: %w", err)
+			}
+			periods = append(periods, d)
+		}
+		return bench.RunAPI(ctx, stdout, bench.APIOptions{Services: ns[len(ns)-1], Endpoints: *eps, Changes: *changes, MinSyncPeriods: periods})
 	}
 	return bench.Run(ctx, stdout, bench.Options{Sizes: ns, Endpoints: *eps, Changes: *changes, Dataplane: *dp})
 }

@@ -36,6 +36,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		logf("warning: %s", w)
 	}
 	env := proxy.Env{Logf: logf}
+	if opts.Netns != "" {
+		env = proxy.InNetns(opts.Netns, logf)
+	}
 	switch {
 	case opts.WriteConfigTo != "":
 		return config.WriteFile(opts.WriteConfigTo, opts.Config)

@@ -29,6 +29,7 @@ type Options struct {
 	WriteConfigTo string                           // --write-config-to: write Config there and exit
 	Master        string                           // --master: overrides the kubeconfig's server URL
 	Manifests     string                           // --manifests: standalone source directory
+	Netns         string                           // --netns: the named network namespace to program
 	Cleanup       bool                             // --cleanup: remove svcproxy's rules and exit
 	InitOnly      bool                             // --init-only: do privileged setup and exit
 	Version       bool                             // --version: print version and exit

@@ -26,18 +26,18 @@ type flags struct {
 	groups []group
 	cfg    *v1alpha1.KubeProxyConfiguration // defaults, overwritten by config-bound flags
 
-	configFile, writeConfigTo, master, manifests, hostnameOverride string
-	cleanup, initOnly, version, help                               bool
-	syncPeriod, minSyncPeriod, ipvsSyncPeriod, ipvsMinSyncPeriod   time.Duration
-	masqueradeAll                                                  bool
-	healthzPort, metricsPort                                       int32
+	configFile, writeConfigTo, master, manifests, netns, hostnameOverride string
+	cleanup, initOnly, version, help                                      bool
+	syncPeriod, minSyncPeriod, ipvsSyncPeriod, ipvsMinSyncPeriod          time.Duration
+	masqueradeAll                                                         bool
+	healthzPort, metricsPort                                              int32
 }
 
 // appliesWithConfig lists the flags kube-proxy v1.36 still honours when
 // --config is given; every other flag is ignored in favour of the file.
 var appliesWithConfig = map[string]bool{
 	"config": true, "write-config-to": true, "cleanup": true, "init-only": true,
-	"master": true, "hostname-override": true, "version": true, "help": true, "manifests": true,
+	"master": true, "hostname-override": true, "version": true, "help": true, "manifests": true, "netns": true,
 	"v": true, "vmodule": true, "logging-format": true, "log-flush-frequency": true,
 	"log-text-split-stream": true, "log-text-info-buffer-size": true,
 	"log-json-split-stream": true, "log-json-info-buffer-size": true,
@@ -161,13 +161,14 @@ func (f *flags) loggingFlags() *pflag.FlagSet {
 func (f *flags) extraFlags() *pflag.FlagSet {
 	s := newSet()
 	s.StringVar(&f.manifests, "manifests", "", "Directory of Service and EndpointSlice YAML to serve without Kubernetes.")
+	s.StringVar(&f.netns, "netns", "", "Program the rules of this named network namespace (ip netns) and serve health and metrics inside it, while reaching the API from the current one. For labs and benchmarks that run several nodes on one machine.")
 	return s
 }
 
 // options copies the flags that are not part of the configuration.
 func (f *flags) options() *Options {
 	return &Options{
-		ConfigFile: f.configFile, WriteConfigTo: f.writeConfigTo, Master: f.master, Manifests: f.manifests,
+		ConfigFile: f.configFile, WriteConfigTo: f.writeConfigTo, Master: f.master, Manifests: f.manifests, Netns: f.netns,
 		Cleanup: f.cleanup, InitOnly: f.initOnly, Version: f.version, Help: f.help,
 	}
 }

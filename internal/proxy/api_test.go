@@ -1,10 +1,7 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -213,35 +210,11 @@ func sameKeys(got map[string]int, want []string) bool {
 // get fetches http://addr/path from the external client namespace.
 func (r *rig) get(addr netip.AddrPort, path string) (int, http.Header, string) {
 	r.t.Helper()
-	var code int
-	var hdr http.Header
-	var body []byte
-	err := r.net.Ext.Do(func() error {
-		// Dial here, on the namespace's thread: an http.Client would dial
-		// from another goroutine, outside the namespace.
-		conn, err := net.DialTimeout("tcp", addr.String(), 3*time.Second)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(3 * time.Second))
-		req, _ := http.NewRequest("GET", fmt.Sprintf("http://%s%s", addr, path), nil)
-		if err := req.Write(conn); err != nil {
-			return err
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(conn), req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		code, hdr = resp.StatusCode, resp.Header
-		body, err = io.ReadAll(resp.Body)
-		return err
-	})
+	resp, err := r.net.Ext.Get(addr, path)
 	if err != nil {
 		r.t.Fatalf("GET %s%s: %v", addr, path, err)
 	}
-	return code, hdr, string(body)
+	return resp.Code, resp.Header, resp.Body
 }
 
 func (r *rig) waitCode(addr netip.AddrPort, path string, want int) string {

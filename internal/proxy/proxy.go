@@ -27,6 +27,7 @@ import (
 	"github.com/svcproxy/svcproxy/internal/dataplane/nftables"
 	"github.com/svcproxy/svcproxy/internal/health"
 	"github.com/svcproxy/svcproxy/internal/metrics"
+	"github.com/svcproxy/svcproxy/internal/nsrun"
 	"github.com/svcproxy/svcproxy/internal/plan"
 	"github.com/svcproxy/svcproxy/internal/source/kube"
 	"github.com/svcproxy/svcproxy/internal/source/manifests"
@@ -45,6 +46,17 @@ type Env struct {
 	// Started, when set, is called with the agent once it is assembled.
 	Started func(*agent.Agent)
 	Logf    func(format string, args ...any)
+}
+
+// InNetns is the Env of a node whose kernel is the named network
+// namespace (--netns): rules, sockets and servers go there, the API client
+// stays in the current namespace.
+func InNetns(name string, logf func(string, ...any)) Env {
+	return Env{
+		Do:     func(fn func() error) error { return nsrun.Do(name, fn) },
+		Listen: func(network, addr string) (net.Listener, error) { return nsrun.Listen(name, network, addr) },
+		Logf:   logf,
+	}
 }
 
 func (e *Env) defaults() {
