@@ -41,7 +41,7 @@ type Options struct {
 func Run(ctx context.Context, opts Options, sink source.Sink) error {
 	// The caches drop managedFields: the plan never reads them, and at
 	// 10,000 Services they are a good part of the objects' size.
-	strip := informers.WithTransform(cache.TransformStripManagedFields())
+	strip := informers.WithTransform(stripManagedFields)
 	objects := informers.NewSharedInformerFactoryWithOptions(opts.Client, opts.Resync, strip,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector().String() }))
 	node := informers.NewSharedInformerFactoryWithOptions(opts.Client, opts.Resync, strip,
@@ -128,4 +128,12 @@ func RestConfig(cc configv1alpha1.ClientConnectionConfiguration, master string) 
 	cfg.Burst = int(cc.Burst)
 	cfg.UserAgent = "svcproxy"
 	return cfg, nil
+}
+
+// stripManagedFields is an informer transform dropping managedFields.
+func stripManagedFields(obj any) (any, error) {
+	if o, ok := obj.(metav1.ObjectMetaAccessor); ok {
+		o.GetObjectMeta().SetManagedFields(nil)
+	}
+	return obj, nil
 }
