@@ -14,6 +14,7 @@ import (
 	"context"
 	"log"
 	"net/netip"
+	"reflect"
 	"sync"
 	"time"
 
@@ -40,6 +41,9 @@ type Options struct {
 	// accepted only on the Node's primary addresses (its InternalIPs), which
 	// become known when the Node arrives.
 	PrimaryNodePorts bool
+	// LocalFromPodCIDRs says detectLocalMode is NodeCIDR: traffic from the
+	// Node's podCIDRs is pod traffic; Plan.ClusterCIDRs follows them.
+	LocalFromPodCIDRs bool
 
 	MinSyncPeriod time.Duration
 	SyncPeriod    time.Duration
@@ -60,9 +64,11 @@ type Agent struct {
 	mu       sync.Mutex
 	tracker  *plan.Tracker
 	config   *plan.Config // a new configuration for the next sync
+	last     *plan.Config // the last configuration derived from the Node
 	current  *plan.Plan   // the plan of the last sync; mutated only by sync
 	synced   chan struct{}
 	isSynced bool
+	nodeSeen chan struct{} // closed when the first Node arrives
 	changes  pending
 	triggers []trigger
 	lastFull time.Time
@@ -102,10 +108,11 @@ func New(opts Options) *Agent {
 		opts.SyncPeriod = 30 * time.Second
 	}
 	return &Agent{
-		opts:    opts,
-		kick:    make(chan struct{}, 1),
-		tracker: plan.NewTracker(opts.Plan),
-		synced:  make(chan struct{}),
+		opts:     opts,
+		kick:     make(chan struct{}, 1),
+		tracker:  plan.NewTracker(opts.Plan),
+		synced:   make(chan struct{}),
+		nodeSeen: make(chan struct{}),
 	}
 }
 
@@ -138,26 +145,45 @@ func (a *Agent) SetNode(node *v1.Node) {
 	}
 	a.mu.Lock()
 	a.tracker.SetNode(node)
-	if a.opts.PrimaryNodePorts && node != nil {
-		a.setPrimaryIPs(node)
+	if node != nil {
+		a.configFromNode(node)
+		select {
+		case <-a.nodeSeen:
+		default:
+			close(a.nodeSeen)
+		}
 	}
 	a.mu.Unlock()
 	a.queue(a.opts.Families)
 }
 
-// setPrimaryIPs makes the Node's InternalIPs the NodePort addresses.
-func (a *Agent) setPrimaryIPs(node *v1.Node) {
+// configFromNode takes what the configuration leaves to the Node: its
+// InternalIPs as NodePort addresses ("primary"), its podCIDRs as the pod
+// network (detectLocalMode NodeCIDR).
+func (a *Agent) configFromNode(node *v1.Node) {
 	cfg := a.opts.Plan
-	cfg.NodePortAddresses = nil
-	for _, addr := range node.Status.Addresses {
-		if ip, err := netip.ParseAddr(addr.Address); err == nil && addr.Type == v1.NodeInternalIP {
-			cfg.NodePortAddresses = append(cfg.NodePortAddresses, netip.PrefixFrom(ip, ip.BitLen()))
+	if a.opts.PrimaryNodePorts {
+		cfg.NodePortAddresses = nil
+		for _, addr := range node.Status.Addresses {
+			if ip, err := netip.ParseAddr(addr.Address); err == nil && addr.Type == v1.NodeInternalIP {
+				cfg.NodePortAddresses = append(cfg.NodePortAddresses, netip.PrefixFrom(ip, ip.BitLen()))
+			}
+		}
+		if len(cfg.NodePortAddresses) == 0 {
+			a.opts.Logf("node %s has no InternalIP: NodePorts are accepted on every local address", node.Name)
 		}
 	}
-	if len(cfg.NodePortAddresses) == 0 {
-		a.opts.Logf("node %s has no InternalIP: NodePorts are accepted on every local address", node.Name)
+	if a.opts.LocalFromPodCIDRs {
+		cfg.ClusterCIDRs = nil
+		for _, s := range node.Spec.PodCIDRs {
+			if p, err := netip.ParsePrefix(s); err == nil {
+				cfg.ClusterCIDRs = append(cfg.ClusterCIDRs, p.Masked())
+			}
+		}
 	}
-	a.config = &cfg
+	if a.last == nil || !reflect.DeepEqual(*a.last, cfg) {
+		a.config, a.last = &cfg, &cfg
+	}
 }
 
 // Synced implements source.Sink: the first sync may run.
@@ -256,12 +282,27 @@ type pending struct {
 
 type changeCount struct{ pending, total int }
 
-// waitSynced blocks until the source delivered its initial state.
+// NodeWait bounds how long the first sync waits for the Node when the
+// configuration depends on it, as kube-proxy waits for its node's podCIDR.
+const NodeWait = 30 * time.Second
+
+// waitSynced blocks until the source delivered its initial state, and the
+// Node if the configuration needs it.
 func (a *Agent) waitSynced(ctx context.Context) error {
 	select {
 	case <-a.synced:
-		return nil
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
+	if !a.opts.PrimaryNodePorts && !a.opts.LocalFromPodCIDRs {
+		return nil
+	}
+	select {
+	case <-a.nodeSeen:
+	case <-time.After(NodeWait):
+		a.opts.Logf("no Node object after %v: syncing without its addresses and podCIDRs", NodeWait)
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -263,4 +264,23 @@ func waitFor(t *testing.T, ok func() bool) {
 		}
 	}
 	t.Fatal("condition not met within 5 s")
+}
+
+func TestNodeCIDRDetectLocalFollowsPodCIDRs(t *testing.T) {
+	rec := newRecorder()
+	a := start(t, Options{Dataplane: rec, LocalFromPodCIDRs: true, SyncPeriod: time.Hour})
+	a.Synced()
+	rec.none(t, 300*time.Millisecond, "the first sync waits for the Node")
+	node := objects.Node("node1", "zone-a")
+	node.Spec.PodCIDRs = []string{"10.244.1.0/24", "fd00:10:244:1::/64"}
+	a.SetNode(node)
+	if c := rec.next(t); !c.full {
+		t.Fatalf("first sync = %+v, want full", c)
+	}
+	a.mu.Lock()
+	got := fmt.Sprint(a.current.Config.ClusterCIDRs)
+	a.mu.Unlock()
+	if got != "[10.244.1.0/24 fd00:10:244:1::/64]" {
+		t.Fatalf("pod network = %s, want the Node's podCIDRs", got)
+	}
 }

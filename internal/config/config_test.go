@@ -156,6 +156,10 @@ func TestParseErrors(t *testing.T) {
 		args: []string{"--proxy-mode=ipvs"},
 		want: `KubeProxyConfiguration.mode: Invalid value: "ipvs": kube-proxy's ipvs mode is not implemented in svcproxy yet; use "nftables" (the default) or "iptables"`,
 	}, {
+		name: "interface-based local detection not implemented",
+		args: []string{"--detect-local-mode=BridgeInterface", "--pod-bridge-interface=cbr0"},
+		want: `KubeProxyConfiguration.detectLocalMode: Invalid value: "BridgeInterface": svcproxy tells pod traffic by address only; use "ClusterCIDR" or "NodeCIDR"`,
+	}, {
 		name: "bad bind address flag",
 		args: []string{"--healthz-bind-address=localhost:10256"},
 		want: `invalid argument "localhost:10256" for "--healthz-bind-address" flag: "localhost:10256" is not IP or IP:port`,

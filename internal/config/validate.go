@@ -45,11 +45,15 @@ func Validate(cfg *v1alpha1.KubeProxyConfiguration) error {
 
 // Supported reports what kube-proxy accepts but svcproxy does not run yet.
 func Supported(cfg *v1alpha1.KubeProxyConfiguration) error {
-	if cfg.Mode != ModeIPVS {
-		return nil
+	switch {
+	case cfg.Mode == ModeIPVS:
+		return field.Invalid(root.Child("mode"), string(cfg.Mode),
+			`kube-proxy's ipvs mode is not implemented in svcproxy yet; use "nftables" (the default) or "iptables"`)
+	case cfg.DetectLocalMode == "BridgeInterface" || cfg.DetectLocalMode == "InterfaceNamePrefix":
+		return field.Invalid(root.Child("detectLocalMode"), string(cfg.DetectLocalMode),
+			`svcproxy tells pod traffic by address only; use "ClusterCIDR" or "NodeCIDR"`)
 	}
-	return field.Invalid(root.Child("mode"), string(cfg.Mode),
-		`kube-proxy's ipvs mode is not implemented in svcproxy yet; use "nftables" (the default) or "iptables"`)
+	return nil
 }
 
 func validateMode(mode v1alpha1.ProxyMode) field.ErrorList {

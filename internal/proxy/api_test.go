@@ -51,17 +51,24 @@ type rig struct {
 }
 
 func newRig(t *testing.T) *rig {
-	testnet.RequireKernel(t, "nft")
-	r := &rig{t: t, cp: controlplane.New(t), net: testnet.New(t, testnet.Options{})}
+	r := newNetRig(t)
+	r.cp = controlplane.New(t)
 	r.client = r.cp.Client()
-	for _, p := range r.net.PodList {
-		p.Serve(t, podPort)
-	}
 	node := objects.Node("node1", "zone-a")
 	for _, ip := range testnet.Node1Addrs.IPs() {
 		node.Status.Addresses = append(node.Status.Addresses, v1.NodeAddress{Type: v1.NodeInternalIP, Address: ip.String()})
 	}
 	r.create(node)
+	return r
+}
+
+// newNetRig is a rig without a control plane, its pods serving.
+func newNetRig(t *testing.T) *rig {
+	testnet.RequireKernel(t, "nft")
+	r := &rig{t: t, net: testnet.New(t, testnet.Options{})}
+	for _, p := range r.net.PodList {
+		p.Serve(t, podPort)
+	}
 	return r
 }
 
@@ -72,8 +79,11 @@ func (r *rig) start(extra ...string) {
 		"--hostname-override=node1", "--proxy-mode=nftables",
 		"--cluster-cidr=" + testnet.ClusterCIDRv4.String() + "," + testnet.ClusterCIDRv6.String(),
 		"--healthz-bind-address=" + healthzAddr.String(), "--metrics-bind-address=" + metricsAddr.String(),
-		"--kubeconfig=" + r.cp.Kubeconfig(), "--conntrack-max-per-core=0",
+		"--conntrack-max-per-core=0",
 	}, extra...)
+	if r.cp != nil {
+		args = append(args, "--kubeconfig="+r.cp.Kubeconfig())
+	}
 	opts, err := config.Parse(args)
 	if err != nil {
 		r.t.Fatal(err)
@@ -102,6 +112,15 @@ func (r *rig) start(extra ...string) {
 			r.stop()
 		}
 	})
+}
+
+func (r *rig) parse(args ...string) *config.Options {
+	r.t.Helper()
+	opts, err := config.Parse(args)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return opts
 }
 
 func (r *rig) create(obj any) {
@@ -260,6 +279,8 @@ func TestAPIServiceLifecycle(t *testing.T) {
 	r.setEndpoints(r.endpoint("pod2b"))
 	r.eventually(r.net.Ext, node1Port, "pod2b")
 
+	r.checkHealthCheckNodePort()
+
 	code, _, body := r.get(metricsAddr, "/proxyMode")
 	if code != 200 || body != "nftables" {
 		t.Errorf("/proxyMode = %d %q, want 200 nftables", code, body)
@@ -282,6 +303,38 @@ func TestAPIServiceLifecycle(t *testing.T) {
 		t.Errorf("/healthz body %s does not say the node is ineligible", body)
 	}
 	r.waitCode(healthzAddr, "/livez", 200)
+}
+
+// checkHealthCheckNodePort: a LoadBalancer Service with
+// externalTrafficPolicy Local gets a health-check node port on node1 that
+// answers 200 with a local endpoint and 503 without, in kube-proxy's shape.
+func (r *rig) checkHealthCheckNodePort() {
+	r.t.Helper()
+	const hc = 32123
+	svc := objects.Service("default", "local", objects.ClusterIP("10.96.0.20"), objects.Type(v1.ServiceTypeLoadBalancer),
+		objects.Port("http", v1.ProtocolTCP, 80, 31080), objects.ExternalTrafficPolicyLocal(hc))
+	r.create(svc)
+	slice := objects.Slice("default", "local-1", "local", discovery.AddressTypeIPv4,
+		[]discovery.EndpointPort{objects.EndpointPort("http", v1.ProtocolTCP, podPort)}, r.endpoint("pod1a"), r.endpoint("pod2a"))
+	r.create(slice)
+	addr := netip.AddrPortFrom(testnet.Node1Addrs.LANv4, hc)
+	body := r.waitCode(addr, "/", 200)
+	want := "{\n\t\"service\": {\n\t\t\"namespace\": \"default\",\n\t\t\"name\": \"local\"\n\t},\n\t\"localEndpoints\": 1,\n\t\"serviceProxyHealthy\": true\n}"
+	if body != want {
+		r.t.Errorf("health check node port body %q, want %q", body, want)
+	}
+	_, hdr, _ := r.get(addr, "/")
+	if hdr.Get("Content-Type") != "application/json" || hdr.Get("X-Load-Balancing-Endpoint-Weight") != "1" || hdr.Get("X-Content-Type-Options") != "nosniff" {
+		r.t.Errorf("health check node port headers %v", hdr)
+	}
+	if err := r.client.DiscoveryV1().EndpointSlices("default").Delete(context.Background(), "local-1", metav1.DeleteOptions{}); err != nil {
+		r.t.Fatal(err)
+	}
+	r.create(objects.Slice("default", "local-2", "local", discovery.AddressTypeIPv4,
+		[]discovery.EndpointPort{objects.EndpointPort("http", v1.ProtocolTCP, podPort)}, r.endpoint("pod2a")))
+	if body := r.waitCode(addr, "/", 503); !strings.Contains(body, `"localEndpoints": 0`) {
+		r.t.Errorf("without a local endpoint: %s", body)
+	}
 }
 
 func (r *rig) waitRejected(dst netip.AddrPort) {

@@ -106,7 +106,8 @@ func Run(ctx context.Context, opts *config.Options, env Env) error {
 
 	a := agent.New(agent.Options{
 		Plan: pc, Families: fams, PrimaryNodePorts: primary,
-		MinSyncPeriod: set.MinSyncPeriod, SyncPeriod: set.SyncPeriod,
+		LocalFromPodCIDRs: cfg.DetectLocalMode == "NodeCIDR" && opts.Manifests == "",
+		MinSyncPeriod:     set.MinSyncPeriod, SyncPeriod: set.SyncPeriod,
 		Dataplane: dp, Conntrack: ct, Health: ph, Services: svcHealth, Metrics: m, Logf: env.Logf,
 	})
 	if opts.Manifests != "" {
