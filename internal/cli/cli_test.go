@@ -1,0 +1,59 @@
+package cli
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func run(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = Main(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := run("--version")
+	if code != 0 || !strings.HasPrefix(out, "svcproxy ") || !strings.Contains(out, "kube-proxy v1.36 compatible") {
+		t.Fatalf("--version = %d %q", code, out)
+	}
+}
+
+func TestHelpShowsSubcommandsAndKubeProxyFlags(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"help"}, {"-h"}} {
+		code, out, _ := run(args...)
+		for _, want := range []string{"svcproxy demo", "--manifests DIR", "--config string", "--proxy-mode", "--cleanup"} {
+			if code != 0 || !strings.Contains(out, want) {
+				t.Errorf("%v: exit %d, output lacks %q", args, code, want)
+			}
+		}
+	}
+}
+
+func TestBadInputNamesTheFlagOrField(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--proxy-mod=nftables"}, "unknown flag: --proxy-mod"},
+		{[]string{"--iptables-masquerade-bit=40"}, "KubeProxyConfiguration.iptables.masqueradeBit: Invalid value: 40"},
+		{[]string{"--config=/nonexistent/kube-proxy.yaml"}, "/nonexistent/kube-proxy.yaml"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+	}
+	for _, tt := range tests {
+		code, _, errOut := run(tt.args...)
+		if code == 0 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%v: exit %d, stderr %q, want it to contain %q", tt.args, code, errOut, tt.want)
+		}
+	}
+}
+
+func TestWriteConfigTo(t *testing.T) {
+	path := t.TempDir() + "/config.yaml"
+	if code, _, errOut := run("--proxy-mode=iptables", "--write-config-to="+path); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if code, _, errOut := run("--config="+path, "--write-config-to="+path+".2"); code != 0 {
+		t.Fatalf("the written config does not load back: %s", errOut)
+	}
+}
