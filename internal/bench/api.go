@@ -138,6 +138,9 @@ func (e *apiEnv) populate(ctx context.Context, n, eps int) ([]*discovery.Endpoin
 		})
 	}
 	for i := range n {
+		if ctx.Err() != nil {
+			break
+		}
 		jobs <- i
 	}
 	close(jobs)
@@ -183,11 +186,14 @@ func (e *apiEnv) measure(ctx context.Context, all []*discovery.EndpointSlice, ch
 	}
 	defer mon.stop()
 	for k := range changes {
+		if ctx.Err() != nil {
+			return r, ctx.Err()
+		}
 		i := k * len(all) / changes
 		ip := netip.AddrFrom4([4]byte{10, byte(250 - run), byte(k / 250), byte(k%250 + 1)}).String()
 		took, err := e.change(ctx, all, i, ip, mon)
 		if err != nil {
-			return r, err
+			return r, fmt.Errorf("%w; the agent's log ends:\n%s", err, agent.tail())
 		}
 		r.latencies = append(r.latencies, took)
 	}
@@ -259,17 +265,31 @@ func (a *agentProc) stop() {
 func (a *agentProc) waitFirstSync(ctx context.Context, node *testnet.NS) (time.Duration, error) {
 	start := time.Now()
 	addr := netip.AddrPortFrom(testnet.Node1Addrs.LANv4, 10249)
-	for deadline := start.Add(5 * time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if a.cmd.ProcessState != nil {
-			break
-		}
+	for deadline := start.Add(5 * time.Minute); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(50 * time.Millisecond) {
 		resp, err := node.Get(addr, "/metrics")
-		if err == nil && strings.Contains(resp.Body, "kubeproxy_sync_proxy_rules_duration_seconds_count") {
+		if err == nil && syncCount(resp.Body) > 0 {
 			return time.Since(start), nil
 		}
 	}
-	tail, _ := os.ReadFile(a.log)
-	return 0, fmt.Errorf("agent made no sync; its log:\n%s", lastLines(string(tail), 20))
+	return 0, fmt.Errorf("agent made no sync; its log ends:\n%s", a.tail())
+}
+
+// syncCount reads the number of syncs from the agent's metrics.
+func syncCount(metrics string) int {
+	n := 0
+	for _, l := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(l, "kubeproxy_sync_proxy_rules_duration_seconds_count") {
+			fields := strings.Fields(l)
+			v, _ := strconv.Atoi(fields[len(fields)-1])
+			n = max(n, v)
+		}
+	}
+	return n
+}
+
+func (a *agentProc) tail() string {
+	data, _ := os.ReadFile(a.log)
+	return lastLines(string(data), 20)
 }
 
 // monitor follows `nft monitor` in a namespace, timestamping each line.
@@ -297,8 +317,30 @@ func startMonitor(ns string) (*monitor, error) {
 		return nil, err
 	}
 	go m.read(out)
-	time.Sleep(300 * time.Millisecond) // let nft subscribe before the first change
+	if err := m.probe(ns); err != nil {
+		m.stop()
+		return nil, err
+	}
 	return m, nil
+}
+
+// probeTable is a table the benchmark adds to see that nft monitor is
+// listening: at 10,000 Services it first spends seconds loading its cache,
+// and a change made before that would go unseen.
+const probeTable = "svcproxy-bench-probe"
+
+func (m *monitor) probe(ns string) error {
+	defer exec.Command("ip", "netns", "exec", ns, "nft", "delete", "table", "ip", probeTable).Run()
+	for range 60 {
+		if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "add", "table", "ip", probeTable).CombinedOutput(); err != nil {
+			return fmt.Errorf("nft add table: %v: %s", err, out)
+		}
+		if _, err := m.wait(probeTable, time.Second); err == nil {
+			return nil
+		}
+		exec.Command("ip", "netns", "exec", ns, "nft", "delete", "table", "ip", probeTable).Run()
+	}
+	return fmt.Errorf("nft monitor in %s saw nothing for a minute", ns)
 }
 
 func (m *monitor) read(r io.Reader) {
@@ -306,7 +348,7 @@ func (m *monitor) read(r io.Reader) {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		now := time.Now()
-		if !strings.Contains(sc.Text(), "10.2") {
+		if !strings.Contains(sc.Text(), "10.2") && !strings.Contains(sc.Text(), probeTable) {
 			continue
 		}
 		m.mu.Lock()
@@ -319,14 +361,14 @@ func (m *monitor) read(r io.Reader) {
 	}
 }
 
-// wait returns when a line naming ip (as an added element or rule) was
-// seen.
-func (m *monitor) wait(ip string, limit time.Duration) (time.Time, error) {
+// wait returns when a line adding key (an address in an element or rule,
+// or the probe table) was seen.
+func (m *monitor) wait(key string, limit time.Duration) (time.Time, error) {
 	deadline := time.After(limit)
 	for {
 		m.mu.Lock()
 		for _, l := range m.lines {
-			if strings.HasPrefix(l.text, "add") && strings.Contains(l.text, ip+" ") || strings.Contains(l.text, ip+":") {
+			if strings.HasPrefix(l.text, "add") && (strings.Contains(l.text, key+" ") || strings.HasSuffix(l.text, key)) || strings.Contains(l.text, key+":") {
 				m.mu.Unlock()
 				return l.at, nil
 			}
@@ -336,7 +378,7 @@ func (m *monitor) wait(ip string, limit time.Duration) (time.Time, error) {
 		select {
 		case <-m.wake:
 		case <-deadline:
-			return time.Time{}, fmt.Errorf("%s did not reach the kernel within %v", ip, limit)
+			return time.Time{}, fmt.Errorf("%s did not reach the kernel within %v", key, limit)
 		}
 	}
 }

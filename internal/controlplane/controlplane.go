@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,8 +26,8 @@ import (
 )
 
 // DefaultServiceCIDR is the service cluster IP range when Options leaves it
-// empty.
-const DefaultServiceCIDR = "10.96.0.0/16"
+// empty: dual-stack, IPv4 first, as the testnet address plan.
+const DefaultServiceCIDR = "10.96.0.0/16,fd00:10:96::/112"
 
 // ServiceAccountIssuer is the issuer of the service-account tokens.
 const ServiceAccountIssuer = "https://kubernetes.default.svc.cluster.local"
@@ -272,8 +273,11 @@ func hostPort(port int) string { return net.JoinHostPort("127.0.0.1", strconv.It
 
 // firstServiceIP returns the first address of cidr, the ClusterIP the
 // apiserver gives the default/kubernetes Service.
+// A dual-stack range ("v4,v6") gives the first address of its primary
+// (first) family.
 func firstServiceIP(cidr string) (net.IP, error) {
-	prefix, err := netip.ParsePrefix(cidr)
+	primary, _, _ := strings.Cut(cidr, ",")
+	prefix, err := netip.ParsePrefix(primary)
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: ServiceCIDR: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/svcproxy/svcproxy/internal/config"
 	"github.com/svcproxy/svcproxy/internal/controlplane"
 	"github.com/svcproxy/svcproxy/internal/objects"
+	"github.com/svcproxy/svcproxy/internal/source"
 	"github.com/svcproxy/svcproxy/internal/testnet"
 )
 
@@ -238,14 +239,14 @@ func (r *rig) get(addr netip.AddrPort, path string) (int, http.Header, string) {
 
 func (r *rig) waitCode(addr netip.AddrPort, path string, want int) string {
 	r.t.Helper()
-	var code int
-	var body string
+	var resp testnet.Response
+	var err error
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if code, _, body = r.get(addr, path); code == want {
-			return body
+		if resp, err = r.net.Ext.Get(addr, path); err == nil && resp.Code == want {
+			return resp.Body
 		}
 	}
-	r.t.Fatalf("GET %s%s = %d %s, want %d", addr, path, code, body, want)
+	r.t.Fatalf("GET %s%s = %d %s (err %v), want %d", addr, path, resp.Code, resp.Body, err, want)
 	return ""
 }
 
@@ -280,6 +281,13 @@ func TestAPIServiceLifecycle(t *testing.T) {
 	r.eventually(r.net.Ext, node1Port, "pod2b")
 
 	r.checkHealthCheckNodePort()
+	r.checkDualStack()
+	r.checkOtherProxysService()
+
+	events, err := r.client.EventsV1().Events("default").List(context.Background(), metav1.ListOptions{})
+	if err != nil || len(events.Items) == 0 || events.Items[0].Reason != "Starting" || events.Items[0].Regarding.Name != "node1" {
+		t.Errorf("want a Starting event about node1, got %v (err %v)", events, err)
+	}
 
 	code, _, body := r.get(metricsAddr, "/proxyMode")
 	if code != 200 || body != "nftables" {
@@ -303,6 +311,46 @@ func TestAPIServiceLifecycle(t *testing.T) {
 		t.Errorf("/healthz body %s does not say the node is ineligible", body)
 	}
 	r.waitCode(healthzAddr, "/livez", 200)
+}
+
+// checkOtherProxysService: a Service labelled for another proxy gets no
+// rules, while one created after it does.
+func (r *rig) checkOtherProxysService() {
+	r.t.Helper()
+	ports := []discovery.EndpointPort{objects.EndpointPort("http", v1.ProtocolTCP, podPort)}
+	for _, name := range []string{"other", "mine"} {
+		ip := map[string]string{"other": "10.96.0.50", "mine": "10.96.0.51"}[name]
+		svc := objects.Service("default", name, objects.ClusterIP(ip), objects.Port("http", v1.ProtocolTCP, 80, 0))
+		svc.Spec.Ports[0].TargetPort.IntVal = podPort
+		slice := objects.Slice("default", name+"-1", name, discovery.AddressTypeIPv4, ports, r.endpoint("pod1a"))
+		if name == "other" {
+			svc.Labels = map[string]string{source.LabelServiceProxyName: "someone-else"}
+			slice.Labels[source.LabelServiceProxyName] = "someone-else"
+		}
+		r.create(svc)
+		r.create(slice)
+	}
+	r.eventually(r.pod("pod1b").NS, netip.MustParseAddrPort("10.96.0.51:80"), "pod1a")
+	if rep, err := r.pod("pod1b").NS.Ask(context.Background(), "tcp", netip.MustParseAddrPort("10.96.0.50:80"), time.Second); err == nil {
+		r.t.Errorf("another proxy's Service answered (%v): svcproxy programmed it", rep)
+	}
+}
+
+// checkDualStack: a RequireDualStack Service with one slice per family
+// answers on both families' ClusterIPs and NodePorts.
+func (r *rig) checkDualStack() {
+	r.t.Helper()
+	svc := objects.Service("default", "dual", objects.ClusterIPs("10.96.0.40", "fd00:10:96::40"), objects.IPFamilies(v1.IPFamilyPolicyRequireDualStack),
+		objects.Type(v1.ServiceTypeNodePort), objects.Port("http", v1.ProtocolTCP, 80, 30081))
+	svc.Spec.Ports[0].TargetPort.IntVal = podPort
+	r.create(svc)
+	ports := []discovery.EndpointPort{objects.EndpointPort("http", v1.ProtocolTCP, podPort)}
+	r.create(objects.Slice("default", "dual-v4", "dual", discovery.AddressTypeIPv4, ports, r.endpoint("pod1a")))
+	p := r.pod("pod2a")
+	r.create(objects.Slice("default", "dual-v6", "dual", discovery.AddressTypeIPv6, ports, objects.Endpoint(p.IPv6.String(), objects.OnNode(p.Node))))
+	r.eventually(r.net.Ext, netip.AddrPortFrom(testnet.Node1Addrs.LANv4, 30081), "pod1a")
+	r.eventually(r.net.Ext, netip.AddrPortFrom(testnet.Node1Addrs.LANv6, 30081), "pod2a")
+	r.eventually(r.pod("pod1b").NS, netip.MustParseAddrPort("[fd00:10:96::40]:80"), "pod2a")
 }
 
 // checkHealthCheckNodePort: a LoadBalancer Service with

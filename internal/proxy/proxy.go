@@ -248,6 +248,7 @@ func runSource(ctx context.Context, opts *config.Options, env Env, nodeName stri
 			return err
 		}
 	}
+	announceStart(ctx, client, nodeName, env.Logf)
 	return kube.Run(ctx, kube.Options{Client: client, NodeName: nodeName, Resync: opts.Config.ConfigSyncPeriod.Duration}, a)
 }
 

@@ -39,9 +39,8 @@ type Options struct {
 // Run starts the informers, reports Synced once Services and EndpointSlices
 // are listed, and feeds the sink until ctx ends.
 func Run(ctx context.Context, opts Options, sink source.Sink) error {
-	// The caches drop managedFields: the plan never reads them, and at
-	// 10,000 Services they are a good part of the objects' size.
-	strip := informers.WithTransform(stripManagedFields)
+	// The caches keep only what the proxy reads (see slim).
+	strip := informers.WithTransform(slim)
 	objects := informers.NewSharedInformerFactoryWithOptions(opts.Client, opts.Resync, strip,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector().String() }))
 	node := informers.NewSharedInformerFactoryWithOptions(opts.Client, opts.Resync, strip,
@@ -130,10 +129,22 @@ func RestConfig(cc configv1alpha1.ClientConnectionConfiguration, master string) 
 	return cfg, nil
 }
 
-// stripManagedFields is an informer transform dropping managedFields.
-func stripManagedFields(obj any) (any, error) {
+// slim is an informer transform dropping what the proxy never reads before
+// the object is cached: managedFields, annotations (kubectl's
+// last-applied-configuration can be kilobytes) except an EndpointSlice's
+// last-change-trigger-time, and a Node's image list.
+func slim(obj any) (any, error) {
 	if o, ok := obj.(metav1.ObjectMetaAccessor); ok {
-		o.GetObjectMeta().SetManagedFields(nil)
+		meta := o.GetObjectMeta()
+		meta.SetManagedFields(nil)
+		var keep map[string]string
+		if t, ok := meta.GetAnnotations()[v1.EndpointsLastChangeTriggerTime]; ok {
+			keep = map[string]string{v1.EndpointsLastChangeTriggerTime: t}
+		}
+		meta.SetAnnotations(keep)
+	}
+	if n, ok := obj.(*v1.Node); ok {
+		n.Status.Images = nil
 	}
 	return obj, nil
 }
