@@ -18,7 +18,7 @@ func TestSlimKeepsOnlyWhatTheProxyReads(t *testing.T) {
 		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
 		Annotations: map[string]string{
 			"kubectl.kubernetes.io/last-applied-configuration": `{"big":"json"}`,
-			v1.EndpointsLastChangeTriggerTime:                   "2026-12-02T08:00:00Z",
+			v1.EndpointsLastChangeTriggerTime:                  "2026-12-02T08:00:00Z",
 		},
 	}
 	slice := &discovery.EndpointSlice{ObjectMeta: *meta.DeepCopy()}
