@@ -1,10 +1,12 @@
 package bench
 
 import (
-	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -20,6 +22,10 @@ import (
 	discovery "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/mdlayher/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/svcproxy/svcproxy/internal/controlplane"
 	"github.com/svcproxy/svcproxy/internal/objects"
@@ -213,7 +219,8 @@ func (e *apiEnv) change(ctx context.Context, all []*discovery.EndpointSlice, i i
 		return 0, fmt.Errorf("update EndpointSlice %s: %w", s.Name, err)
 	}
 	all[i] = updated
-	seen, err := mon.wait(ip, 20*time.Second)
+	addr := netip.MustParseAddr(ip).As4()
+	seen, err := mon.wait(addr[:], 20*time.Second)
 	if err != nil {
 		return 0, err
 	}
@@ -292,31 +299,34 @@ func (a *agentProc) tail() string {
 	return lastLines(string(data), 20)
 }
 
-// monitor follows `nft monitor` in a namespace, timestamping each line.
+// monitor listens to the nf_tables netlink multicast group of a namespace
+// (what `nft monitor` listens to, without nft's cache of the whole ruleset,
+// which at 10,000 Services takes it longer to load than the benchmark
+// runs) and timestamps each message.
 type monitor struct {
-	cmd   *exec.Cmd
-	mu    sync.Mutex
-	lines []timedLine
-	wake  chan struct{}
+	conn *netlink.Conn
+	mu   sync.Mutex
+	msgs []timedMsg
+	wake chan struct{}
 }
 
-type timedLine struct {
+type timedMsg struct {
 	at   time.Time
-	text string
+	data []byte
 }
 
 func startMonitor(ns string) (*monitor, error) {
-	m := &monitor{wake: make(chan struct{}, 1)}
-	m.cmd = exec.Command("ip", "netns", "exec", ns, "nft", "monitor")
-	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	out, err := m.cmd.StdoutPipe()
+	h, err := netns.GetFromName(ns)
 	if err != nil {
 		return nil, err
 	}
-	if err := m.cmd.Start(); err != nil {
-		return nil, err
+	defer h.Close()
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: int(h), Groups: 1 << (unix.NFNLGRP_NFTABLES - 1)})
+	if err != nil {
+		return nil, fmt.Errorf("nf_tables monitor in %s: %w", ns, err)
 	}
-	go m.read(out)
+	m := &monitor{conn: conn, wake: make(chan struct{}, 1)}
+	go m.read()
 	if err := m.probe(ns); err != nil {
 		m.stop()
 		return nil, err
@@ -324,35 +334,20 @@ func startMonitor(ns string) (*monitor, error) {
 	return m, nil
 }
 
-// probeTable is a table the benchmark adds to see that nft monitor is
-// listening: at 10,000 Services it first spends seconds loading its cache,
-// and a change made before that would go unseen.
-const probeTable = "svcproxy-bench-probe"
-
-func (m *monitor) probe(ns string) error {
-	defer exec.Command("ip", "netns", "exec", ns, "nft", "delete", "table", "ip", probeTable).Run()
-	for range 60 {
-		if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "add", "table", "ip", probeTable).CombinedOutput(); err != nil {
-			return fmt.Errorf("nft add table: %v: %s", err, out)
+func (m *monitor) read() {
+	for {
+		msgs, err := m.conn.Receive()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "closed") {
+				return
+			}
+			continue // ENOBUFS after a burst: keep listening
 		}
-		if _, err := m.wait(probeTable, time.Second); err == nil {
-			return nil
-		}
-		exec.Command("ip", "netns", "exec", ns, "nft", "delete", "table", "ip", probeTable).Run()
-	}
-	return fmt.Errorf("nft monitor in %s saw nothing for a minute", ns)
-}
-
-func (m *monitor) read(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
 		now := time.Now()
-		if !strings.Contains(sc.Text(), "10.2") && !strings.Contains(sc.Text(), probeTable) {
-			continue
-		}
 		m.mu.Lock()
-		m.lines = append(m.lines, timedLine{now, sc.Text()})
+		for _, msg := range msgs {
+			m.msgs = append(m.msgs, timedMsg{now, msg.Data})
+		}
 		m.mu.Unlock()
 		select {
 		case m.wake <- struct{}{}:
@@ -361,32 +356,43 @@ func (m *monitor) read(r io.Reader) {
 	}
 }
 
-// wait returns when a line adding key (an address in an element or rule,
-// or the probe table) was seen.
-func (m *monitor) wait(key string, limit time.Duration) (time.Time, error) {
+// probeTable is a table the benchmark adds to see that the monitor is
+// listening before the first change.
+const probeTable = "svcproxy-bench-probe"
+
+func (m *monitor) probe(ns string) error {
+	defer exec.Command("ip", "netns", "exec", ns, "nft", "delete", "table", "ip", probeTable).Run()
+	if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "add", "table", "ip", probeTable).CombinedOutput(); err != nil {
+		return fmt.Errorf("nft add table: %v: %s", err, out)
+	}
+	_, err := m.wait([]byte(probeTable), 10*time.Second)
+	return err
+}
+
+// wait returns when a message carrying key (an address's bytes, or the
+// probe table's name) was seen; messages seen before without it are
+// dropped.
+func (m *monitor) wait(key []byte, limit time.Duration) (time.Time, error) {
 	deadline := time.After(limit)
 	for {
 		m.mu.Lock()
-		for _, l := range m.lines {
-			if strings.HasPrefix(l.text, "add") && (strings.Contains(l.text, key+" ") || strings.HasSuffix(l.text, key)) || strings.Contains(l.text, key+":") {
+		for _, msg := range m.msgs {
+			if bytes.Contains(msg.data, key) {
 				m.mu.Unlock()
-				return l.at, nil
+				return msg.at, nil
 			}
 		}
-		m.lines = m.lines[:0]
+		m.msgs = m.msgs[:0]
 		m.mu.Unlock()
 		select {
 		case <-m.wake:
 		case <-deadline:
-			return time.Time{}, fmt.Errorf("%s did not reach the kernel within %v", key, limit)
+			return time.Time{}, fmt.Errorf("%v did not reach the kernel within %v", key, limit)
 		}
 	}
 }
 
-func (m *monitor) stop() {
-	syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
-	m.cmd.Wait()
-}
+func (m *monitor) stop() { m.conn.Close() }
 
 // procMemory reads a process's resident set size and its peak, in KiB.
 func procMemory(pid string) (rss, peak int64) {
