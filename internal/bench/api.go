@@ -204,6 +204,11 @@ func (e *apiEnv) measure(ctx context.Context, all []*discovery.EndpointSlice, ch
 		r.latencies = append(r.latencies, took)
 	}
 	r.rss, r.peak = procMemory(strconv.Itoa(agent.cmd.Process.Pid))
+	if dir := os.Getenv("SVCPROXY_BENCH_HEAP"); dir != "" { // for finding where the memory goes
+		if resp, err := e.net.Node1.Get(netip.AddrPortFrom(testnet.Node1Addrs.LANv4, 10249), "/debug/pprof/heap"); err == nil {
+			os.WriteFile(filepath.Join(dir, fmt.Sprintf("heap-%d.pprof", run)), []byte(resp.Body), 0o644)
+		}
+	}
 	return r, nil
 }
 
@@ -250,7 +255,8 @@ func (e *apiEnv) startAgent(minSync time.Duration, run int) (*agentProc, error) 
 	node := testnet.Node1Addrs.LANv4.String()
 	a.cmd = exec.Command(self, "--kubeconfig="+e.cp.Kubeconfig(), "--hostname-override=node1", "--netns="+e.net.Node1.Name,
 		"--proxy-mode=nftables", "--iptables-min-sync-period="+minSync.String(), "--cluster-cidr="+testnet.ClusterCIDRv4.String(),
-		"--healthz-bind-address="+node+":10256", "--metrics-bind-address="+node+":10249", "--conntrack-max-per-core=0")
+		"--healthz-bind-address="+node+":10256", "--metrics-bind-address="+node+":10249", "--conntrack-max-per-core=0",
+		"--profiling")
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	return a, a.cmd.Start()

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"os"
+	"runtime/debug"
 
 	"github.com/svcproxy/svcproxy/internal/config"
 	"github.com/svcproxy/svcproxy/internal/proxy"
@@ -47,6 +49,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case opts.InitOnly:
 		return proxy.Init(opts, env)
 	}
+	tuneGC(logf)
 	logf("svcproxy %s starting: mode %s, node %q", Version, opts.Proxy.Mode, opts.Config.HostnameOverride)
 	return proxy.Run(ctx, opts, env)
 }
@@ -56,4 +59,17 @@ func printHelp(w io.Writer) {
 	fmt.Fprint(w, usage)
 	fmt.Fprintf(w, "\nRun as a node's Service proxy (kube-proxy %s's flags and config file):\n\n", compatible)
 	config.Usage(w)
+}
+
+// gcPercent is the garbage collector's target when GOGC is not set: a node
+// agent's memory counts more than the little CPU the extra collections
+// cost, since after the first sync it allocates little. At 10,000 Services
+// it keeps the heap's peak near 1.5x the live objects instead of 2x.
+const gcPercent = 50
+
+func tuneGC(logf func(string, ...any)) {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+		logf("garbage collector target GOGC=%d (set GOGC to override; GOMEMLIMIT caps the heap)", gcPercent)
+	}
 }

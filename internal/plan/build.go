@@ -414,6 +414,9 @@ func sliceEndpoints(s *discovery.EndpointSlice, f Family, node nodeInfo) (map[ep
 			return nil, bad(fmt.Sprintf("ports[%d].port", i), "%d out of range 1-65535", *p.Port)
 		}
 		k := epKey{f, deref(p.Name), protocolOf(derefProto(p.Protocol))}
+		if out[k] == nil {
+			out[k] = make([]Endpoint, 0, len(s.Endpoints))
+		}
 		for j, e := range s.Endpoints {
 			if len(e.Addresses) == 0 {
 				continue

@@ -70,8 +70,23 @@ func fitsTopology(e Endpoint, mode string, node nodeInfo) bool {
 	return true
 }
 
+// filter returns the endpoints keep accepts, sharing eps when it accepts
+// all (callers only read the result), else in one exact allocation: at
+// 100,000 endpoints, growing by append was the plan's largest allocation.
 func filter(eps []Endpoint, keep func(Endpoint) bool) []Endpoint {
-	var out []Endpoint
+	n := 0
+	for _, e := range eps {
+		if keep(e) {
+			n++
+		}
+	}
+	switch n {
+	case 0:
+		return nil
+	case len(eps):
+		return eps
+	}
+	out := make([]Endpoint, 0, n)
 	for _, e := range eps {
 		if keep(e) {
 			out = append(out, e)

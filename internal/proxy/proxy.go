@@ -12,6 +12,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"time"
@@ -122,11 +123,27 @@ func Run(ctx context.Context, opts *config.Options, env Env) error {
 		},
 		func(ctx context.Context) error {
 			h := metrics.Handler(m, string(set.Mode), func() any { return cfg }, ph.Handler())
+			if cfg.EnableProfiling {
+				h = withProfiling(h)
+			}
 			return serve(ctx, env, cfg.MetricsBindAddress, config.MetricsPort, h)
 		},
 		func(ctx context.Context) error { return runSource(ctx, opts, env, nodeName, a) },
 		a.Run,
 	)
+}
+
+// withProfiling adds Go's /debug/pprof/ handlers, as kube-proxy's
+// enableProfiling does on its metrics server.
+func withProfiling(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 // Cleanup removes the rules of every mode svcproxy knows (--cleanup).
