@@ -9,8 +9,10 @@ export GOFLAGS ?= -mod=mod
 
 all: build
 
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
 build:
-	$(GO) build -o bin/svcproxy ./cmd/svcproxy
+	$(GO) build -ldflags "-X github.com/svcproxy/svcproxy/internal/cli.Version=$(VERSION)" -o bin/svcproxy ./cmd/svcproxy
 
 deps:
 	./hack/deps.sh

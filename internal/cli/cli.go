@@ -26,7 +26,9 @@ Usage:
   svcproxy demo                 program the two-tier example into a throwaway
                                 network-namespace cluster and show the traffic
   svcproxy bench [flags]        measure a dataplane in a throwaway network
-                                namespace and print a table
+                                namespace and print a table; with --api, the
+                                network programming latency against a real
+                                kube-apiserver
   svcproxy help                 this text
 `
 
