@@ -70,8 +70,8 @@ func RunAPI(ctx context.Context, out io.Writer, opts APIOptions) error {
 			return err
 		}
 		p := percentiles(r.latencies)
-		fmt.Fprintf(out, "%-14v %-16v %-10v %-10v %-10v %-10s %-10s\n", ms, r.firstSync.Round(time.Millisecond),
-			p[50].Round(time.Millisecond), p[99].Round(time.Millisecond), p[100].Round(time.Millisecond), mib(r.rss), mib(r.peak))
+		fmt.Fprintf(out, "%-14v %-16v %-10v %-10v %-10v %-10s %-10s  slowest: %v\n", ms, r.firstSync.Round(time.Millisecond),
+			p[50].Round(time.Millisecond), p[99].Round(time.Millisecond), p[100].Round(time.Millisecond), mib(r.rss), mib(r.peak), slowest(r.latencies, 3))
 	}
 	return nil
 }
@@ -413,6 +413,18 @@ func procMemory(pid string) (rss, peak int64) {
 		}
 	}
 	return rss, peak
+}
+
+// slowest returns the n largest durations, largest first.
+func slowest(ds []time.Duration, n int) []time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	slices.Reverse(s)
+	s = s[:min(n, len(s))]
+	for i := range s {
+		s[i] = s[i].Round(time.Millisecond)
+	}
+	return s
 }
 
 func mib(kib int64) string { return fmt.Sprintf("%d MiB", kib/1024) }
