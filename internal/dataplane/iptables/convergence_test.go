@@ -21,7 +21,7 @@ func dumpOf(f *Fake) string {
 // sync of the same plan gives.
 func TestConvergence(t *testing.T) {
 	in := flows.Fixture()
-	for seed := int64(1); seed <= 5; seed++ {
+	for seed := int64(1); seed <= 20; seed++ {
 		rng := rand.New(rand.NewSource(seed))
 		tr := fixtureTracker(in)
 		fake := NewFake()
@@ -62,8 +62,9 @@ func TestConvergence(t *testing.T) {
 }
 
 // TestPartialSyncWritesOnlyTheChangedService: after one endpoint of one
-// Service changes, the restore input declares that Service's chains and
-// the dispatch chains, and no chain of any other Service.
+// Service changes, the restore input declares only chains of that Service,
+// no dispatch chain (its dispatch rules did not change), and no chain of
+// any other Service.
 func TestPartialSyncWritesOnlyTheChangedService(t *testing.T) {
 	in := flows.Fixture()
 	tr := fixtureTracker(in)
@@ -73,7 +74,13 @@ func TestPartialSyncWritesOnlyTheChangedService(t *testing.T) {
 	if err := d.Sync(context.Background(), p, ch); err != nil {
 		t.Fatal(err)
 	}
-	changed := in.Slices[0].DeepCopy()
+	var changed = in.Slices[0].DeepCopy()
+	for _, sl := range in.Slices {
+		if len(sl.Endpoints) >= 3 { // still endpoints, local and remote, after the change
+			changed = sl.DeepCopy()
+			break
+		}
+	}
 	changed.Endpoints = changed.Endpoints[:len(changed.Endpoints)-1]
 	tr.SetSlice(changed)
 	p, ch = tr.Sync()
@@ -90,6 +97,7 @@ func TestPartialSyncWritesOnlyTheChangedService(t *testing.T) {
 		}
 		name, _, _ := strings.Cut(line[1:], " ")
 		if fixedChains[name] {
+			t.Errorf("partial sync for an endpoint change declared (so rewrote) %s", name)
 			continue
 		}
 		for _, sp := range p.PortsOf(plan.IPv4) {
@@ -98,8 +106,59 @@ func TestPartialSyncWritesOnlyTheChangedService(t *testing.T) {
 			}
 		}
 	}
-	if strings.Contains(fake.LastRestore["iptables"], "-I ") {
-		t.Error("partial sync re-installed the jumps from built-in chains")
+	if strings.Contains(fake.LastRestore["iptables"], "-I ") || strings.Contains(fake.LastRestore["iptables"], "-D ") {
+		t.Errorf("partial sync for an endpoint change edited rules in the dispatch or built-in chains:\n%s", fake.LastRestore["iptables"])
+	}
+}
+
+// TestPartialSyncEditsDispatchRules: deleting a Service and adding it back
+// edits the dispatch chains rule by rule (-D, then -I at the rule's place)
+// instead of rewriting them, and the result equals a full sync's.
+func TestPartialSyncEditsDispatchRules(t *testing.T) {
+	in := flows.Fixture()
+	tr := fixtureTracker(in)
+	fake := NewFake()
+	d := New(Options{Run: fake.Run})
+	ctx := context.Background()
+	p, ch := tr.Sync()
+	if err := d.Sync(ctx, p, ch); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"np-cluster", "lb-ranges", "multi", "dual"} {
+		var svc = in.Services[0]
+		for _, s := range in.Services {
+			if s.Name == name {
+				svc = s
+			}
+		}
+		for _, step := range []string{"delete", "add"} {
+			if step == "delete" {
+				tr.DeleteService(svc.Namespace, svc.Name)
+			} else {
+				tr.SetService(svc)
+			}
+			p, ch = tr.Sync()
+			if err := d.Sync(ctx, p, ch); err != nil {
+				t.Fatalf("%s %s: %v", step, name, err)
+			}
+			in4 := fake.LastRestore["iptables"]
+			for _, dc := range dispatchChains {
+				if strings.Contains(in4, ":"+dc.chain+" ") {
+					t.Errorf("%s %s: partial sync rewrote %s %s:\n%s", step, name, dc.table, dc.chain, in4)
+				}
+			}
+			op := map[string]string{"delete": "-D KUBE-SERVICES ", "add": "-I KUBE-SERVICES "}[step]
+			if !strings.Contains(in4, op) {
+				t.Errorf("%s %s: no %q in\n%s", step, name, op, in4)
+			}
+			want := NewFake()
+			if err := New(Options{Run: want.Run}).Sync(ctx, p, plan.Changes{Full: true}); err != nil {
+				t.Fatal(err)
+			}
+			if got, w := dumpOf(fake), dumpOf(want); got != w {
+				t.Fatalf("%s %s: partial sync differs from a full sync:\n%s", step, name, lineDiff(got, w))
+			}
+		}
 	}
 }
 

@@ -12,8 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/svcproxy/svcproxy/internal/plan"
@@ -44,9 +46,16 @@ type Dataplane struct {
 	state   map[plan.Family]*famState
 }
 
-// famState is what the last successful sync wrote in one family.
+// famState is what the last successful sync wrote in one family: every
+// service port's chains and dispatch rules, and the dispatch chains' order
+// (blocks of rules by sorted key, then the tails), so a partial sync can
+// edit single rules of the dispatch chains by position.
 type famState struct {
 	ports    map[plan.Key]*portRules
+	keys     []plan.Key         // of ports, sorted
+	npTail   []string           // end of nat KUBE-SERVICES and filter KUBE-EXTERNAL-SERVICES
+	cips     []netip.Addr       // sorted distinct ClusterIPs: the rejects ending filter KUBE-SERVICES
+	cipRefs  map[netip.Addr]int // service ports per ClusterIP
 	needFull bool
 }
 
@@ -116,7 +125,7 @@ func (d *Dataplane) Sync(ctx context.Context, p *plan.Plan, ch plan.Changes) err
 		st := d.state[f]
 		err := d.syncFamily(ctx, p, ch, f, st, backend)
 		if err != nil {
-			st.needFull, st.ports = true, nil
+			*st = famState{needFull: true}
 			errs = append(errs, fmt.Errorf("iptables %s sync: %w", f, err))
 		}
 	}
@@ -130,129 +139,357 @@ func (d *Dataplane) syncFamily(ctx context.Context, p *plan.Plan, ch plan.Change
 	if err != nil {
 		return err
 	}
-	full := ch.Full || st.needFull
-	var existing map[string]*Table
-	if full {
-		out, err := d.opts.Run(ctx, nil, binary(f, backend, "-save"))
-		if err != nil {
-			return err
-		}
-		existing = ParseSave(string(out))
+	if !ch.Full && !st.needFull && slices.Equal(r.nodePortTail(p), st.npTail) {
+		return d.partialSync(ctx, p, ch, f, st, r, backend)
 	}
-	ports := map[plan.Key]*portRules{}
-	var stale []string
-	var write []*Chain
-	for _, sp := range p.PortsOf(f) {
-		old := st.ports[sp.Key]
-		if !full && old != nil && !ch.Keys[sp.Key] {
-			ports[sp.Key] = old
-			continue
+	return d.fullSync(ctx, p, f, st, r, backend)
+}
+
+// tail is what ends dispatch chain i after the service ports' rules.
+func (st *famState) tail(i int) []string {
+	switch i {
+	case dNatServices, dFilterExternal:
+		return st.npTail
+	case dFilterServices:
+		out := make([]string, len(st.cips))
+		for j, ip := range st.cips {
+			out[j] = rejectRule(ip)
 		}
-		pr := r.port(sp)
-		ports[sp.Key] = pr
-		write = append(write, pr.chains...)
+		return out
 	}
-	if !full {
-		for k := range ch.Keys {
-			if old := st.ports[k]; old != nil {
-				for _, c := range old.chains {
-					if !hasChain(ports[k], c.Name) {
-						stale = append(stale, c.Name)
-					}
-				}
-			}
-		}
-	} else {
-		want := map[string]bool{}
-		for _, c := range write {
-			want[c.Name] = true
-		}
-		if t := existing["nat"]; t != nil {
-			for _, name := range t.Order {
-				if owned(name) && !fixedChains[name] && !want[name] {
-					stale = append(stale, name)
-				}
-			}
-		}
-	}
-	in := d.restoreInput(p, r, ports, write, stale, full, existing)
-	if _, err := d.opts.Run(ctx, in, binary(f, backend, "-restore"), "--noflush", "-w", "5"); err != nil {
-		return err
-	}
-	st.ports, st.needFull = ports, false
 	return nil
 }
 
-func hasChain(pr *portRules, name string) bool {
-	return pr != nil && slices.ContainsFunc(pr.chains, func(c *Chain) bool { return c.Name == name })
-}
+// chunkChains is how many port chains one iptables-nft-restore transaction
+// of a full sync writes at most (whole service ports, so a chunk may hold a
+// few more). iptables-nft-restore's time grows much faster than linearly
+// with the size of a transaction (bench at 1000 Services × 10 endpoints:
+// 9.9 s in one transaction, 1.4 s in chunks of 100 Services).
+const chunkChains = 1000
 
-// restoreInput writes the iptables-restore input of one sync: the dispatch
-// chains always, fixed chains and jumps on full syncs, the given port
-// chains, and deletions of stale ones.
-func (d *Dataplane) restoreInput(p *plan.Plan, r *renderer, ports map[plan.Key]*portRules, write []*Chain, stale []string, full bool, existing map[string]*Table) []byte {
-	keys := make([]plan.Key, 0, len(ports))
-	for k := range ports {
-		keys = append(keys, k)
+// fullSync reads the tables, declares (so flushes) and rewrites every chain
+// of ours, re-installs the jumps from the built-in chains and deletes the
+// chains of ours the plan no longer needs.
+func (d *Dataplane) fullSync(ctx context.Context, p *plan.Plan, f plan.Family, st *famState, r *renderer, backend string) error {
+	out, err := d.opts.Run(ctx, nil, binary(f, backend, "-save"))
+	if err != nil {
+		return err
 	}
-	slices.SortFunc(keys, func(a, b plan.Key) int {
-		if a.Less(b) {
-			return -1
+	existing := ParseSave(string(out))
+	sps := p.PortsOf(f)
+	ns := &famState{ports: make(map[plan.Key]*portRules, len(sps)), keys: make([]plan.Key, 0, len(sps)),
+		cipRefs: map[netip.Addr]int{}, npTail: r.nodePortTail(p)}
+	want := map[string]bool{}
+	nChains := 0
+	for _, sp := range sps {
+		pr := r.port(sp)
+		ns.ports[sp.Key] = pr
+		ns.keys = append(ns.keys, sp.Key)
+		if ns.cipRefs[sp.ClusterIP]++; ns.cipRefs[sp.ClusterIP] == 1 {
+			ns.cips = append(ns.cips, sp.ClusterIP)
 		}
-		if b.Less(a) {
-			return 1
+		for _, c := range pr.chains {
+			want[c.Name] = true
 		}
-		return 0
-	})
-	tails := r.tails(p, d.mark())
-	var b bytes.Buffer
-	for _, table := range []string{"filter", "nat"} {
-		fmt.Fprintf(&b, "*%s\n", table)
-		var rules bytes.Buffer
-		declare := func(chain string, rs []string) {
-			fmt.Fprintf(&b, ":%s - [0:0]\n", chain)
-			for _, rule := range rs {
-				fmt.Fprintf(&rules, "-A %s %s\n", chain, rule)
+		nChains += len(pr.chains)
+	}
+	slices.SortFunc(ns.cips, netip.Addr.Compare)
+	var stale []string
+	if t := existing["nat"]; t != nil {
+		for _, name := range t.Order {
+			if owned(name) && !fixedChains[name] && !want[name] {
+				stale = append(stale, name)
 			}
 		}
-		for _, dc := range dispatchChains {
+	}
+	chunked := backend == "nft" && nChains > chunkChains
+	if chunked {
+		// KUBE-MARK-MASQ first, as the port chains jump to it; then the
+		// port chains, a chunk at a time; the dispatch chains last.
+		var b bytes.Buffer
+		b.WriteString("*nat\n")
+		fixed := fixedChainRules(d.mark())
+		writeChains(&b, []*Chain{{Name: chainMarkMasq, Rules: fixed[dispatch{"nat", chainMarkMasq}]}})
+		b.WriteString("COMMIT\n")
+		if _, err := d.restore(ctx, f, backend, b.Bytes()); err != nil {
+			return err
+		}
+		var chunk []*Chain
+		flush := func() error {
+			if len(chunk) == 0 {
+				return nil
+			}
+			b.Reset()
+			b.WriteString("*nat\n")
+			writeChains(&b, chunk)
+			b.WriteString("COMMIT\n")
+			chunk = chunk[:0]
+			_, err := d.restore(ctx, f, backend, b.Bytes())
+			return err
+		}
+		for _, k := range ns.keys {
+			chunk = append(chunk, ns.ports[k].chains...)
+			if len(chunk) >= chunkChains {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+	}
+	var b bytes.Buffer
+	for _, table := range []string{"filter", "nat"} {
+		b.WriteString("*" + table + "\n")
+		var rules bytes.Buffer
+		declare := func(chain string, rs []string) {
+			b.WriteString(":" + chain + " - [0:0]\n")
+			for _, rule := range rs {
+				rules.WriteString("-A " + chain + " " + rule + "\n")
+			}
+		}
+		for i, dc := range dispatchChains {
 			if dc.table != table {
 				continue
 			}
 			var rs []string
-			for _, k := range keys {
-				rs = append(rs, ports[k].dispatch[dc]...)
+			for _, k := range ns.keys {
+				rs = append(rs, ns.ports[k].dispatch[i]...)
 			}
-			declare(dc.chain, append(rs, tails[dc]...))
+			declare(dc.chain, append(rs, ns.tail(i)...))
 		}
-		if full {
-			fixed := fixedChainRules(d.mark())
-			for _, dc := range slices.SortedFunc(maps.Keys(fixed), func(a, b dispatch) int { return strings.Compare(a.chain, b.chain) }) {
-				if dc.table == table {
-					declare(dc.chain, fixed[dc])
-				}
+		fixed := fixedChainRules(d.mark())
+		for _, dc := range slices.SortedFunc(maps.Keys(fixed), func(a, b dispatch) int { return strings.Compare(a.chain, b.chain) }) {
+			if dc.table == table {
+				declare(dc.chain, fixed[dc])
 			}
 		}
 		if table == "nat" {
-			for _, c := range write {
-				declare(c.Name, c.Rules)
+			if !chunked {
+				var all []*Chain
+				for _, k := range ns.keys {
+					all = append(all, ns.ports[k].chains...)
+				}
+				writeChains(&b, all)
 			}
 			for _, name := range stale {
-				fmt.Fprintf(&b, ":%s - [0:0]\n", name)
+				b.WriteString(":" + name + " - [0:0]\n")
 			}
 		}
 		b.Write(rules.Bytes())
-		if full {
-			writeJumps(&b, table, existing[table])
-		}
+		writeJumps(&b, table, existing[table])
 		if table == "nat" {
 			for _, name := range stale {
-				fmt.Fprintf(&b, "-X %s\n", name)
+				b.WriteString("-X " + name + "\n")
 			}
 		}
 		b.WriteString("COMMIT\n")
 	}
-	return b.Bytes()
+	if _, err := d.restore(ctx, f, backend, b.Bytes()); err != nil {
+		return err
+	}
+	*st = *ns
+	return nil
+}
+
+func (d *Dataplane) restore(ctx context.Context, f plan.Family, backend string, in []byte) ([]byte, error) {
+	return d.opts.Run(ctx, in, binary(f, backend, "-restore"), "--noflush", "-w", "5")
+}
+
+// writeChains declares chains (flushing the ones that exist) and appends
+// their rules. The declarations go in descending name order: both
+// iptables-restore binaries keep user chains sorted by name and load
+// large inputs markedly faster in that order (iptables-nft-restore: 3.9 s
+// instead of 9.9 s at 1000 Services × 10 endpoints).
+func writeChains(b *bytes.Buffer, chains []*Chain) {
+	sorted := slices.Clone(chains)
+	slices.SortFunc(sorted, func(x, y *Chain) int { return strings.Compare(y.Name, x.Name) })
+	for _, c := range sorted {
+		b.WriteString(":" + c.Name + " - [0:0]\n")
+	}
+	for _, c := range sorted {
+		for _, rule := range c.Rules {
+			b.WriteString("-A " + c.Name + " " + rule + "\n")
+		}
+	}
+}
+
+func compareKeys(a, b plan.Key) int {
+	if a.Less(b) {
+		return -1
+	}
+	if b.Less(a) {
+		return 1
+	}
+	return 0
+}
+
+// tableEdit is the restore input of a partial sync for one table, in the
+// order it is written.
+type tableEdit struct {
+	decl, dels, rules, ins, drop bytes.Buffer
+}
+
+// partialSync writes only what the changed service ports changed: their
+// chains whose rules differ (declared, so flushed, and rewritten), their
+// rules in the dispatch chains (deleted by specification and inserted at
+// their position, the order a full sync writes), the ClusterIP rejects that
+// appear or go, and the deletion of their chains no longer needed. It reads
+// nothing from the kernel.
+func (d *Dataplane) partialSync(ctx context.Context, p *plan.Plan, ch plan.Changes, f plan.Family, st *famState, r *renderer, backend string) error {
+	var changed []plan.Key
+	for k := range ch.Keys {
+		if k.Family == f {
+			changed = append(changed, k)
+		}
+	}
+	slices.SortFunc(changed, compareKeys)
+	edits := map[string]*tableEdit{"filter": {}, "nat": {}}
+	nat := edits["nat"]
+	newPR := make(map[plan.Key]*portRules, len(changed))
+	var inserted [nDispatch]map[plan.Key]bool
+	touched := map[netip.Addr]bool{}
+	for _, k := range changed {
+		old := st.ports[k]
+		var nw *portRules
+		if sp := p.Ports[k]; sp != nil {
+			nw = r.port(sp)
+		}
+		newPR[k] = nw
+		// Chains.
+		oldChains := map[string]*Chain{}
+		if old != nil {
+			for _, c := range old.chains {
+				oldChains[c.Name] = c
+			}
+		}
+		var write []*Chain
+		if nw != nil {
+			for _, c := range nw.chains {
+				oc := oldChains[c.Name]
+				delete(oldChains, c.Name)
+				if oc == nil || !slices.Equal(oc.Rules, c.Rules) {
+					write = append(write, c)
+				}
+			}
+		}
+		for _, c := range write {
+			nat.decl.WriteString(":" + c.Name + " - [0:0]\n")
+			for _, rule := range c.Rules {
+				nat.rules.WriteString("-A " + c.Name + " " + rule + "\n")
+			}
+		}
+		for _, name := range slices.Sorted(maps.Keys(oldChains)) {
+			nat.decl.WriteString(":" + name + " - [0:0]\n")
+			nat.drop.WriteString("-X " + name + "\n")
+		}
+		// Dispatch rules.
+		for i, dc := range dispatchChains {
+			var o, n []string
+			if old != nil {
+				o = old.dispatch[i]
+			}
+			if nw != nil {
+				n = nw.dispatch[i]
+			}
+			if slices.Equal(o, n) {
+				continue
+			}
+			for _, rule := range o {
+				edits[dc.table].dels.WriteString("-D " + dc.chain + " " + rule + "\n")
+			}
+			if len(n) > 0 {
+				if inserted[i] == nil {
+					inserted[i] = map[plan.Key]bool{}
+				}
+				inserted[i][k] = true
+			}
+		}
+		// ClusterIP references.
+		if old != nil {
+			st.cipRefs[old.clusterIP]--
+			touched[old.clusterIP] = true
+		}
+		if nw != nil {
+			st.cipRefs[nw.clusterIP]++
+			touched[nw.clusterIP] = true
+		}
+	}
+	// The rejects of ClusterIPs that went; those that came are inserted
+	// below, once the positions are known.
+	var addIPs []netip.Addr
+	for _, ip := range slices.SortedFunc(maps.Keys(touched), netip.Addr.Compare) {
+		i, present := slices.BinarySearchFunc(st.cips, ip, netip.Addr.Compare)
+		switch now := st.cipRefs[ip] > 0; {
+		case present && !now:
+			edits["filter"].dels.WriteString("-D " + chainServices + " " + rejectRule(ip) + "\n")
+			st.cips = slices.Delete(st.cips, i, i+1)
+		case !present && now:
+			addIPs = append(addIPs, ip)
+			st.cips = slices.Insert(st.cips, i, ip)
+		}
+		if st.cipRefs[ip] <= 0 {
+			delete(st.cipRefs, ip)
+		}
+	}
+	// The new state, then the insertions at their final positions, in
+	// ascending order, after all deletions.
+	for _, k := range changed {
+		old, nw := st.ports[k], newPR[k]
+		i, found := slices.BinarySearchFunc(st.keys, k, compareKeys)
+		switch {
+		case nw == nil && old != nil:
+			delete(st.ports, k)
+			if found {
+				st.keys = slices.Delete(st.keys, i, i+1)
+			}
+		case nw != nil:
+			st.ports[k] = nw
+			if !found {
+				st.keys = slices.Insert(st.keys, i, k)
+			}
+		}
+	}
+	for i, dc := range dispatchChains {
+		if inserted[i] == nil && !(i == dFilterServices && len(addIPs) > 0) {
+			continue
+		}
+		ins := &edits[dc.table].ins
+		pos := 0
+		for _, k := range st.keys {
+			block := st.ports[k].dispatch[i]
+			if inserted[i][k] {
+				for j, rule := range block {
+					ins.WriteString("-I " + dc.chain + " " + strconv.Itoa(pos+j+1) + " " + rule + "\n")
+				}
+			}
+			pos += len(block)
+		}
+		if i == dFilterServices {
+			for _, ip := range addIPs {
+				j, _ := slices.BinarySearchFunc(st.cips, ip, netip.Addr.Compare)
+				ins.WriteString("-I " + dc.chain + " " + strconv.Itoa(pos+j+1) + " " + rejectRule(ip) + "\n")
+			}
+		}
+	}
+	var b bytes.Buffer
+	for _, table := range []string{"filter", "nat"} {
+		e := edits[table]
+		if e.decl.Len()+e.dels.Len()+e.rules.Len()+e.ins.Len()+e.drop.Len() == 0 {
+			continue
+		}
+		b.WriteString("*" + table + "\n")
+		for _, part := range []*bytes.Buffer{&e.decl, &e.dels, &e.rules, &e.ins, &e.drop} {
+			b.Write(part.Bytes())
+		}
+		b.WriteString("COMMIT\n")
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	_, err := d.restore(ctx, f, backend, b.Bytes())
+	return err
 }
 
 // writeJumps removes the jumps into our chains that a built-in chain holds

@@ -20,7 +20,7 @@ type Chain struct {
 type dispatch struct{ table, chain string }
 
 // The dispatch chains, in the order they are written.
-var dispatchChains = []dispatch{
+var dispatchChains = [nDispatch]dispatch{
 	{"nat", chainServices}, {"nat", chainNodePorts},
 	{"filter", chainServices}, {"filter", chainExternalServices}, {"filter", chainNodePorts}, {"filter", chainFirewall},
 }
@@ -28,9 +28,22 @@ var dispatchChains = []dispatch{
 // portRules is what one service port contributes: its own nat chains and
 // its rules in the dispatch chains.
 type portRules struct {
-	chains   []*Chain
-	dispatch map[dispatch][]string
+	chains    []*Chain
+	dispatch  [nDispatch][]string // indexed like dispatchChains
+	clusterIP netip.Addr
 }
+
+const nDispatch = 6
+
+// Indexes into dispatchChains.
+const (
+	dNatServices = iota
+	dNatNodePorts
+	dFilterServices
+	dFilterExternal
+	dFilterNodePorts
+	dFilterFirewall
+)
 
 // renderer translates service ports of one family; it decides nothing.
 type renderer struct {
@@ -49,23 +62,19 @@ func newRenderer(p *plan.Plan, f plan.Family) (*renderer, error) {
 
 func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).String() }
 
-func (r *renderer) protoMatch(k plan.Key, port uint16) string {
-	p := protoLower(k)
-	return "-p " + p + " %s -m " + p + " --dport " + strconv.Itoa(int(port))
-}
-
 // to writes a rule matching dst:port of the port's protocol.
 func (r *renderer) to(sp *plan.ServicePort, dst netip.Addr, port uint16, what, target string) string {
 	pre := ""
 	if dst.IsValid() {
 		pre = "-d " + hostPrefix(dst) + " "
 	}
-	return pre + fmt.Sprintf(r.protoMatch(sp.Key, port), comment(what)) + " -j " + target
+	p := protoLower(sp.Key)
+	return pre + "-p " + p + " " + comment(what) + " -m " + p + " --dport " + strconv.Itoa(int(port)) + " -j " + target
 }
 
 func (r *renderer) port(sp *plan.ServicePort) *portRules {
-	pr := &portRules{dispatch: map[dispatch][]string{}}
-	add := func(d dispatch, rules ...string) { pr.dispatch[d] = append(pr.dispatch[d], rules...) }
+	pr := &portRules{clusterIP: sp.ClusterIP}
+	add := func(d int, rules ...string) { pr.dispatch[d] = append(pr.dispatch[d], rules...) }
 	name := sp.ServicePortName.String()
 	svc, svl, ext, fw := portChain(prefixSVC, sp.Key), portChain(prefixSVL, sp.Key), portChain(prefixEXT, sp.Key), portChain(prefixFW, sp.Key)
 	has := sp.HasEndpoints()
@@ -87,11 +96,11 @@ func (r *renderer) port(sp *plan.ServicePort) *portRules {
 	// ClusterIP.
 	switch {
 	case !has:
-		add(dispatch{"filter", chainServices}, r.to(sp, sp.ClusterIP, sp.Port, name+" has no endpoints", "REJECT"))
+		add(dFilterServices, r.to(sp, sp.ClusterIP, sp.Port, name+" has no endpoints", "REJECT"))
 	case len(sp.InternalEndpoints()) == 0:
-		add(dispatch{"filter", chainServices}, r.to(sp, sp.ClusterIP, sp.Port, name+" has no local endpoints", "DROP"))
+		add(dFilterServices, r.to(sp, sp.ClusterIP, sp.Port, name+" has no local endpoints", "DROP"))
 	default:
-		add(dispatch{"nat", chainServices}, r.to(sp, sp.ClusterIP, sp.Port, name+" cluster IP", internal))
+		add(dNatServices, r.to(sp, sp.ClusterIP, sp.Port, name+" cluster IP", internal))
 	}
 	if !sp.HasExternal() {
 		return pr
@@ -109,10 +118,10 @@ func (r *renderer) port(sp *plan.ServicePort) *portRules {
 	}
 	for _, ip := range sp.ExternalIPs {
 		if has {
-			add(dispatch{"nat", chainServices}, r.to(sp, ip, sp.Port, name+" external IP", ext))
+			add(dNatServices, r.to(sp, ip, sp.Port, name+" external IP", ext))
 		}
 		if extVerdict != "" {
-			add(dispatch{"filter", chainExternalServices}, r.to(sp, ip, sp.Port, name+" external IP: no usable endpoint", extVerdict))
+			add(dFilterExternal, r.to(sp, ip, sp.Port, name+" external IP: no usable endpoint", extVerdict))
 		}
 	}
 	for _, ip := range sp.LoadBalancerIPs {
@@ -120,15 +129,15 @@ func (r *renderer) port(sp *plan.ServicePort) *portRules {
 		if len(sp.SourceRanges) > 0 {
 			lbTarget = fw
 			for _, src := range sp.SourceRanges {
-				add(dispatch{"filter", chainFirewall}, "-s "+src.String()+" "+r.to(sp, ip, sp.Port, name+" loadbalancer IP", "RETURN"))
+				add(dFilterFirewall, "-s "+src.String()+" "+r.to(sp, ip, sp.Port, name+" loadbalancer IP", "RETURN"))
 			}
-			add(dispatch{"filter", chainFirewall}, r.to(sp, ip, sp.Port, name+" traffic not accepted by "+fw, "DROP"))
+			add(dFilterFirewall, r.to(sp, ip, sp.Port, name+" traffic not accepted by "+fw, "DROP"))
 		}
 		if has {
-			add(dispatch{"nat", chainServices}, r.to(sp, ip, sp.Port, name+" loadbalancer IP", lbTarget))
+			add(dNatServices, r.to(sp, ip, sp.Port, name+" loadbalancer IP", lbTarget))
 		}
 		if extVerdict != "" {
-			add(dispatch{"filter", chainExternalServices}, r.to(sp, ip, sp.Port, name+" loadbalancer IP: no usable endpoint", extVerdict))
+			add(dFilterExternal, r.to(sp, ip, sp.Port, name+" loadbalancer IP: no usable endpoint", extVerdict))
 		}
 	}
 	if has && len(sp.LoadBalancerIPs) > 0 && len(sp.SourceRanges) > 0 {
@@ -140,10 +149,10 @@ func (r *renderer) port(sp *plan.ServicePort) *portRules {
 	}
 	if sp.NodePort != 0 {
 		if has {
-			add(dispatch{"nat", chainNodePorts}, r.to(sp, netip.Addr{}, sp.NodePort, name, ext))
+			add(dNatNodePorts, r.to(sp, netip.Addr{}, sp.NodePort, name, ext))
 		}
 		if extVerdict != "" {
-			add(dispatch{"filter", chainNodePorts}, r.to(sp, netip.Addr{}, sp.NodePort, name+" node port: no usable endpoint", extVerdict))
+			add(dFilterNodePorts, r.to(sp, netip.Addr{}, sp.NodePort, name+" node port: no usable endpoint", extVerdict))
 		}
 	}
 	return pr
@@ -175,15 +184,15 @@ func (r *renderer) balance(sp *plan.ServicePort, name string, eps []netip.AddrPo
 	if sp.AffinitySeconds > 0 {
 		for _, ep := range eps {
 			sep := sepChain(sp.Key, ep.String())
-			c.Rules = append(c.Rules, fmt.Sprintf("%s -m recent --rcheck --seconds %d --reap --name %s --mask %s --rsource -j %s",
-				comment(what+" -> "+ep.String()), sp.AffinitySeconds, sep, r.hostMask(), sep))
+			c.Rules = append(c.Rules, comment(what+" -> "+ep.String())+" -m recent --rcheck --seconds "+strconv.Itoa(int(sp.AffinitySeconds))+
+				" --reap --name "+sep+" --mask "+r.hostMask()+" --rsource -j "+sep)
 		}
 	}
 	for i, ep := range eps {
 		sep := sepChain(sp.Key, ep.String())
 		stat := ""
 		if left := len(eps) - i; left > 1 {
-			stat = fmt.Sprintf(" -m statistic --mode random --probability %.11f", 1/float64(left))
+			stat = " -m statistic --mode random --probability " + strconv.FormatFloat(1/float64(left), 'f', 11, 64)
 		}
 		c.Rules = append(c.Rules, comment(what+" -> "+ep.String())+stat+" -j "+sep)
 		out = append(out, r.endpoint(sp, sep, ep))
@@ -243,11 +252,9 @@ func uniqueChains(cs []*Chain) []*Chain {
 	})
 }
 
-// fixedRules are the rules of the chains every node has, and the tails of
-// the dispatch chains: nodeport jumps and the catch-all rejects for
-// undefined ports of ClusterIPs.
-func (r *renderer) tails(p *plan.Plan, mark string) map[dispatch][]string {
-	t := map[dispatch][]string{}
+// nodePortTail is the end of nat KUBE-SERVICES and filter
+// KUBE-EXTERNAL-SERVICES: the jumps to KUBE-NODEPORTS, which must stay last.
+func (r *renderer) nodePortTail(p *plan.Plan) []string {
 	ips, anyLocal := p.Config.NodePortIPs(r.fam)
 	loop := "127.0.0.0/8"
 	if r.fam == plan.IPv6 {
@@ -260,18 +267,13 @@ func (r *renderer) tails(p *plan.Plan, mark string) map[dispatch][]string {
 	for _, ip := range ips {
 		np = append(np, "-d "+hostPrefix(ip)+" "+comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")+" -j "+chainNodePorts)
 	}
-	t[dispatch{"nat", chainServices}] = np
-	t[dispatch{"filter", chainExternalServices}] = np
-	var cips []netip.Addr
-	for _, sp := range p.PortsOf(r.fam) {
-		cips = append(cips, sp.ClusterIP)
-	}
-	slices.SortFunc(cips, netip.Addr.Compare)
-	for _, ip := range slices.Compact(cips) {
-		t[dispatch{"filter", chainServices}] = append(t[dispatch{"filter", chainServices}],
-			"-d "+hostPrefix(ip)+" "+comment("cluster IP without such a service port")+" -j REJECT")
-	}
-	return t
+	return np
+}
+
+// rejectRule is filter KUBE-SERVICES's catch-all for undefined ports of a
+// ClusterIP; these end that chain, one per ClusterIP, sorted.
+func rejectRule(ip netip.Addr) string {
+	return "-d " + hostPrefix(ip) + " " + comment("cluster IP without such a service port") + " -j REJECT"
 }
 
 // fixedChainRules are the chains with the same rules on every node.
