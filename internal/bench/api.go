@@ -44,7 +44,8 @@ type apiRun struct {
 	minSync   time.Duration
 	firstSync time.Duration
 	latencies []time.Duration
-	rss, peak int64 // KiB
+	writes    []time.Duration // of which the apiserver's Update round trip
+	rss, peak int64           // KiB
 }
 
 // RunAPI measures network programming latency against a real apiserver:
@@ -72,6 +73,7 @@ func RunAPI(ctx context.Context, out io.Writer, opts APIOptions) error {
 		p := percentiles(r.latencies)
 		fmt.Fprintf(out, "%-14v %-16v %-10v %-10v %-10v %-10s %-10s  slowest: %v\n", ms, r.firstSync.Round(time.Millisecond),
 			p[50].Round(time.Millisecond), p[99].Round(time.Millisecond), p[100].Round(time.Millisecond), mib(r.rss), mib(r.peak), slowest(r.latencies, 3))
+		fmt.Fprintf(out, "%-14s the apiserver's Update round trip: p50 %v, max %v\n", "", percentiles(r.writes)[50].Round(time.Millisecond), percentiles(r.writes)[100].Round(time.Millisecond))
 	}
 	return nil
 }
@@ -197,11 +199,11 @@ func (e *apiEnv) measure(ctx context.Context, all []*discovery.EndpointSlice, ch
 		}
 		i := k * len(all) / changes
 		ip := netip.AddrFrom4([4]byte{10, byte(250 - run), byte(k / 250), byte(k%250 + 1)}).String()
-		took, err := e.change(ctx, all, i, ip, mon)
+		took, wrote, err := e.change(ctx, all, i, ip, mon)
 		if err != nil {
 			return r, fmt.Errorf("%w; the agent's log ends:\n%s", err, agent.tail())
 		}
-		r.latencies = append(r.latencies, took)
+		r.latencies, r.writes = append(r.latencies, took), append(r.writes, wrote)
 	}
 	r.rss, r.peak = procMemory(strconv.Itoa(agent.cmd.Process.Pid))
 	if dir := os.Getenv("SVCPROXY_BENCH_HEAP"); dir != "" { // for finding where the memory goes
@@ -214,22 +216,23 @@ func (e *apiEnv) measure(ctx context.Context, all []*discovery.EndpointSlice, ch
 
 // change rewrites one endpoint of slice i to ip and waits for ip to reach
 // the kernel.
-func (e *apiEnv) change(ctx context.Context, all []*discovery.EndpointSlice, i int, ip string, mon *monitor) (time.Duration, error) {
+func (e *apiEnv) change(ctx context.Context, all []*discovery.EndpointSlice, i int, ip string, mon *monitor) (took, wrote time.Duration, err error) {
 	s := all[i].DeepCopy()
 	s.Endpoints[0].Addresses = []string{ip}
 	start := time.Now()
 	s.Annotations = map[string]string{v1.EndpointsLastChangeTriggerTime: start.Format(time.RFC3339Nano)}
 	updated, err := e.client.DiscoveryV1().EndpointSlices("default").Update(ctx, s, metav1.UpdateOptions{})
 	if err != nil {
-		return 0, fmt.Errorf("update EndpointSlice %s: %w", s.Name, err)
+		return 0, 0, fmt.Errorf("update EndpointSlice %s: %w", s.Name, err)
 	}
+	wrote = time.Since(start)
 	all[i] = updated
 	addr := netip.MustParseAddr(ip).As4()
 	seen, err := mon.wait(addr[:], 20*time.Second)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return seen.Sub(start), nil
+	return seen.Sub(start), wrote, nil
 }
 
 // agentProc is svcproxy running as a node's proxy in its own process.
