@@ -51,22 +51,32 @@ func Run(ctx context.Context, opts Options, sink source.Sink) error {
 	services := objects.Core().V1().Services().Informer()
 	slices := objects.Discovery().V1().EndpointSlices().Informer()
 	nodes := node.Core().V1().Nodes().Informer()
-	for _, reg := range []func() error{
-		func() error { return handle(services, sink.SetService, sink.DeleteService) },
-		func() error { return handle(slices, sink.SetSlice, sink.DeleteSlice) },
-		func() error {
-			return handle(nodes, sink.SetNode, func(*v1.Node) { sink.SetNode(nil) })
+	// Synced waits for the handlers' registrations, not the informers: an
+	// informer is synced once its cache holds the list, but its handlers
+	// may still be receiving it.
+	var synced []cache.InformerSynced
+	for _, reg := range []func() (cache.ResourceEventHandlerRegistration, error){
+		func() (cache.ResourceEventHandlerRegistration, error) {
+			return handle(services, sink.SetService, sink.DeleteService)
+		},
+		func() (cache.ResourceEventHandlerRegistration, error) {
+			return handle(slices, sink.SetSlice, sink.DeleteSlice)
 		},
 	} {
-		if err := reg(); err != nil {
+		r, err := reg()
+		if err != nil {
 			return err
 		}
+		synced = append(synced, r.HasSynced)
+	}
+	if _, err := handle(nodes, sink.SetNode, func(*v1.Node) { sink.SetNode(nil) }); err != nil {
+		return err
 	}
 	objects.Start(ctx.Done())
 	node.Start(ctx.Done())
 	defer objects.Shutdown()
 	defer node.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), services.HasSynced, slices.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return fmt.Errorf("services and endpointslices: caches not synced: %w", context.Cause(ctx))
 	}
 	sink.Synced()
@@ -83,8 +93,8 @@ func selector() labels.Selector {
 
 // handle routes an informer's events to set and del, unwrapping the
 // tombstones of deletions the watch missed.
-func handle[T any](inf cache.SharedIndexInformer, set, del func(T)) error {
-	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+func handle[T any](inf cache.SharedIndexInformer, set, del func(T)) (cache.ResourceEventHandlerRegistration, error) {
+	return inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { typed(obj, set) },
 		UpdateFunc: func(_, obj any) { typed(obj, set) },
 		DeleteFunc: func(obj any) {
@@ -94,7 +104,6 @@ func handle[T any](inf cache.SharedIndexInformer, set, del func(T)) error {
 			typed(obj, del)
 		},
 	})
-	return err
 }
 
 func typed[T any](obj any, fn func(T)) {
