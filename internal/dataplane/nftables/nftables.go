@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
+	"syscall"
 
 	"sigs.k8s.io/knftables"
 
@@ -54,7 +56,12 @@ func New(opts Options) *Dataplane {
 	}
 	realKernel := opts.NewInterface == nil
 	if realKernel {
-		opts.NewInterface = func(f knftables.Family, t string) (knftables.Interface, error) { return knftables.New(f, t) }
+		// Listing over netlink reads only the names of chains, sets and
+		// maps; nft would print every rule as JSON first (tens of MB at
+		// 10,000 Services, parsed on every full sync).
+		opts.NewInterface = func(f knftables.Family, t string) (knftables.Interface, error) {
+			return knftables.New(f, t, knftables.UseNetlink)
+		}
 	}
 	d := &Dataplane{opts: opts}
 	for _, f := range opts.Families {
@@ -569,10 +576,23 @@ type tableContents struct {
 
 func (f *family) existing(ctx context.Context) (*tableContents, error) {
 	all, err := f.nft.ListAll(ctx)
-	if err != nil && !knftables.IsNotFound(err) {
+	if err != nil && !knftables.IsNotFound(err) && !noTable(err) {
 		return nil, fmt.Errorf("listing table: %w", err)
 	}
-	return &tableContents{chains: all["chain"], sets: all["set"], maps: all["map"]}, nil
+	return &tableContents{chains: all["chain"], sets: notAnonymous(all["set"]), maps: notAnonymous(all["map"])}, nil
+}
+
+// notAnonymous leaves out anonymous sets and maps (the kernel's "__set0" of a rule
+// like "ip daddr { a, b }"): they belong to their rule, and the netlink
+// listing shows them where nft's does not.
+func notAnonymous(names []string) []string {
+	return slices.DeleteFunc(names, func(n string) bool { return strings.HasPrefix(n, "__") })
+}
+
+// noTable recognises netlink's answer for a table that does not exist yet
+// (ENOENT), which knftables' netlink listing passes through as is.
+func noTable(err error) bool {
+	return errors.Is(err, syscall.ENOENT) || strings.Contains(err.Error(), syscall.ENOENT.Error())
 }
 
 func sortedKeys(m map[plan.Key]*portObjects) []plan.Key {
