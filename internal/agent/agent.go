@@ -73,6 +73,7 @@ type Agent struct {
 	triggers []trigger
 	lastFull time.Time
 	status   Status
+	reported map[string]bool // invalid-object errors already logged
 }
 
 // Status describes the last sync, for status pages and tests.
@@ -232,14 +233,6 @@ func (a *Agent) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.status
-}
-
-// Errors returns why objects were left out of the plan (invalid fields),
-// as of the last sync.
-func (a *Agent) Errors() []error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.tracker.Errors()
 }
 
 func serviceFamilies(svc *v1.Service) []plan.Family {

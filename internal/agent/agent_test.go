@@ -284,3 +284,25 @@ func TestNodeCIDRDetectLocalFollowsPodCIDRs(t *testing.T) {
 		t.Fatalf("pod network = %s, want the Node's podCIDRs", got)
 	}
 }
+
+func TestInvalidObjectsAreLoggedOnce(t *testing.T) {
+	rec := newRecorder()
+	var mu sync.Mutex
+	var logs []string
+	logf := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		logs = append(logs, fmt.Sprintf(format, args...))
+	}
+	a := start(t, Options{Dataplane: rec, SyncPeriod: 100 * time.Millisecond, Logf: logf})
+	bad := objects.Service("default", "bad", objects.ClusterIP("10.96.0.300"), objects.Port("http", v1.ProtocolTCP, 80, 0))
+	a.SetService(bad)
+	a.Synced()
+	rec.next(t)
+	rec.next(t) // a periodic sync: the error is not logged again
+	mu.Lock()
+	defer mu.Unlock()
+	if len(logs) != 1 || !strings.Contains(logs[0], "default/bad") || !strings.Contains(logs[0], "clusterIP") {
+		t.Fatalf("logs = %q, want one line naming default/bad and its clusterIP", logs)
+	}
+}

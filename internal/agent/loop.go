@@ -113,6 +113,7 @@ func (a *Agent) takeChanges() (*plan.Plan, plan.Changes, []trigger) {
 	}
 	p, ch := a.tracker.Sync()
 	a.current = p
+	a.reportInvalid(a.tracker.Errors())
 	if ch.Full {
 		a.lastFull = time.Now()
 	}
@@ -124,6 +125,20 @@ func (a *Agent) takeChanges() (*plan.Plan, plan.Changes, []trigger) {
 		m.EndpointChanges(0, a.changes.endpoints.total)
 	}
 	return p, ch, triggers
+}
+
+// reportInvalid logs each object the plan leaves out, once while it stays
+// invalid: the error names the object and the field.
+func (a *Agent) reportInvalid(errs []error) {
+	now := map[string]bool{}
+	for _, err := range errs {
+		msg := err.Error()
+		now[msg] = true
+		if !a.reported[msg] {
+			a.opts.Logf("ignoring invalid object: %s", msg)
+		}
+	}
+	a.reported = now
 }
 
 // record notes one sync's outcome in the status and the metrics.
