@@ -42,10 +42,11 @@ func (r *recorder) Sync(_ context.Context, p *plan.Plan, ch plan.Changes) error 
 	for k := range ch.Keys {
 		c.keys = append(c.keys, k.String())
 	}
-	r.syncs <- c
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.fail
+	err := r.fail // decided before the test hears of the sync
+	r.mu.Unlock()
+	r.syncs <- c
+	return err
 }
 
 func (r *recorder) Cleanup(context.Context) error { return nil }
