@@ -52,9 +52,11 @@ func find[T runtime.Object](t *testing.T) T {
 func TestRBACIsLeastPrivilege(t *testing.T) {
 	role := find[*rbacv1.ClusterRole](t)
 	want := map[string][]string{ // group/resource -> verbs
-		"/services": {"get", "list", "watch"}, "/nodes": {"get", "list", "watch"},
+		"/services":                       {"get", "list", "watch"},
+		"/nodes":                          {"get", "list", "watch"},
 		"discovery.k8s.io/endpointslices": {"get", "list", "watch"},
-		"/events": {"create", "patch"}, "events.k8s.io/events": {"create", "patch"},
+		"/events":                         {"create", "patch"},
+		"events.k8s.io/events":            {"create", "patch"},
 	}
 	got := map[string][]string{}
 	for _, r := range role.Rules {
@@ -135,4 +137,3 @@ func TestDaemonSetCommandLinesParse(t *testing.T) {
 		}
 	}
 }
-
