@@ -203,6 +203,7 @@ func (a *Agent) change(apply func(), count *changeCount, fams []plan.Family, at 
 	apply()
 	count.pending++
 	count.total++
+	a.reportChanges()
 	if !at.IsZero() {
 		for _, f := range fams {
 			a.triggers = append(a.triggers, trigger{family: f, at: at})
@@ -210,6 +211,15 @@ func (a *Agent) change(apply func(), count *changeCount, fams []plan.Family, at 
 	}
 	a.mu.Unlock()
 	a.queue(fams)
+}
+
+// reportChanges publishes the pending and total object changes. Called
+// with a.mu held.
+func (a *Agent) reportChanges() {
+	if m := a.opts.Metrics; m != nil {
+		m.ServiceChanges(a.changes.services.pending, a.changes.services.total)
+		m.EndpointChanges(a.changes.endpoints.pending, a.changes.endpoints.total)
+	}
 }
 
 // queue records a pending change per family and wakes the loop.

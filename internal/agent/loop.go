@@ -120,10 +120,7 @@ func (a *Agent) takeChanges() (*plan.Plan, plan.Changes, []trigger) {
 	triggers := a.triggers
 	a.triggers = nil
 	a.changes.services.pending, a.changes.endpoints.pending = 0, 0
-	if m := a.opts.Metrics; m != nil {
-		m.ServiceChanges(0, a.changes.services.total)
-		m.EndpointChanges(0, a.changes.endpoints.total)
-	}
+	a.reportChanges()
 	return p, ch, triggers
 }
 
