@@ -88,7 +88,7 @@ type apiEnv struct {
 
 func newAPIEnv(ctx context.Context, log io.Writer) (*apiEnv, error) {
 	fmt.Fprintln(log, "building or finding kube-apiserver and etcd…")
-	dir, err := controlplane.Binaries(ctx)
+	dir, err := controlplane.Binaries(ctx, false)
 	if err != nil {
 		return nil, err
 	}

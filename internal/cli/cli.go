@@ -4,6 +4,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -45,6 +46,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = runBench(ctx, args[1:], stdout, stderr)
 	case "demo":
 		err = runDemo(ctx, args[1:], stdout, stderr)
+	case "lab":
+		err = runLab(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		printHelp(stdout)
 		return 0
@@ -55,6 +58,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "svcproxy: unknown command %q\n\n%s", args[0], usage)
 		return 2
+	}
+	var exit ExitError
+	if errors.As(err, &exit) {
+		return int(exit)
 	}
 	if err != nil && strings.HasPrefix(args[0], "-") {
 		fmt.Fprintf(stderr, "svcproxy: %v\n", err)

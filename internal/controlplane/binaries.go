@@ -20,17 +20,31 @@ const modulePath = "github.com/svcproxy/svcproxy"
 // binaries; when set, Binaries returns it instead of running the build script.
 const EnvBinaries = "SVCPROXY_CONTROLPLANE_BIN"
 
-// binaryNames are the executables Start needs in Options.Dir.
-var binaryNames = []string{"etcd", "kube-apiserver"}
+// The executables Start needs in Options.Dir, without and with Controllers.
+var (
+	coreBinaries = []string{"etcd", "kube-apiserver"}
+	allBinaries  = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"}
+)
 
-// Binaries returns the directory holding etcd and kube-apiserver. It honours
-// SVCPROXY_CONTROLPLANE_BIN; otherwise it runs <repo root>/hack/controlplane.sh,
-// which builds the binaries on first use (minutes) and prints the directory.
-// The script's progress goes to os.Stderr. Concurrent callers in separate
-// processes are serialized with a file lock so only one builds.
-func Binaries(ctx context.Context) (string, error) {
+// binaries are the executables these options need.
+func (o Options) binaries() []string {
+	if o.Controllers {
+		return allBinaries
+	}
+	return coreBinaries
+}
+
+// Binaries returns the directory holding etcd and kube-apiserver and, with
+// controllers, kube-controller-manager, kube-scheduler and kubectl. It
+// honours SVCPROXY_CONTROLPLANE_BIN; otherwise it runs <repo
+// root>/hack/controlplane.sh, which builds the binaries on first use
+// (minutes) and prints the directory. The script's progress goes to
+// os.Stderr. Concurrent callers in separate processes are serialized with a
+// file lock so only one builds.
+func Binaries(ctx context.Context, controllers bool) (string, error) {
+	names := Options{Controllers: controllers}.binaries()
 	if dir := os.Getenv(EnvBinaries); dir != "" {
-		return dir, checkBinaries(dir)
+		return dir, checkBinaries(dir, names)
 	}
 	root, err := repoRoot()
 	if err != nil {
@@ -41,16 +55,16 @@ func Binaries(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer unlock()
-	dir, err := runScript(ctx, filepath.Join(root, "hack", "controlplane.sh"))
+	dir, err := runScript(ctx, filepath.Join(root, "hack", "controlplane.sh"), names)
 	if err != nil {
 		return "", err
 	}
-	return dir, checkBinaries(dir)
+	return dir, checkBinaries(dir, names)
 }
 
-// checkBinaries reports whether dir holds executable etcd and kube-apiserver.
-func checkBinaries(dir string) error {
-	for _, name := range binaryNames {
+// checkBinaries reports whether dir holds the executables names.
+func checkBinaries(dir string, names []string) error {
+	for _, name := range names {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		if err != nil {
 			return fmt.Errorf("controlplane: %w", err)
@@ -62,10 +76,11 @@ func checkBinaries(dir string) error {
 	return nil
 }
 
-// runScript runs the build script and returns the last line it printed.
-func runScript(ctx context.Context, script string) (string, error) {
+// runScript runs the build script for tools and returns the last line it
+// printed.
+func runScript(ctx context.Context, script string, tools []string) (string, error) {
 	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, "bash", script)
+	cmd := exec.CommandContext(ctx, "bash", append([]string{script}, tools...)...)
 	cmd.Stdout = &out
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -111,6 +112,39 @@ func (c *ControlPlane) apiserverArgs(port int) []string {
 		"--enable-priority-and-fairness=false",
 		"--allow-privileged=true",
 		"--profiling=false",
+	}
+}
+
+// Controllers are the kube-controller-manager controllers Options.Controllers
+// runs: workloads, EndpointSlices, and the garbage and namespace collectors
+// that deletions need. Node lifecycle and IPAM are the lab's node agents'
+// business, service accounts and tokens are not used.
+var Controllers = []string{
+	"deployment", "replicaset", "statefulset", "daemonset", "job",
+	"endpointslice", "endpointslicemirroring", "garbagecollector", "namespace",
+}
+
+// controllerManagerArgs are kube-controller-manager's flags: no serving
+// port, no leader election, the admin kubeconfig.
+func (c *ControlPlane) controllerManagerArgs() []string {
+	return []string{
+		"--kubeconfig=" + c.kubeconfig,
+		"--controllers=" + strings.Join(Controllers, ","),
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--use-service-account-credentials=false",
+		"--endpointslice-updates-batch-period=0s",
+		"--v=1",
+	}
+}
+
+// schedulerArgs are kube-scheduler's flags, in the same spirit.
+func (c *ControlPlane) schedulerArgs() []string {
+	return []string{
+		"--kubeconfig=" + c.kubeconfig,
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--v=1",
 	}
 }
 

@@ -1,9 +1,10 @@
 // Package controlplane runs a real etcd and kube-apiserver on the loopback
-// interface, for tests and for the lab. No controllers, scheduler or kubelets
-// run: clients create Services, EndpointSlices and Nodes themselves.
+// interface, for tests and for the lab, and on request kube-controller-manager
+// and kube-scheduler too. No kubelets run: clients (or the lab's node agents)
+// create Nodes and Pods themselves.
 //
 // Binaries finds (or builds, via hack/controlplane.sh) the executables, Start
-// launches both processes in their own process groups under a work
+// launches the processes in their own process groups under a work
 // directory, and Stop kills exactly those processes. New wraps the two for
 // tests.
 package controlplane
@@ -54,6 +55,14 @@ type Options struct {
 	// ServiceCIDR is the service cluster IP range (DefaultServiceCIDR if
 	// empty).
 	ServiceCIDR string
+	// Controllers also starts kube-controller-manager (Controllers' list)
+	// and kube-scheduler, both with the admin kubeconfig.
+	Controllers bool
+	// Detached starts every process in its own session, so that it outlives
+	// the caller (the lab's `up` returns while the cluster runs on). Without
+	// it the processes die with the caller. Detached processes write only to
+	// their log files: Logs must be nil.
+	Detached bool
 }
 
 // ControlPlane is a running etcd and kube-apiserver. Its methods are safe for
@@ -70,10 +79,11 @@ type ControlPlane struct {
 	spawner    *spawner
 	logs       io.Writer
 
-	mu        sync.Mutex
-	etcd      *process
-	apiserver *process
-	stopped   bool
+	mu          sync.Mutex
+	etcd        *process
+	apiserver   *process
+	controllers []*process // kube-controller-manager, kube-scheduler
+	stopped     bool
 }
 
 // Start launches etcd and kube-apiserver on free 127.0.0.1 ports and returns
@@ -97,6 +107,9 @@ func prepare(opts Options) (*ControlPlane, error) {
 	if opts.Dir == "" || opts.WorkDir == "" {
 		return nil, errors.New("controlplane: Options.Dir and Options.WorkDir are required")
 	}
+	if opts.Detached && opts.Logs != nil {
+		return nil, errors.New("controlplane: Options.Logs must be nil with Detached")
+	}
 	if opts.ServiceCIDR == "" {
 		opts.ServiceCIDR = DefaultServiceCIDR
 	}
@@ -104,7 +117,7 @@ func prepare(opts Options) (*ControlPlane, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkBinaries(opts.Dir); err != nil {
+	if err := checkBinaries(opts.Dir, opts.binaries()); err != nil {
 		return nil, err
 	}
 	ports, err := freePorts(3)
@@ -127,8 +140,8 @@ func prepare(opts Options) (*ControlPlane, error) {
 func (c *ControlPlane) startAll(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.spawner = newSpawner()
-	p, err := c.spawner.start("etcd", filepath.Join(c.opts.Dir, "etcd"), c.etcdArgs(), c.path("etcd.log"), c.logs)
+	c.spawner = newSpawner(c.opts.Detached)
+	p, err := c.start("etcd", c.etcdArgs())
 	if err != nil {
 		return err
 	}
@@ -136,7 +149,26 @@ func (c *ControlPlane) startAll(ctx context.Context) error {
 	if err := waitReady(ctx, p, c.etcdHealthy); err != nil {
 		return err
 	}
-	return c.startAPIServerLocked(ctx)
+	if err := c.startAPIServerLocked(ctx); err != nil || !c.opts.Controllers {
+		return err
+	}
+	for _, name := range []string{"kube-controller-manager", "kube-scheduler"} {
+		args := c.schedulerArgs()
+		if name == "kube-controller-manager" {
+			args = c.controllerManagerArgs()
+		}
+		p, err := c.start(name, args)
+		if err != nil {
+			return err
+		}
+		c.controllers = append(c.controllers, p)
+	}
+	return nil
+}
+
+// start runs the binary name from Options.Dir, logging to WorkDir/name.log.
+func (c *ControlPlane) start(name string, args []string) (*process, error) {
+	return c.spawner.start(name, filepath.Join(c.opts.Dir, name), args, c.path(name+".log"), c.logs)
 }
 
 // StopAPIServer stops kube-apiserver only, leaving etcd and its data. It is
@@ -166,7 +198,7 @@ func (c *ControlPlane) StartAPIServer(ctx context.Context) error {
 
 // startAPIServerLocked starts the apiserver and waits for it; c.mu is held.
 func (c *ControlPlane) startAPIServerLocked(ctx context.Context) error {
-	p, err := c.spawner.start("kube-apiserver", filepath.Join(c.opts.Dir, "kube-apiserver"), c.apiArgs, c.path("kube-apiserver.log"), c.logs)
+	p, err := c.start("kube-apiserver", c.apiArgs)
 	if err != nil {
 		return err
 	}
@@ -183,7 +215,7 @@ func (c *ControlPlane) Stop() {
 		return
 	}
 	c.stopped = true
-	for _, p := range []*process{c.apiserver, c.etcd} {
+	for _, p := range append(c.controllers, c.apiserver, c.etcd) {
 		if p != nil {
 			p.stop(stopGrace)
 		}
@@ -212,15 +244,16 @@ func (c *ControlPlane) EtcdURL() string { return c.etcdURL }
 // WorkDir returns the directory holding data, certificates and logs.
 func (c *ControlPlane) WorkDir() string { return c.opts.WorkDir }
 
-// pids returns the PIDs of the processes started so far and not yet stopped
-// by StopAPIServer.
-func (c *ControlPlane) pids() []int {
+// PIDs returns the process IDs of the processes started so far and not yet
+// stopped by StopAPIServer, by binary name. Each is also its process group's
+// ID.
+func (c *ControlPlane) PIDs() map[string]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var pids []int
-	for _, p := range []*process{c.etcd, c.apiserver} {
+	pids := map[string]int{}
+	for _, p := range append([]*process{c.etcd, c.apiserver}, c.controllers...) {
 		if p != nil {
-			pids = append(pids, p.pid())
+			pids[p.name] = p.pid()
 		}
 	}
 	return pids

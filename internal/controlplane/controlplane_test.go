@@ -41,7 +41,7 @@ func TestControlPlane(t *testing.T) {
 	t.Logf("StartAPIServer took %v", time.Since(begin))
 	checkObjects(ctx, t, client)
 
-	pids := cp.pids()
+	pids := cp.PIDs()
 	if len(pids) != 2 {
 		t.Fatalf("pids = %v, want etcd and kube-apiserver", pids)
 	}
@@ -156,7 +156,7 @@ func TestStartErrors(t *testing.T) {
 func TestStartExit(t *testing.T) {
 	dir := t.TempDir()
 	script := []byte("#!/bin/sh\necho boom-from-fake; exit 3\n")
-	for _, name := range binaryNames {
+	for _, name := range coreBinaries {
 		if err := os.WriteFile(dir+"/"+name, script, 0o755); err != nil {
 			t.Fatal(err)
 		}

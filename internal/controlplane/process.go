@@ -21,18 +21,20 @@ type process struct {
 	err     error         // Wait's result, valid after done
 }
 
-// spawner forks children from one locked OS thread. Children get
+// spawner forks children from one locked OS thread. Attached children get
 // Pdeathsig=SIGKILL so they die with the test binary even if it never runs
 // Stop (a panic or a test timeout); Linux sends that signal when the forking
 // thread exits, so the thread must stay alive as long as the children.
+// Detached children start a session of their own instead and outlive us.
 type spawner struct {
-	reqs chan func()
-	quit chan struct{}
+	reqs     chan func()
+	quit     chan struct{}
+	detached bool
 }
 
 // newSpawner starts the locked thread.
-func newSpawner() *spawner {
-	s := &spawner{reqs: make(chan func()), quit: make(chan struct{})}
+func newSpawner(detached bool) *spawner {
+	s := &spawner{reqs: make(chan func()), quit: make(chan struct{}), detached: detached}
 	go s.loop()
 	return s
 }
@@ -67,6 +69,9 @@ func (s *spawner) start(name, bin string, args []string, logPath string, extra i
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if s.detached {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
 	errc := make(chan error, 1)
 	s.reqs <- func() { errc <- cmd.Start() }
 	if err := <-errc; err != nil {

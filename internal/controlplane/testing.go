@@ -26,7 +26,7 @@ func New(t testing.TB) *ControlPlane {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), binariesTimeout)
 	defer cancel()
-	dir, err := Binaries(ctx)
+	dir, err := Binaries(ctx, false)
 	if err != nil {
 		t.Fatalf("control-plane binaries (set %s=1 to skip API tests): %v", EnvSkip, err)
 	}

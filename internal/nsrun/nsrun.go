@@ -4,10 +4,13 @@
 package nsrun
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"os/exec"
 	"runtime"
+	"strings"
 
 	"github.com/vishvananda/netns"
 )
@@ -60,4 +63,32 @@ func Listen(name, network, address string) (l net.Listener, err error) {
 		return err
 	})
 	return l, err
+}
+
+// IP runs the ip tool with args (which should name their namespace, as
+// "-n NS ..." or "netns ..."); the error holds ip's output.
+func IP(ctx context.Context, args ...string) error {
+	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Dial connects to address from inside the namespace name.
+func Dial(ctx context.Context, name, network, address string) (c net.Conn, err error) {
+	err = Do(name, func() error {
+		c, err = (&net.Dialer{}).DialContext(ctx, network, address)
+		return err
+	})
+	return c, err
+}
+
+// ListenPacket opens a packet socket inside the namespace name.
+func ListenPacket(name, network, address string) (c net.PacketConn, err error) {
+	err = Do(name, func() error {
+		c, err = net.ListenPacket(network, address)
+		return err
+	})
+	return c, err
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/svcproxy/svcproxy/internal/nsrun"
 )
 
 // Sysctls set in every namespace before its links exist, so that no
@@ -115,13 +117,7 @@ func prefixed(a netip.Addr, p netip.Prefix) string {
 }
 
 // ip runs the ip tool with args.
-func ip(ctx context.Context, args ...string) error {
-	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
+func ip(ctx context.Context, args ...string) error { return nsrun.IP(ctx, args...) }
 
 // waitAddrs waits until no namespace holds a tentative IPv6 address, so
 // that sockets can bind and neighbour discovery answers. With DAD off this

@@ -1,0 +1,144 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/svcproxy/svcproxy/internal/lab"
+	"github.com/svcproxy/svcproxy/internal/lab/kubelet"
+	"github.com/svcproxy/svcproxy/internal/lab/lbpool"
+	"github.com/svcproxy/svcproxy/internal/lab/walkthrough"
+)
+
+const labUsage = `Usage:
+  svcproxy lab up [--nodes 3] [--proxy-mode nftables|iptables]
+                                  bring up a cluster of network namespaces:
+                                  real control plane, svcproxy on every node
+  svcproxy lab status             processes, nodes, pods and Services
+  svcproxy lab kubectl ARGS...    kubectl pointed at the lab
+  svcproxy lab exec [-n NAMESPACE] POD|NODE|client -- CMD...
+                                  run CMD in a pod's, a node's or the outside
+                                  client's network namespace
+  svcproxy lab demo [--keep]      up, the two-tier walkthrough, down
+  svcproxy lab down               remove everything the lab made
+Every command takes --name NAME to pick a lab other than "lab".
+`
+
+// runLab dispatches `svcproxy lab ...`.
+func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, labUsage)
+		return errors.New("lab: which command?")
+	}
+	cmd, args := args[0], args[1:]
+	if cmd == "kubectl" {
+		return labKubectl(ctx, args, stdout, stderr)
+	}
+	fs := flag.NewFlagSet("lab "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, labUsage) }
+	name := fs.String("name", lab.DefaultName, "the lab's name")
+	nodes := fs.Int("nodes", 3, "up, demo: number of nodes")
+	mode := fs.String("proxy-mode", "nftables", "up, demo: svcproxy's mode on the nodes")
+	keep := fs.Bool("keep", false, "demo: leave the lab up afterwards")
+	namespace := fs.String("n", "default", "exec: the pod's Kubernetes namespace")
+	node := fs.String("node", "", "kubelet: the node to play")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	opts := lab.Options{Name: *name, Nodes: *nodes, ProxyMode: *mode, Progress: stdout}
+	switch cmd {
+	case "up":
+		_, err := lab.Up(ctx, opts)
+		return err
+	case "down":
+		return lab.Down(context.WithoutCancel(ctx), *name)
+	case "demo":
+		return walkthrough.Run(ctx, opts, *keep, stdout)
+	case "status", "exec", "kubelet", "lbpool":
+		st, err := lab.Load(*name)
+		if err != nil {
+			return err
+		}
+		return runInLab(ctx, st, cmd, fs.Args(), *namespace, *node, stdout, stderr)
+	}
+	fmt.Fprint(stderr, labUsage)
+	return fmt.Errorf("unknown lab command %q", cmd)
+}
+
+// runInLab runs the commands that need a lab that is up.
+func runInLab(ctx context.Context, st *lab.State, cmd string, args []string, namespace, node string, stdout, stderr io.Writer) error {
+	switch cmd {
+	case "status":
+		return st.Status(ctx, stdout)
+	case "exec":
+		return labExec(ctx, st, namespace, args, stdout, stderr)
+	}
+	client, err := st.Client()
+	if err != nil {
+		return err
+	}
+	logf := log.New(stderr, "", log.LstdFlags|log.Lmicroseconds).Printf
+	if cmd == "kubelet" {
+		return kubelet.Run(ctx, st, node, client, logf)
+	}
+	return lbpool.Run(ctx, st, client, logf)
+}
+
+// labExec runs `exec TARGET -- CMD...`.
+func labExec(ctx context.Context, st *lab.State, namespace string, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "--" {
+		args = args[1:]
+	}
+	if len(args) < 2 {
+		return errors.New("exec: want POD|NODE|client -- CMD...")
+	}
+	target, argv := args[0], args[1:]
+	if argv[0] == "--" {
+		argv = argv[1:]
+	}
+	netns, err := st.Target(ctx, namespace, target)
+	if err != nil {
+		return err
+	}
+	return interactive(lab.Command(ctx, netns, argv...), stdout, stderr)
+}
+
+// labKubectl runs kubectl against the lab; a leading --name=NAME picks
+// the lab.
+func labKubectl(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	name := lab.DefaultName
+	if len(args) > 0 && strings.HasPrefix(args[0], "--name=") {
+		name, args = strings.TrimPrefix(args[0], "--name="), args[1:]
+	}
+	st, err := lab.Load(name)
+	if err != nil {
+		return err
+	}
+	return interactive(st.Kubectl(ctx, args...), stdout, stderr)
+}
+
+// interactive runs cmd with our stdin and the given outputs. A non-zero
+// exit becomes an ExitError, so that svcproxy exits with the same status
+// without adding a message to the command's own.
+func interactive(cmd *exec.Cmd, stdout, stderr io.Writer) error {
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return ExitError(exit.ExitCode())
+	}
+	return err
+}
+
+// ExitError is an exit status to pass on without a message.
+type ExitError int
+
+func (e ExitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }

@@ -1,0 +1,91 @@
+package kubelet
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// heartbeatPeriod is how often the Ready condition is renewed.
+const heartbeatPeriod = 20 * time.Second
+
+// register creates (or takes over) the Node object: zone and hostname
+// labels, the pod CIDR, then its status.
+func (k *Kubelet) register(ctx context.Context) error {
+	n := k.node
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: n.Name,
+			Labels: map[string]string{
+				corev1.LabelHostname:          n.Name,
+				corev1.LabelTopologyZone:      n.Zone,
+				corev1.LabelTopologyRegion:    "lab",
+				corev1.LabelOSStable:          "linux",
+				corev1.LabelArchStable:        "amd64",
+				"node.kubernetes.io/instance": "svcproxy-lab",
+			},
+		},
+		Spec: corev1.NodeSpec{PodCIDR: n.PodCIDR.String(), PodCIDRs: []string{n.PodCIDR.String()}},
+	}
+	_, err := k.client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return k.patchNodeStatus(ctx)
+}
+
+// heartbeat renews the node's status until ctx ends.
+func (k *Kubelet) heartbeat(ctx context.Context) {
+	t := time.NewTicker(heartbeatPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := k.patchNodeStatus(ctx); err != nil && ctx.Err() == nil {
+				k.logf("kubelet: node status: %v", err)
+			}
+		}
+	}
+}
+
+// patchNodeStatus writes addresses, capacity, version and a Ready condition.
+func (k *Kubelet) patchNodeStatus(ctx context.Context) error {
+	now := metav1.Now()
+	capacity := corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("2"),
+		corev1.ResourceMemory: resource.MustParse("4Gi"),
+		corev1.ResourcePods:   resource.MustParse("110"),
+	}
+	status := corev1.NodeStatus{
+		Capacity:    capacity,
+		Allocatable: capacity,
+		Addresses: []corev1.NodeAddress{
+			{Type: corev1.NodeInternalIP, Address: k.node.IP.String()},
+			{Type: corev1.NodeHostName, Address: k.node.Name},
+		},
+		Conditions: []corev1.NodeCondition{{
+			Type: corev1.NodeReady, Status: corev1.ConditionTrue,
+			Reason: "KubeletReady", Message: "svcproxy lab kubelet is posting ready status",
+			LastHeartbeatTime: now, LastTransitionTime: now,
+		}},
+		NodeInfo: corev1.NodeSystemInfo{
+			KubeletVersion:  "v1.36.3-svcproxy-lab",
+			OperatingSystem: "linux", Architecture: "amd64",
+			ContainerRuntimeVersion: "svcproxy-lab://builtin",
+		},
+	}
+	data, err := json.Marshal(map[string]any{"status": status})
+	if err != nil {
+		return err
+	}
+	_, err = k.client.CoreV1().Nodes().Patch(ctx, k.node.Name, types.StrategicMergePatchType, data, metav1.PatchOptions{}, "status")
+	return err
+}

@@ -1,0 +1,171 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// A lab process outlives `lab up`: it runs in a session of its own, writes
+// to <Dir>/logs/<name>.log, and is recorded in <Dir>/pids/<name> as
+// "<pid> <start time>", so that Down signals it only if that very process
+// still runs (a recycled PID has another start time).
+
+// startProcess starts bin with args as the lab process name.
+func (s *State) startProcess(name, bin string, args ...string) error {
+	if err := os.MkdirAll(s.path("logs"), 0o755); err != nil {
+		return err
+	}
+	log, err := os.OpenFile(s.path("logs", name+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	go cmd.Wait() // reap it if it dies while we run
+	return s.recordProcess(name, cmd.Process.Pid)
+}
+
+// recordProcess writes name's pid file.
+func (s *State) recordProcess(name string, pid int) error {
+	start, err := startTime(pid)
+	if err != nil {
+		return fmt.Errorf("%s (pid %d): %w", name, pid, err)
+	}
+	if err := os.MkdirAll(s.path("pids"), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(s.path("pids", name), fmt.Appendf(nil, "%d %d\n", pid, start), 0o644)
+}
+
+// Process is a recorded lab process.
+type Process struct {
+	Name    string
+	PID     int
+	Running bool // the recorded process (same PID and start time) is alive
+}
+
+// Processes lists the recorded processes.
+func (s *State) Processes() ([]Process, error) {
+	files, err := filepath.Glob(s.path("pids", "*"))
+	if err != nil {
+		return nil, err
+	}
+	var procs []Process
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		var pid int
+		var start uint64
+		if _, err := fmt.Sscan(string(data), &pid, &start); err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		now, err := startTime(pid)
+		procs = append(procs, Process{Name: filepath.Base(f), PID: pid, Running: err == nil && now == start})
+	}
+	return procs, nil
+}
+
+// stopProcesses sends SIGTERM to every recorded process still running,
+// then SIGKILL to those left after grace, and forgets them all.
+func (s *State) stopProcesses(grace time.Duration) error {
+	procs, err := s.Processes()
+	if err != nil {
+		return err
+	}
+	signalAll(procs, syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) && anyRunning(procs) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	signalAll(procs, syscall.SIGKILL)
+	for range 100 { // SIGKILL is quick; bounded anyway
+		if !anyRunning(procs) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var errs []error
+	for _, p := range procs {
+		if stillRunning(p) {
+			errs = append(errs, fmt.Errorf("%s (pid %d) survived SIGKILL", p.Name, p.PID))
+		}
+	}
+	if len(errs) == 0 {
+		errs = append(errs, os.RemoveAll(s.path("pids")))
+	}
+	return errors.Join(errs...)
+}
+
+func signalAll(procs []Process, sig syscall.Signal) {
+	for _, p := range procs {
+		if stillRunning(p) {
+			syscall.Kill(p.PID, sig)
+		}
+	}
+}
+
+func anyRunning(procs []Process) bool {
+	for _, p := range procs {
+		if stillRunning(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// stillRunning reports whether p, recorded as running, still is the same
+// process and has not become a zombie.
+func stillRunning(p Process) bool {
+	if !p.Running {
+		return false
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID))
+	if err != nil {
+		return false
+	}
+	fields := statFields(string(data))
+	return len(fields) > 2 && fields[0] != "Z"
+}
+
+// startTime reads a process's start time (clock ticks since boot) from
+// /proc/PID/stat.
+func startTime(pid int) (uint64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	fields := statFields(string(data))
+	if len(fields) < 20 {
+		return 0, fmt.Errorf("/proc/%d/stat: too short", pid)
+	}
+	return strconv.ParseUint(fields[19], 10, 64)
+}
+
+// statFields returns the fields of /proc/PID/stat after the command name
+// (which may hold spaces): state first, start time 20th.
+func statFields(stat string) []string {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(stat[i+1:])
+}
+
+// path returns a path inside the lab's directory.
+func (s *State) path(elem ...string) string {
+	return filepath.Join(append([]string{s.Dir}, elem...)...)
+}

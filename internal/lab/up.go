@@ -1,0 +1,283 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/svcproxy/svcproxy/internal/controlplane"
+	"github.com/svcproxy/svcproxy/internal/nsrun"
+)
+
+// Options configures Up.
+type Options struct {
+	Name      string // the lab's name, "lab" by default
+	Nodes     int    // 3 by default
+	ProxyMode string // nftables (default) or iptables
+	// Self is the svcproxy executable the lab's processes run; the running
+	// one by default.
+	Self string
+	// Progress receives one line per step; nil discards them.
+	Progress io.Writer
+}
+
+// Defaults for Options.
+const (
+	DefaultName  = "lab"
+	defaultNodes = 3
+	readyTimeout = 90 * time.Second // bound on the cluster becoming ready
+	stopGrace    = 5 * time.Second  // SIGTERM to SIGKILL in Down
+)
+
+// Up brings up a lab and returns once it is ready: nodes Ready, every node's
+// svcproxy healthy, cluster DNS answering. On error or cancellation it
+// removes everything it made.
+func Up(ctx context.Context, opts Options) (*State, error) {
+	opts = opts.withDefaults()
+	st, err := NewState(opts.Name, opts.Nodes, opts.Self, opts.ProxyMode)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.checkFree(); err != nil {
+		return nil, err
+	}
+	p := progress{w: opts.Progress, start: time.Now()}
+	p.say("binaries: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (built on first use: several minutes)")
+	if st.BinDir, err = controlplane.Binaries(ctx, true); err != nil {
+		return nil, err
+	}
+	if err := st.bringUp(ctx, p); err != nil {
+		cleanup, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return nil, errors.Join(err, Down(cleanup, st.Name))
+	}
+	p.say("ready: %d nodes, proxy mode %s (svcproxy lab status | kubectl | exec POD -- CMD)", len(st.Nodes), st.ProxyMode)
+	return st, nil
+}
+
+func (o Options) withDefaults() Options {
+	if o.Name == "" {
+		o.Name = DefaultName
+	}
+	if o.Nodes == 0 {
+		o.Nodes = defaultNodes
+	}
+	if o.ProxyMode == "" {
+		o.ProxyMode = "nftables"
+	}
+	if o.Self == "" {
+		o.Self, _ = os.Executable()
+	}
+	return o
+}
+
+// checkFree refuses to start over a lab that is up or half torn down.
+func (s *State) checkFree() error {
+	names, err := s.Namespaces()
+	if err != nil {
+		return err
+	}
+	_, statErr := os.Stat(s.Dir)
+	if len(names) > 0 || statErr == nil {
+		return fmt.Errorf("lab %q exists (%d namespaces, %s): run `svcproxy lab down` first", s.Name, len(names), s.Dir)
+	}
+	return nil
+}
+
+// bringUp does Up's work; the state is saved first, so that Down can find
+// whatever exists if anything fails.
+func (s *State) bringUp(ctx context.Context, p progress) error {
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return err
+	}
+	if err := s.save(); err != nil {
+		return err
+	}
+	if err := s.buildNetwork(ctx); err != nil {
+		return err
+	}
+	p.say("network: bridge %s, client %s, nodes %s", LAN, ClientIP, s.nodeSummary())
+	cp, err := controlplane.Start(ctx, controlplane.Options{
+		Dir: s.BinDir, WorkDir: s.path("controlplane"), ServiceCIDR: ServiceCIDR,
+		Controllers: true, Detached: true,
+	})
+	if err != nil {
+		return err
+	}
+	for name, pid := range cp.PIDs() {
+		if err := s.recordProcess(name, pid); err != nil {
+			return err
+		}
+	}
+	p.say("control plane: etcd, kube-apiserver %s, kube-controller-manager, kube-scheduler", cp.URL())
+	if err := s.startNodes(); err != nil {
+		return err
+	}
+	if err := createDNS(ctx, cp.Client()); err != nil {
+		return err
+	}
+	return s.waitReady(ctx, cp.Client(), p)
+}
+
+// startNodes starts every node's kubelet and svcproxy, and the pool
+// controller.
+func (s *State) startNodes() error {
+	for _, n := range s.Nodes {
+		if err := s.startProcess("kubelet-"+n.Name, s.Self, "lab", "kubelet", "--name", s.Name, "--node", n.Name); err != nil {
+			return err
+		}
+		if err := s.startProcess("svcproxy-"+n.Name, s.Self, s.proxyArgs(n)...); err != nil {
+			return err
+		}
+	}
+	return s.startProcess("lbpool", s.Self, "lab", "lbpool", "--name", s.Name)
+}
+
+// proxyArgs is a node's svcproxy command line: kube-proxy's flags, and
+// --netns so it programs the node's namespace while it reaches the
+// apiserver on the machine's loopback.
+func (s *State) proxyArgs(n Node) []string {
+	return []string{
+		"--netns=" + n.Netns,
+		"--kubeconfig=" + s.Kubeconfig,
+		"--hostname-override=" + n.Name,
+		"--proxy-mode=" + s.ProxyMode,
+		"--cluster-cidr=" + ClusterCIDR.String(),
+	}
+}
+
+// waitReady waits for the nodes, their proxies and the cluster DNS.
+func (s *State) waitReady(ctx context.Context, client kubernetes.Interface, p progress) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	steps := []struct {
+		what string
+		ok   func(context.Context) error
+	}{
+		{"nodes registered and Ready", func(ctx context.Context) error { return s.nodesReady(ctx, client) }},
+		{"svcproxy healthy on every node (/healthz on :10256)", s.proxiesHealthy},
+		{"cluster DNS: kube-system/coredns available behind Service kube-dns " + DNSIP.String(), func(ctx context.Context) error { return dnsReady(ctx, client) }},
+	}
+	for _, step := range steps {
+		if err := poll(ctx, step.ok); err != nil {
+			return fmt.Errorf("waiting for %s: %w (logs in %s)", step.what, err, s.path("logs"))
+		}
+		p.say("%s", step.what)
+	}
+	return nil
+}
+
+// nodesReady checks every node's Ready condition.
+func (s *State) nodesReady(ctx context.Context, client kubernetes.Interface) error {
+	for _, n := range s.Nodes {
+		node, err := client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		ready := false
+		for _, c := range node.Status.Conditions {
+			ready = ready || c.Type == "Ready" && c.Status == "True"
+		}
+		if !ready {
+			return fmt.Errorf("node %s is not Ready", n.Name)
+		}
+	}
+	return nil
+}
+
+// proxiesHealthy asks each node's svcproxy /healthz from the client, as a
+// load balancer's health check would.
+func (s *State) proxiesHealthy(ctx context.Context) error {
+	for _, n := range s.Nodes {
+		if code, err := s.ClientGet(ctx, "http://"+net.JoinHostPort(n.IP.String(), "10256")+"/healthz"); err != nil || code != http.StatusOK {
+			return fmt.Errorf("%s: /healthz %d %v", n.Name, code, err)
+		}
+	}
+	return nil
+}
+
+// ClientGet sends a GET from the client namespace and returns the status.
+func (s *State) ClientGet(ctx context.Context, url string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := s.HTTPClient(s.ClientNetns()).Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// HTTPClient returns an HTTP client whose connections start in the named
+// namespace, without keep-alives (each request is a new connection, so a
+// proxy balances each one).
+func (s *State) HTTPClient(netns string) *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return nsrun.Dial(ctx, netns, network, addr)
+		}}}
+}
+
+// dnsReady checks the DNS Deployment's available replicas.
+func dnsReady(ctx context.Context, client kubernetes.Interface) error {
+	d, err := client.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if d.Status.AvailableReplicas < *d.Spec.Replicas {
+		return fmt.Errorf("coredns: %d of %d replicas available", d.Status.AvailableReplicas, *d.Spec.Replicas)
+	}
+	return nil
+}
+
+// poll calls ok every 200 ms until it succeeds or ctx ends.
+func poll(ctx context.Context, ok func(context.Context) error) error {
+	for {
+		err := ok(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: last: %v", ctx.Err(), err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (s *State) nodeSummary() string {
+	out := ""
+	for i, n := range s.Nodes {
+		if i > 0 {
+			out += ", "
+		}
+		out += n.Name + " " + n.IP.String() + " (" + n.Zone + ")"
+	}
+	return out
+}
+
+// progress prints a step with the time since Up started.
+type progress struct {
+	w     io.Writer
+	start time.Time
+}
+
+func (p progress) say(format string, args ...any) {
+	if p.w != nil {
+		secs := strconv.FormatFloat(time.Since(p.start).Seconds(), 'f', 1, 64)
+		fmt.Fprintf(p.w, "lab [%5ss] %s\n", secs, fmt.Sprintf(format, args...))
+	}
+}
