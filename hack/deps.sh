@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system packages svcproxy's tests need on a fresh Debian
-# machine: nft, iptables, ip, conntrack. Does nothing when they are present.
+# machine: nft, iptables, ip, conntrack, and curl for `svcproxy lab exec`. Does nothing when they are present.
 set -euo pipefail
 need=()
 command -v nft >/dev/null || need+=(nftables)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v conntrack >/dev/null || need+=(conntrack)
+command -v curl >/dev/null || need+=(curl ca-certificates)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -58,6 +59,9 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	if err := st.bringUp(ctx, p); err != nil {
 		cleanup, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
+		if kept, keepErr := st.keepLogs(); keepErr == nil {
+			err = fmt.Errorf("%w (logs kept in %s)", err, kept)
+		}
 		return nil, errors.Join(err, Down(cleanup, st.Name))
 	}
 	p.say("ready: %d nodes, proxy mode %s (svcproxy lab status | kubectl | exec POD -- CMD)", len(st.Nodes), st.ProxyMode)
@@ -169,7 +173,7 @@ func (s *State) waitReady(ctx context.Context, client kubernetes.Interface, p pr
 	}
 	for _, step := range steps {
 		if err := poll(ctx, step.ok); err != nil {
-			return fmt.Errorf("waiting for %s: %w (logs in %s)", step.what, err, s.path("logs"))
+			return fmt.Errorf("waiting for %s: %w", step.what, err)
 		}
 		p.say("%s", step.what)
 	}
@@ -280,4 +284,22 @@ func (p progress) say(format string, args ...any) {
 		secs := strconv.FormatFloat(time.Since(p.start).Seconds(), 'f', 1, 64)
 		fmt.Fprintf(p.w, "lab [%5ss] %s\n", secs, fmt.Sprintf(format, args...))
 	}
+}
+
+// keepLogs moves the logs of a lab that failed to come up out of its
+// directory, which Down removes, to a new temporary directory.
+func (s *State) keepLogs() (string, error) {
+	dir, err := os.MkdirTemp("", "svcproxy-lab-"+s.Name+"-logs-")
+	if err != nil {
+		return "", err
+	}
+	for _, sub := range []string{"logs", "controlplane"} {
+		logs, _ := filepath.Glob(s.path(sub, "*.log"))
+		for _, f := range logs {
+			if err := os.Rename(f, filepath.Join(dir, filepath.Base(f))); err != nil {
+				return "", err
+			}
+		}
+	}
+	return dir, nil
 }

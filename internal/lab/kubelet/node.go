@@ -3,6 +3,7 @@ package kubelet
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -37,7 +38,30 @@ func (k *Kubelet) register(ctx context.Context) error {
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
-	return k.patchNodeStatus(ctx)
+	if err := k.patchNodeStatus(ctx); err != nil {
+		return err
+	}
+	return k.untaint(ctx)
+}
+
+// untaint removes the not-ready taint the apiserver puts on a new Node. In
+// a cluster the node lifecycle controller removes it once the node is
+// Ready; the lab does not run that controller, whose eviction of pods on
+// nodes that miss heartbeats it does not need.
+func (k *Kubelet) untaint(ctx context.Context) error {
+	node, err := k.client.CoreV1().Nodes().Get(ctx, k.node.Name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	taints := slices.DeleteFunc(slices.Clone(node.Spec.Taints), func(t corev1.Taint) bool {
+		return t.Key == corev1.TaintNodeNotReady
+	})
+	if len(taints) == len(node.Spec.Taints) {
+		return nil
+	}
+	node.Spec.Taints = taints
+	_, err = k.client.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{})
+	return err
 }
 
 // heartbeat renews the node's status until ctx ends.
