@@ -418,4 +418,3 @@ func poll(ctx context.Context, limit time.Duration, ok func() error) error {
 		}
 	}
 }
-
