@@ -1,11 +1,11 @@
-# svcproxy. `make demo` shows it working; `make test` runs every test.
+# svcproxy. `make demo` runs the lab's walkthrough; `make test` runs every test.
 # Both install what they need (Debian packages via hack/deps.sh) and run as
 # root: the dataplane tests and the demo create their own network namespaces.
 
 GO ?= go
 export GOFLAGS ?= -mod=mod
 
-.PHONY: all build demo test bench bench-api fuzz deps controlplane clean
+.PHONY: all build demo lab test bench bench-api fuzz deps controlplane clean
 
 all: build
 
@@ -17,13 +17,20 @@ build:
 deps:
 	./hack/deps.sh
 
-# etcd and kube-apiserver for the API tests, built once from the Go module
-# proxy into .cache/ (about 11 minutes on 2 cores the first time).
+# The control plane for the API tests and the lab (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, kubectl), built once from the Go
+# module proxy into .cache/.
 controlplane:
-	./hack/controlplane.sh
+	./hack/controlplane.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl
 
+# The lab: a 3-node cluster of network namespaces with a real control plane
+# (built once from the Go module proxy into .cache/), the seeds' two-tier
+# walkthrough, then down. `make lab` leaves it up afterwards.
 demo: deps build
-	./bin/svcproxy demo
+	./bin/svcproxy lab demo
+
+lab: deps build
+	./bin/svcproxy lab demo --keep
 
 test: deps controlplane
 	$(GO) vet ./...

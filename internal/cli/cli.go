@@ -24,8 +24,15 @@ Usage:
                                 kube-proxy: same flags, same --config file)
   svcproxy --manifests DIR      run as a node-local load balancer fed by a
                                 directory of Service and EndpointSlice YAML
-  svcproxy demo                 program the two-tier example into a throwaway
-                                network-namespace cluster and show the traffic
+  svcproxy lab up|status|kubectl|exec|demo|down
+                                a whole Kubernetes cluster of network
+                                namespaces on this machine, svcproxy on every
+                                node (svcproxy lab help); with no arguments
+                                svcproxy runs "lab demo": up, the two-tier
+                                walkthrough, down
+  svcproxy demo                 a quick look without a control plane: the
+                                two-tier example programmed from manifests
+                                into throwaway network namespaces
   svcproxy bench [flags]        measure a dataplane in a throwaway network
                                 namespace and print a table; with --api, the
                                 network programming latency against a real
@@ -38,7 +45,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if len(args) == 0 {
-		args = []string{"demo"}
+		args = []string{"lab", "demo"}
 	}
 	var err error
 	switch args[0] {

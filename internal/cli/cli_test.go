@@ -22,7 +22,7 @@ func TestVersion(t *testing.T) {
 func TestHelpShowsSubcommandsAndKubeProxyFlags(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"help"}, {"-h"}} {
 		code, out, _ := run(args...)
-		for _, want := range []string{"svcproxy demo", "--manifests DIR", "--config string", "--proxy-mode", "--cleanup"} {
+		for _, want := range []string{"svcproxy demo", "svcproxy lab up", "--manifests DIR", "--config string", "--proxy-mode", "--cleanup"} {
 			if code != 0 || !strings.Contains(out, want) {
 				t.Errorf("%v: exit %d, output lacks %q", args, code, want)
 			}

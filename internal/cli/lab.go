@@ -38,7 +38,11 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return errors.New("lab: which command?")
 	}
 	cmd, args := args[0], args[1:]
-	if cmd == "kubectl" {
+	switch cmd {
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, labUsage)
+		return nil
+	case "kubectl":
 		return labKubectl(ctx, args, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("lab "+cmd, flag.ContinueOnError)

@@ -59,8 +59,10 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	if err := st.bringUp(ctx, p); err != nil {
 		cleanup, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if kept, keepErr := st.keepLogs(); keepErr == nil {
-			err = fmt.Errorf("%w (logs kept in %s)", err, kept)
+		if ctx.Err() == nil { // a failure, not an interruption: keep the logs
+			if kept, keepErr := st.keepLogs(); keepErr == nil {
+				err = fmt.Errorf("%w (logs kept in %s)", err, kept)
+			}
 		}
 		return nil, errors.Join(err, Down(cleanup, st.Name))
 	}

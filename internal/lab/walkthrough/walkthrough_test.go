@@ -182,11 +182,9 @@ func interruptUp(t *testing.T, self, name string, sig syscall.Signal) []lab.Proc
 	st := &lab.State{Name: name, Dir: filepath.Join(lab.StateRoot, name)}
 	procs, _ := st.Processes()
 	cmd.Process.Signal(sig)
-	go func() {
-		for sc.Scan() {
-			t.Logf("%s: %s", name, sc.Text())
-		}
-	}()
+	for sc.Scan() { // until the pipe closes, when lab up has exited
+		t.Logf("%s: %s", name, sc.Text())
+	}
 	err = cmd.Wait()
 	t.Logf("lab up after %v: %v", sig, err)
 	if len(procs) < 4 {
