@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/svcproxy/svcproxy/internal/controlplane"
 	"github.com/svcproxy/svcproxy/internal/lab"
 	"github.com/svcproxy/svcproxy/internal/lab/walkthrough"
@@ -111,9 +113,20 @@ func checkSpread(t *testing.T, what string, spread map[string]int, n, total int)
 	}
 }
 
-// checkBadInput: a manifest the API rejects shows the API's error.
+// checkBadInput: a manifest the API rejects shows the API's error; the
+// client pod's unknown image ran the demo server (the walkthrough used it)
+// with a warning Event.
 func checkBadInput(ctx context.Context, t *testing.T, st *lab.State, self string) {
 	t.Helper()
+	client, err := st.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := client.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "reason=UnknownImage"})
+	if err != nil || len(events.Items) != 1 || events.Items[0].InvolvedObject.Name != "curl-client" ||
+		events.Items[0].Type != "Warning" || !strings.Contains(events.Items[0].Message, `"curlimages/curl"`) {
+		t.Errorf("UnknownImage events: %+v, %v", events, err)
+	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(bad, []byte(`apiVersion: v1
 kind: Service

@@ -1,0 +1,107 @@
+package lab
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestNewStatePlansTheAddresses(t *testing.T) {
+	st, err := NewState("lab", 3, "/bin/svcproxy", "nftables")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct{ name, zone, ip, cidr, gw, pod0 string }{
+		{"node1", "zone-a", "198.51.100.1", "10.244.1.0/24", "10.244.1.1", "10.244.1.2"},
+		{"node2", "zone-b", "198.51.100.2", "10.244.2.0/24", "10.244.2.1", "10.244.2.2"},
+		{"node3", "zone-a", "198.51.100.3", "10.244.3.0/24", "10.244.3.1", "10.244.3.2"},
+	}
+	if len(st.Nodes) != len(want) {
+		t.Fatalf("nodes: %+v", st.Nodes)
+	}
+	for i, w := range want {
+		n := st.Nodes[i]
+		got := []string{n.Name, n.Zone, n.IP.String(), n.PodCIDR.String(), n.Gateway().String(), n.PodIP(0).String()}
+		if strings.Join(got, " ") != strings.Join([]string{w.name, w.zone, w.ip, w.cidr, w.gw, w.pod0}, " ") {
+			t.Errorf("node %d: got %v, want %+v", i, got, w)
+		}
+		if !ClusterCIDR.Contains(n.PodIP(0)) || !LAN.Contains(n.IP) || n.Netns != "lab-"+n.Name {
+			t.Errorf("node %d outside the plan: %+v", i, n)
+		}
+	}
+	if st.ClientNetns() != "lab-client" || st.LANNetns() != "lab-lan" || st.Kubeconfig != "/run/svcproxy-lab/lab/controlplane/kubeconfig" {
+		t.Errorf("names: %s %s %s", st.ClientNetns(), st.LANNetns(), st.Kubeconfig)
+	}
+}
+
+func TestNewStateRejectsBadInput(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		nodes int
+		mode  string
+		want  string
+	}{
+		{"Lab", 3, "nftables", `lab name "Lab"`},
+		{"a/b", 3, "nftables", `lab name "a/b"`},
+		{"toolongname1", 3, "nftables", "lab name"},
+		{"lab", 0, "nftables", "nodes: want 1 to 20, got 0"},
+		{"lab", 21, "nftables", "nodes: want 1 to 20, got 21"},
+		{"lab", 3, "ipvs", `proxy mode "ipvs"`},
+	} {
+		if _, err := NewState(c.name, c.nodes, "x", c.mode); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("NewState(%q, %d, %q) = %v, want %q", c.name, c.nodes, c.mode, err, c.want)
+		}
+	}
+}
+
+func TestPodNetnsFitsAFileName(t *testing.T) {
+	st, _ := NewState("lab", 1, "x", "nftables")
+	if got := st.PodNetns("default", "web-1", "uid"); got != "lab-pod-default-web-1" {
+		t.Errorf("PodNetns = %q", got)
+	}
+	long := st.PodNetns(strings.Repeat("n", 63), strings.Repeat("p", 253), "0123-uid")
+	if len(long) > 255 || !strings.HasSuffix(long, "0123-uid") {
+		t.Errorf("long PodNetns (%d bytes) = %q", len(long), long)
+	}
+}
+
+// TestProcessesAreStoppedOnlyIfTheyAreStillOurs starts a process, records a
+// second "process" that is really this test with a wrong start time (a
+// recycled PID), and checks that stopping kills only the first.
+func TestProcessesAreStoppedOnlyIfTheyAreStillOurs(t *testing.T) {
+	st := &State{Name: "t", Dir: t.TempDir()}
+	if err := st.startProcess("sleeper", "sleep", "60"); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(st.Dir, "pids", "recycled"), []byte(strings.Join([]string{itoa(os.Getpid()), "1"}, " ")), 0o644)
+	procs, err := st.Processes()
+	if err != nil || len(procs) != 2 {
+		t.Fatalf("Processes = %+v, %v", procs, err)
+	}
+	byName := map[string]Process{procs[0].Name: procs[0], procs[1].Name: procs[1]}
+	if !byName["sleeper"].Running || byName["recycled"].Running {
+		t.Fatalf("Running: %+v", byName)
+	}
+	begin := time.Now()
+	if err := st.stopProcesses(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(begin); d > 3*time.Second {
+		t.Errorf("stopping a sleep took %v: SIGTERM was not enough?", d)
+	}
+	if err := syscall.Kill(byName["sleeper"].PID, 0); err == nil && stillRunning(Process{PID: byName["sleeper"].PID, Running: true}) {
+		t.Error("sleeper still runs")
+	}
+	if _, err := os.Stat(filepath.Join(st.Dir, "pids")); !os.IsNotExist(err) {
+		t.Errorf("pid files left: %v", err)
+	}
+	if data, _ := os.ReadFile(filepath.Join(st.Dir, "logs", "sleeper.log")); data == nil {
+		t.Error("no log file for sleeper")
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
