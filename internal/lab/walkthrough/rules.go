@@ -26,7 +26,8 @@ func serviceRules(ctx context.Context, st *lab.State, svc *corev1.Service) (stri
 		if err != nil {
 			return "", fmt.Errorf("iptables-save in %s: %w: %s", node, err, out)
 		}
-		return "$ svcproxy lab exec node1 -- iptables-save -t nat | grep " + name + "\n" + grepLines(string(out), name), nil
+		return "$ svcproxy lab exec node1 -- iptables-save -t nat | grep " + name + "   (in the order packets meet them)\n" +
+			byChainOrder(grepLines(string(out), name)), nil
 	}
 	out, err := lab.Command(ctx, node, "nft", "list", "table", "ip", "svcproxy").CombinedOutput()
 	if err != nil {
@@ -63,6 +64,25 @@ func grepLines(text, s string) string {
 		}
 	}
 	return strings.Join(keep, "\n")
+}
+
+// chainOrder ranks kube-proxy's chains in the order a packet meets them.
+var chainOrder = []string{"-A KUBE-SERVICES", "-A KUBE-NODEPORTS", "-A KUBE-EXT-", "-A KUBE-SVL-", "-A KUBE-SVC-", "-A KUBE-FW-", "-A KUBE-SEP-"}
+
+// byChainOrder sorts iptables-save lines by chainOrder, keeping the order
+// of the rules within a chain.
+func byChainOrder(lines string) string {
+	ls := strings.Split(lines, "\n")
+	rank := func(l string) int {
+		for i, p := range chainOrder {
+			if strings.HasPrefix(l, p) {
+				return i
+			}
+		}
+		return len(chainOrder)
+	}
+	slices.SortStableFunc(ls, func(a, b string) int { return rank(a) - rank(b) })
+	return strings.Join(ls, "\n")
 }
 
 // block is one chain, set or map of an nft listing.

@@ -20,18 +20,25 @@ import (
 	"github.com/svcproxy/svcproxy/internal/lab/walkthrough"
 )
 
-// TestWalkthrough runs the seeds' walkthrough end to end in a 3-node lab
-// and checks what it measured, then that `down` leaves nothing behind and
-// the machine's own network namespace is as it was.
+// TestWalkthrough runs the seeds' walkthrough end to end in a 3-node lab,
+// with svcproxy in each mode, and checks what it measured, then that
+// `down` leaves nothing behind and the machine's own network namespace is
+// as it was.
 func TestWalkthrough(t *testing.T) {
 	self := prepare(t)
+	for _, mode := range []string{"nftables", "iptables"} {
+		t.Run(mode, func(t *testing.T) { walk(t, self, mode) })
+	}
+}
+
+func walk(t *testing.T, self, mode string) {
 	before := hostNetwork(t)
-	const name = "e2ewalk"
+	name := "e2e" + mode[:3]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	t.Cleanup(func() { lab.Down(context.Background(), name) })
 	start := time.Now()
-	st, err := lab.Up(ctx, lab.Options{Name: name, Self: self, Progress: logWriter{t}})
+	st, err := lab.Up(ctx, lab.Options{Name: name, Self: self, ProxyMode: mode, Progress: logWriter{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +103,7 @@ func checkReport(t *testing.T, st *lab.State, r *walkthrough.Report) {
 	if ro.Failures != 0 || ro.Requests < 20 || ro.Versions["v1"] == 0 || ro.Versions["v2"] == 0 {
 		t.Errorf("rolling update: %+v, want no failures and answers from v1 and v2", ro)
 	}
-	if !strings.Contains(r.Rules, "default/backend-service") || !strings.Contains(r.Rules, "dnat") {
+	if !strings.Contains(r.Rules, "default/backend-service") || !strings.Contains(strings.ToLower(r.Rules), "dnat") {
 		t.Errorf("rules for backend-service:\n%s", r.Rules)
 	}
 }
