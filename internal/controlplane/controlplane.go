@@ -152,12 +152,14 @@ func (c *ControlPlane) startAll(ctx context.Context) error {
 	if err := c.startAPIServerLocked(ctx); err != nil || !c.opts.Controllers {
 		return err
 	}
-	for _, name := range []string{"kube-controller-manager", "kube-scheduler"} {
-		args := c.schedulerArgs()
-		if name == "kube-controller-manager" {
-			args = c.controllerManagerArgs()
-		}
-		p, err := c.start(name, args)
+	for _, ctl := range []struct {
+		name string
+		args []string
+	}{
+		{"kube-controller-manager", c.controllerManagerArgs()},
+		{"kube-scheduler", c.schedulerArgs()},
+	} {
+		p, err := c.start(ctl.name, ctl.args)
 		if err != nil {
 			return err
 		}

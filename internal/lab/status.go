@@ -97,7 +97,7 @@ func (s *State) writePods(ctx context.Context, w io.Writer, client kubernetes.In
 	})
 	fmt.Fprintf(w, "POD\tREADY\tSTATUS\tIP\tNODE\tNETNS\n")
 	for _, p := range pods.Items {
-		fmt.Fprintf(w, "%s/%s\t%v\t%s\t%s\t%s\t%s\n", p.Namespace, p.Name, podReady(&p), podPhase(&p),
+		fmt.Fprintf(w, "%s/%s\t%v\t%s\t%s\t%s\t%s\n", p.Namespace, p.Name, PodReady(&p), podPhase(&p),
 			p.Status.PodIP, p.Spec.NodeName, s.PodNetns(p.Namespace, p.Name, string(p.UID)))
 	}
 	fmt.Fprintln(w)
@@ -136,7 +136,8 @@ func writeServices(ctx context.Context, w io.Writer, client kubernetes.Interface
 	return nil
 }
 
-func podReady(p *corev1.Pod) bool {
+// PodReady reports whether the pod's Ready condition is true.
+func PodReady(p *corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady {
 			return c.Status == corev1.ConditionTrue

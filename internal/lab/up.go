@@ -163,8 +163,6 @@ func (s *State) proxyArgs(n Node) []string {
 
 // waitReady waits for the nodes, their proxies and the cluster DNS.
 func (s *State) waitReady(ctx context.Context, client kubernetes.Interface, p progress) error {
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
 	steps := []struct {
 		what string
 		ok   func(context.Context) error
@@ -174,7 +172,7 @@ func (s *State) waitReady(ctx context.Context, client kubernetes.Interface, p pr
 		{"cluster DNS: kube-system/coredns available behind Service kube-dns " + DNSIP.String(), func(ctx context.Context) error { return dnsReady(ctx, client) }},
 	}
 	for _, step := range steps {
-		if err := poll(ctx, step.ok); err != nil {
+		if err := Poll(ctx, readyTimeout, func() error { return step.ok(ctx) }); err != nil {
 			return fmt.Errorf("waiting for %s: %w", step.what, err)
 		}
 		p.say("%s", step.what)
@@ -249,10 +247,13 @@ func dnsReady(ctx context.Context, client kubernetes.Interface) error {
 	return nil
 }
 
-// poll calls ok every 200 ms until it succeeds or ctx ends.
-func poll(ctx context.Context, ok func(context.Context) error) error {
+// Poll calls ok every 200 ms until it succeeds, limit passes or ctx ends;
+// the error then carries ok's last error.
+func Poll(ctx context.Context, limit time.Duration, ok func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
 	for {
-		err := ok(ctx)
+		err := ok()
 		if err == nil {
 			return nil
 		}

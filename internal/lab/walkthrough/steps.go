@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/svcproxy/svcproxy/internal/lab"
@@ -124,7 +123,7 @@ func (t *tour) spread(ctx context.Context, n int) (map[string]int, error) {
 // waitAnswer waits until url answers from netns: a new Service or node
 // port answers once every node's svcproxy has synced it.
 func (t *tour) waitAnswer(ctx context.Context, netns, url string) error {
-	return poll(ctx, 30*time.Second, func() error {
+	return lab.Poll(ctx, 30*time.Second, func() error {
 		_, err := t.getJSON(ctx, netns, url)
 		return err
 	})
@@ -139,7 +138,7 @@ func (t *tour) waitSpread(ctx context.Context, n int) error {
 	}
 	url := "http://" + net.JoinHostPort(t.report.BackendIP, "3000") + "/"
 	seen := map[string]bool{}
-	return poll(ctx, 30*time.Second, func() error {
+	return lab.Poll(ctx, 30*time.Second, func() error {
 		for range 10 {
 			if a, err := t.getJSON(ctx, netns, url); err == nil {
 				seen[a.Pod] = true
@@ -235,7 +234,7 @@ func (t *tour) loadBalancer(ctx context.Context) error {
 // ingressIP waits for the frontend Service's load-balancer address.
 func (t *tour) ingressIP(ctx context.Context) (string, error) {
 	var ip string
-	err := poll(ctx, 30*time.Second, func() error {
+	err := lab.Poll(ctx, 30*time.Second, func() error {
 		svc, err := t.client.CoreV1().Services("default").Get(ctx, "frontend-service", metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -297,7 +296,7 @@ func (t *tour) healthChecks(ctx context.Context) error {
 	t.report.LocalNode = pods.Items[0].Spec.NodeName
 	t.say("\nhealthCheckNodePort %d, asked on every node from the client (the frontend pod is on %s):", hc, t.report.LocalNode)
 	var checks []HealthCheck
-	err = poll(ctx, 20*time.Second, func() error {
+	err = lab.Poll(ctx, 20*time.Second, func() error {
 		checks = t.askHealth(ctx, int(hc))
 		for _, c := range checks {
 			if (c.Status == 200) != (c.Node == t.report.LocalNode) {
@@ -317,7 +316,7 @@ func (t *tour) healthChecks(ctx context.Context) error {
 // the frontend pod, as a cloud load balancer would after its health checks.
 func (t *tour) waitRoute(ctx context.Context, ip string) error {
 	node, _ := t.st.Node(t.report.LocalNode)
-	return poll(ctx, 20*time.Second, func() error {
+	return lab.Poll(ctx, 20*time.Second, func() error {
 		out, err := lab.Command(ctx, t.st.ClientNetns(), "ip", "route", "show", ip).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("ip route show %s: %w: %s", ip, err, out)
@@ -375,14 +374,14 @@ func (t *tour) scaleTo(ctx context.Context, deployment, selector string, n int) 
 // waitPods waits until exactly n pods match selector, all ready and none
 // terminating.
 func (t *tour) waitPods(ctx context.Context, selector string, n int) error {
-	return poll(ctx, 60*time.Second, func() error {
+	return lab.Poll(ctx, 60*time.Second, func() error {
 		pods, err := t.client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: selector})
 		if err != nil {
 			return err
 		}
 		ready := 0
 		for _, p := range pods.Items {
-			if p.DeletionTimestamp == nil && isReady(&p) {
+			if p.DeletionTimestamp == nil && lab.PodReady(&p) {
 				ready++
 			}
 		}
@@ -393,28 +392,3 @@ func (t *tour) waitPods(ctx context.Context, selector string, n int) error {
 	})
 }
 
-func isReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-// poll calls ok every 200 ms until it succeeds, limit passes or ctx ends.
-func poll(ctx context.Context, limit time.Duration, ok func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	for {
-		err := ok()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("after %v: %w", limit, err)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
