@@ -1,0 +1,139 @@
+package kubelet
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/svcproxy/svcproxy/internal/lab"
+)
+
+func newKubelet(t *testing.T, objs ...corev1.Node) (*Kubelet, *fake.Clientset) {
+	t.Helper()
+	st, err := lab.NewState("t", 2, "x", "nftables")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := fake.NewClientset()
+	for _, n := range objs {
+		if _, err := client.CoreV1().Nodes().Create(context.Background(), &n, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &Kubelet{lab: st, node: st.Nodes[1], client: client, logf: t.Logf,
+		pods: map[types.UID]*pod{}, ips: map[netip.Addr]bool{}}, client
+}
+
+// TestRegister: the Node gets its zone, pod CIDR, address, capacity and
+// Ready condition, and loses the not-ready taint the apiserver gave it.
+func TestRegister(t *testing.T) {
+	tainted := corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "node2"},
+		Spec: corev1.NodeSpec{Taints: []corev1.Taint{
+			{Key: corev1.TaintNodeNotReady, Effect: corev1.TaintEffectNoSchedule},
+			{Key: "example.com/keep", Effect: corev1.TaintEffectNoSchedule},
+		}},
+	}
+	k, client := newKubelet(t, tainted)
+	if err := k.register(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	n, err := client.CoreV1().Nodes().Get(context.Background(), "node2", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(n.Spec.Taints) != 1 || n.Spec.Taints[0].Key != "example.com/keep" {
+		t.Errorf("taints: %+v, want only example.com/keep", n.Spec.Taints)
+	}
+	if n.Status.Allocatable.Pods().Value() != 110 || len(n.Status.Addresses) == 0 || n.Status.Addresses[0].Address != "198.51.100.2" {
+		t.Errorf("status: %+v", n.Status)
+	}
+	if len(n.Status.Conditions) != 1 || n.Status.Conditions[0].Type != corev1.NodeReady || n.Status.Conditions[0].Status != corev1.ConditionTrue {
+		t.Errorf("conditions: %+v", n.Status.Conditions)
+	}
+}
+
+// TestRegisterCreates: a new Node carries the zone label and pod CIDR.
+func TestRegisterCreates(t *testing.T) {
+	k, client := newKubelet(t)
+	if err := k.register(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	n, err := client.CoreV1().Nodes().Get(context.Background(), "node2", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Labels[corev1.LabelTopologyZone] != "zone-b" || n.Spec.PodCIDR != "10.244.2.0/24" || n.Labels[corev1.LabelHostname] != "node2" {
+		t.Errorf("node: labels %v, podCIDR %q", n.Labels, n.Spec.PodCIDR)
+	}
+}
+
+func TestAllocateIP(t *testing.T) {
+	k, _ := newKubelet(t)
+	a, _ := k.allocateIP()
+	b, _ := k.allocateIP()
+	if a.String() != "10.244.2.2" || b.String() != "10.244.2.3" {
+		t.Fatalf("first addresses: %s %s", a, b)
+	}
+	k.releaseIP(a)
+	if c, _ := k.allocateIP(); c != a {
+		t.Errorf("after release got %s, want %s again", c, a)
+	}
+	n := 2
+	for {
+		if _, err := k.allocateIP(); err != nil {
+			if !strings.Contains(err.Error(), "is full") {
+				t.Errorf("error: %v", err)
+			}
+			break
+		}
+		n++
+	}
+	if n != 253 { // .2 to .254
+		t.Errorf("%d addresses in a /24, want 253", n)
+	}
+}
+
+func TestVethName(t *testing.T) {
+	a, b := vethName("3f2c1a7e-0000-4000-8000-000000000001"), vethName("3f2c1a7e-0000-4000-8000-000000000002")
+	if len(a) > 15 || a == b || a != vethName("3f2c1a7e-0000-4000-8000-000000000001") || !strings.HasPrefix(a, "veth") {
+		t.Errorf("vethName: %q %q", a, b)
+	}
+}
+
+// TestPodStatus: Running with the pod's IP at once; Ready only when every
+// container is.
+func TestPodStatus(t *testing.T) {
+	k, _ := newKubelet(t)
+	obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default", UID: "u1"}}
+	p := newPod(k, obj)
+	p.ip = netip.MustParseAddr("10.244.2.7")
+	a, b := &container{spec: corev1.Container{Name: "a"}}, &container{spec: corev1.Container{Name: "b"}}
+	p.containers = []*container{a, b}
+	a.started.Store(true)
+	a.ready.Store(true)
+	s := p.status(obj)
+	if s.Phase != corev1.PodRunning || s.PodIP != "10.244.2.7" || s.HostIP != "198.51.100.2" || readyOf(s) != corev1.ConditionFalse {
+		t.Errorf("one container ready: %+v", s)
+	}
+	b.started.Store(true)
+	b.ready.Store(true)
+	if s := p.status(obj); readyOf(s) != corev1.ConditionTrue || !s.ContainerStatuses[1].Ready {
+		t.Errorf("both ready: %+v", s)
+	}
+}
+
+func readyOf(s corev1.PodStatus) corev1.ConditionStatus {
+	for _, c := range s.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status
+		}
+	}
+	return ""
+}
