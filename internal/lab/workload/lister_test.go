@@ -55,9 +55,11 @@ func TestInformerLister(t *testing.T) {
 	}
 	factory := informers.NewSharedInformerFactory(fake.NewClientset(objects...), 0)
 	lister := NewInformerLister(factory)
-	factory.Start(t.Context().Done())
-	defer factory.Shutdown()
-	for typ, synced := range factory.WaitForCacheSync(t.Context().Done()) {
+	stop := make(chan struct{})
+	factory.Start(stop)
+	defer factory.Shutdown() // after close(stop): Shutdown waits for the informers
+	defer close(stop)
+	for typ, synced := range factory.WaitForCacheSync(stop) {
 		if !synced {
 			t.Fatalf("%v not synced", typ)
 		}
