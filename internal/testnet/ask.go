@@ -111,6 +111,9 @@ func (c *UDPClient) ask(deadline time.Time) (Reply, error) {
 }
 
 func (c *UDPClient) exchange(deadline time.Time) (Reply, error) {
+	// Clear the last Ask's deadline first: once past, it would fail the
+	// raw read of drain at once.
+	c.conn.SetDeadline(time.Time{})
 	if err := c.drain(); err != nil {
 		return Reply{}, fmt.Errorf("drain: %w", err)
 	}
