@@ -112,6 +112,7 @@ func (s *State) removeNetwork(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	os.Remove(etcNetnsDir) // if the lab made it, and nothing else uses it
 	return errors.Join(errs...)
 }
 
