@@ -391,4 +391,3 @@ func (t *tour) waitPods(ctx context.Context, selector string, n int) error {
 		return nil
 	})
 }
-
