@@ -309,3 +309,12 @@ func (a *Agent) waitSynced(ctx context.Context) error {
 	}
 	return nil
 }
+
+// WithPlan calls fn with the plan of the last sync (nil before the first)
+// and the sync status, under the agent's lock: fn must be quick and must
+// not keep the plan, which the next sync changes.
+func (a *Agent) WithPlan(fn func(p *plan.Plan, st Status)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	fn(a.current, a.status)
+}

@@ -33,6 +33,16 @@ Usage:
   svcproxy demo                 a quick look without a control plane: the
                                 two-tier example programmed from manifests
                                 into throwaway network namespaces
+  svcproxy status [--output json]
+                                this node's Services as the running svcproxy
+                                planned them: addresses, policies, endpoints
+                                (ready, serving, terminating, local, zone) and
+                                which traffic uses them; the last sync
+  svcproxy trace --src IP --dst IP:PORT [--proto tcp] [--output json]
+                                what this node does with such a packet: the
+                                rules it meets in the kernel, the candidate
+                                endpoints and their odds, masquerading, the
+                                verdict and why, checked against the plan
   svcproxy bench [flags]        measure a dataplane in a throwaway network
                                 namespace and print a table; with --api, the
                                 network programming latency against a real
@@ -55,6 +65,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = runDemo(ctx, args[1:], stdout, stderr)
 	case "lab":
 		err = runLab(ctx, args[1:], stdout, stderr)
+	case "status":
+		err = runStatus(ctx, args[1:], stdout, stderr)
+	case "trace":
+		err = runTrace(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		printHelp(stdout)
 		return 0

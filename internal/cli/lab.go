@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strings"
 
+	"github.com/svcproxy/svcproxy/internal/explain"
 	"github.com/svcproxy/svcproxy/internal/lab"
 	"github.com/svcproxy/svcproxy/internal/lab/kubelet"
 	"github.com/svcproxy/svcproxy/internal/lab/lbpool"
@@ -21,7 +22,10 @@ const labUsage = `Usage:
   svcproxy lab up [--nodes 3] [--proxy-mode nftables|iptables]
                                   bring up a cluster of network namespaces:
                                   real control plane, svcproxy on every node
-  svcproxy lab status             processes, nodes, pods and Services
+  svcproxy lab status [--node N]  processes, nodes, pods and Services; with
+                                  --node, that node's svcproxy status
+  svcproxy lab trace --node N --src IP --dst IP:PORT [--proto tcp]
+                                  what node N does with such a packet
   svcproxy lab kubectl ARGS...    kubectl pointed at the lab
   svcproxy lab exec [-n NAMESPACE] POD|NODE|client -- CMD...
                                   run CMD in a pod's, a node's or the outside
@@ -53,7 +57,10 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	mode := fs.String("proxy-mode", "nftables", "up, demo: svcproxy's mode on the nodes")
 	keep := fs.Bool("keep", false, "demo: leave the lab up afterwards")
 	namespace := fs.String("n", "default", "exec: the pod's Kubernetes namespace")
-	node := fs.String("node", "", "kubelet: the node to play")
+	node := fs.String("node", "", "status, trace: the node to ask; kubelet: the node to play")
+	output := fs.String("output", "text", "status --node, trace: text or json")
+	var packet traceFlags
+	packet.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -66,10 +73,13 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return lab.Down(context.WithoutCancel(ctx), *name)
 	case "demo":
 		return walkthrough.Run(ctx, opts, *keep, stdout)
-	case "status", "exec", "kubelet", "lbpool":
+	case "status", "exec", "kubelet", "lbpool", "trace":
 		st, err := lab.Load(*name)
 		if err != nil {
 			return err
+		}
+		if cmd == "trace" || cmd == "status" && *node != "" {
+			return explainNode(ctx, st, cmd, *node, *output, packet, stdout)
 		}
 		return runInLab(ctx, st, cmd, fs.Args(), *namespace, *node, stdout, stderr)
 	}
@@ -94,6 +104,19 @@ func runInLab(ctx context.Context, st *lab.State, cmd string, args []string, nam
 		return kubelet.Run(ctx, st, node, client, logf)
 	}
 	return lbpool.Run(ctx, st, client, logf)
+}
+
+// explainNode runs `status` or `trace` against a lab node's svcproxy.
+func explainNode(ctx context.Context, st *lab.State, cmd, node, output string, packet traceFlags, stdout io.Writer) error {
+	n, ok := st.Node(node)
+	if !ok {
+		return fmt.Errorf("%s: --node %q is not a node of lab %s", cmd, node, st.Name)
+	}
+	e := explainFlags{node: explain.Node{Netns: n.Netns, Metrics: "127.0.0.1:10249"}, output: output}
+	if cmd == "status" {
+		return showStatus(ctx, e, stdout)
+	}
+	return showTrace(ctx, e, packet, stdout)
 }
 
 // labExec runs `exec TARGET -- CMD...`.

@@ -75,58 +75,12 @@ func (f Flow) WantTargets() []plan.Target {
 // masqueraded, and the affinity timeout. The Service and the reason are not
 // compared. The error explains every difference.
 func Compare(f Flow, got plan.Decision) error {
-	var diffs []string
-	if got.Action != f.Want.Action {
-		diffs = append(diffs, fmt.Sprintf("action %s, want %s", got.Action, f.Want.Action))
-	}
-	gotTargets := slices.Clone(got.Targets)
-	slices.SortStableFunc(gotTargets, func(a, b plan.Target) int { return a.Endpoint.Compare(b.Endpoint) })
-	want := f.WantTargets()
-
-	gotSet := map[netip.AddrPort]int{}
-	for _, t := range gotTargets {
-		gotSet[t.Endpoint]++
-	}
-	var missing, extra, dup []string
-	for _, t := range want {
-		if gotSet[t.Endpoint] == 0 {
-			missing = append(missing, t.Endpoint.String())
-		}
-	}
-	for ep, n := range gotSet {
-		if !slices.Contains(f.Want.Endpoints, ep) {
-			extra = append(extra, ep.String())
-		}
-		if n > 1 {
-			dup = append(dup, fmt.Sprintf("%s (%d times)", ep, n))
-		}
-	}
-	slices.Sort(extra)
-	slices.Sort(dup)
-	if len(missing) > 0 {
-		diffs = append(diffs, "missing endpoints "+strings.Join(missing, ", "))
-	}
-	if len(extra) > 0 {
-		diffs = append(diffs, "unexpected endpoints "+strings.Join(extra, ", "))
-	}
-	if len(dup) > 0 {
-		diffs = append(diffs, "endpoints listed more than once (unequal odds) "+strings.Join(dup, ", "))
-	}
-	for _, w := range want {
-		for _, g := range gotTargets {
-			if g.Endpoint == w.Endpoint && g.Masquerade != w.Masquerade {
-				diffs = append(diffs, fmt.Sprintf("%s masquerade %v, want %v (expected masquerade: %s)", w.Endpoint, g.Masquerade, w.Masquerade, f.Want.Masquerade))
-				break
-			}
-		}
-	}
-	if got.AffinitySeconds != f.Want.AffinitySeconds {
-		diffs = append(diffs, fmt.Sprintf("affinity %ds, want %ds", got.AffinitySeconds, f.Want.AffinitySeconds))
-	}
+	want := plan.Decision{Action: f.Want.Action, Targets: f.WantTargets(), AffinitySeconds: f.Want.AffinitySeconds}
+	diffs := plan.DiffDecisions(want, got)
 	if len(diffs) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%s: %s\n  got  %s\n  want %s", f, strings.Join(diffs, "; "), showDecision(got), f.Want)
+	return fmt.Errorf("%s: %s\n  got  %s\n  want %s (masquerade: %s)", f, strings.Join(diffs, "; "), showDecision(got), f.Want, f.Want.Masquerade)
 }
 
 // Check fails t when a decision does not match a flow's expectation.

@@ -24,6 +24,7 @@ import (
 	"github.com/svcproxy/svcproxy/internal/config"
 	"github.com/svcproxy/svcproxy/internal/conntrack"
 	"github.com/svcproxy/svcproxy/internal/dataplane"
+	"github.com/svcproxy/svcproxy/internal/explain"
 	"github.com/svcproxy/svcproxy/internal/dataplane/iptables"
 	"github.com/svcproxy/svcproxy/internal/dataplane/nftables"
 	"github.com/svcproxy/svcproxy/internal/health"
@@ -123,6 +124,7 @@ func Run(ctx context.Context, opts *config.Options, env Env) error {
 		},
 		func(ctx context.Context) error {
 			h := metrics.Handler(m, string(set.Mode), func() any { return cfg }, ph.Handler())
+			h = withExplain(h, explain.Handler(string(set.Mode), explainPlan(a)))
 			if cfg.EnableProfiling {
 				h = withProfiling(h)
 			}
@@ -131,6 +133,29 @@ func Run(ctx context.Context, opts *config.Options, env Env) error {
 		func(ctx context.Context) error { return runSource(ctx, opts, env, nodeName, a) },
 		a.Run,
 	)
+}
+
+// withExplain serves `svcproxy status` and `svcproxy trace` their answers
+// under /svcproxy/ on the metrics server.
+func withExplain(h, ex http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.Handle("/svcproxy/", ex)
+	return mux
+}
+
+// explainPlan lends the agent's last plan and sync status to the explain
+// handlers.
+func explainPlan(a *agent.Agent) func(fn func(*plan.Plan, explain.SyncStatus)) {
+	return func(fn func(*plan.Plan, explain.SyncStatus)) {
+		a.WithPlan(func(p *plan.Plan, st agent.Status) {
+			sync := explain.SyncStatus{At: st.Last, Took: st.Took.String(), Full: st.Full, Syncs: st.Syncs, Failures: st.Failures}
+			if st.Err != nil {
+				sync.Error = st.Err.Error()
+			}
+			fn(p, sync)
+		})
+	}
 }
 
 // withProfiling adds Go's /debug/pprof/ handlers, as kube-proxy's
