@@ -94,7 +94,7 @@ func (e explainFlags) print(w io.Writer, v any, write func(io.Writer)) error {
 	case "json":
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
+		enc.SetEscapeHTML(false)
 		return enc.Encode(v)
 	case "text":
 		write(w)

@@ -18,7 +18,6 @@ const (
 	DecidePath = "/svcproxy/decide"
 )
 
-
 // Handler serves StatusPath (the Status as JSON) and DecidePath (the
 // plan's decision for ?src=IP&dst=IP:PORT&proto=tcp[&fromHost=true]).
 func Handler(mode string, withPlan func(fn func(p *plan.Plan, sync SyncStatus))) http.Handler {
