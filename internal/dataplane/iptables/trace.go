@@ -331,6 +331,9 @@ func (w *walker) target(target string, args []string) (string, error) {
 	}
 	switch target {
 	case "ACCEPT", "DROP", "REJECT", "RETURN":
+		if r := arg("--reject-with"); target == "REJECT" && (r == "icmp-port-unreachable" || r == "icmp6-port-unreachable") {
+			args = nil // the default, which iptables-save prints
+		}
 		if len(args) > 0 {
 			return "", fmt.Errorf("unexpected %v", args)
 		}
@@ -340,6 +343,10 @@ func (w *walker) target(target string, args []string) (string, error) {
 			w.mark |= parseHex(v)
 		} else if v := arg("--xor-mark"); v != "" {
 			w.mark ^= parseHex(v)
+		} else if v, m, ok := strings.Cut(arg("--set-xmark"), "/"); ok {
+			// How iptables-save prints both: --or-mark X is X/X,
+			// --xor-mark X is X/0.
+			w.mark = w.mark&^parseHex(m) ^ parseHex(v)
 		} else {
 			return "", fmt.Errorf("MARK %v", args)
 		}

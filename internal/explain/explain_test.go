@@ -1,0 +1,95 @@
+package explain
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/svcproxy/svcproxy/internal/flows"
+	"github.com/svcproxy/svcproxy/internal/plan"
+)
+
+func TestParsePacket(t *testing.T) {
+	for _, c := range []struct{ src, dst, proto, err string }{
+		{"10.244.1.3", "10.96.0.10:53", "udp", ""},
+		{"10.244.1.3:40000", "10.96.0.10:53", "", ""},
+		{"fd00::1", "[fd00:10:96::1]:80", "tcp", ""},
+		{"nonsense", "10.96.0.10:53", "tcp", `--src "nonsense"`},
+		{"10.244.1.3", "10.96.0.10", "tcp", `--dst "10.96.0.10"`},
+		{"10.244.1.3", "10.96.0.10:53", "icmp", `--proto "icmp"`},
+		{"10.244.1.3", "[fd00::1]:53", "tcp", "different IP families"},
+	} {
+		_, err := ParsePacket(c.src, c.dst, c.proto)
+		if (c.err == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), c.err) {
+			t.Errorf("ParsePacket(%q, %q, %q) = %v, want %q", c.src, c.dst, c.proto, err, c.err)
+		}
+	}
+}
+
+// TestStatusOfTheFixture: the status lists every port with its policies
+// and endpoints, saying which traffic uses which.
+func TestStatusOfTheFixture(t *testing.T) {
+	p, _ := plan.Build(flows.Fixture())
+	s := Status{Mode: "nftables", Ports: PortsOf(p)}
+	var b strings.Builder
+	s.Write(&b)
+	out := b.String()
+	for _, want := range []string{
+		"flows/three (tcp) 10.96.0.11:80",
+		"flows/lb-local (tcp) 10.96.0.13:80, nodePort 30013, 203.0.113.13:80",
+		"externalTrafficPolicy Local, healthCheckNodePort",
+		"flows/empty (tcp) 10.96.0.22:80",
+		"no endpoints: connections are rejected",
+		"terminating, serving",
+		"sessionAffinity ClientIP",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestHandler: the agent's endpoints answer status and decisions as JSON,
+// and refuse bad packets and an agent that has not synced.
+func TestHandler(t *testing.T) {
+	p, _ := plan.Build(flows.Fixture())
+	var current *plan.Plan
+	srv := httptest.NewServer(Handler("nftables", func(fn func(*plan.Plan, SyncStatus)) { fn(current, SyncStatus{Syncs: 3}) }))
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b strings.Builder
+		buf := make([]byte, 1<<16)
+		for {
+			n, err := resp.Body.Read(buf)
+			b.Write(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		return resp.StatusCode, b.String()
+	}
+	if code, _ := get(DecidePath + "?src=10.244.1.3&dst=10.96.0.11:80"); code != http.StatusServiceUnavailable {
+		t.Errorf("before a sync: %d", code)
+	}
+	current = p
+	code, body := get(DecidePath + "?src=10.244.1.3&dst=10.96.0.11:80&proto=tcp")
+	var d plan.Decision
+	if code != 200 || json.Unmarshal([]byte(body), &d) != nil || d.Action != plan.Forward || len(d.Targets) != 3 {
+		t.Errorf("decide: %d %s", code, body)
+	}
+	if code, body := get(DecidePath + "?src=x&dst=10.96.0.11:80"); code != 400 || !strings.Contains(body, "--src") {
+		t.Errorf("bad packet: %d %s", code, body)
+	}
+	code, body = get(StatusPath)
+	var s Status
+	if code != 200 || json.Unmarshal([]byte(body), &s) != nil || s.Mode != "nftables" || s.Sync.Syncs != 3 || len(s.Ports) == 0 {
+		t.Errorf("status: %d %.300s", code, body)
+	}
+}
