@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/svcproxy/svcproxy/internal/explain"
 	"github.com/svcproxy/svcproxy/internal/lab"
 )
 
@@ -254,7 +256,7 @@ func (t *tour) local(ctx context.Context) error {
 	if err := t.apply(ctx, "frontend-local.yaml"); err != nil {
 		return err
 	}
-	if err := t.scaleTo(ctx, "frontend-deployment", "app=frontend", 1); err != nil {
+	if err := t.scaleTo(ctx, "frontend", 1); err != nil {
 		return err
 	}
 	if err := t.kubectl(ctx, "get", "pods", "-l", "app=frontend", "-o", "wide"); err != nil {
@@ -278,7 +280,10 @@ func (t *tour) local(ctx context.Context) error {
 		t.report.Local = append(t.report.Local, t.ask(ctx, fmt.Sprintf("#%d", i+1), "http://"+ip+"/"))
 	}
 	t.say("\nThe frontend now sees the client's own address, %s.", lab.ClientIP)
-	return t.scaleTo(ctx, "frontend-deployment", "app=frontend", 3)
+	if err := t.traceNodePort(ctx); err != nil {
+		return err
+	}
+	return t.scaleTo(ctx, "frontend", 3)
 }
 
 // healthChecks asks every node's health-check node port, from the client,
@@ -312,6 +317,36 @@ func (t *tour) healthChecks(ctx context.Context) error {
 	return err
 }
 
+// traceNodePort asks svcproxy on a node without the frontend pod, then on
+// the node with it, what it does with the client's connection to the
+// NodePort: "why does NodePort on this node not answer?".
+func (t *tour) traceNodePort(ctx context.Context) error {
+	port, err := t.nodePortOf(ctx)
+	if err != nil {
+		return err
+	}
+	local, _ := t.st.Node(t.report.LocalNode)
+	other := t.st.Nodes[0]
+	if other.Name == local.Name {
+		other = t.st.Nodes[1]
+	}
+	for _, n := range []lab.Node{other, local} {
+		dst := net.JoinHostPort(n.IP.String(), port)
+		t.say("\n$ svcproxy lab trace --node %s --src %s --dst %s", n.Name, lab.ClientIP, dst)
+		pkt, err := explain.ParsePacket(lab.ClientIP.String(), dst, "tcp")
+		if err != nil {
+			return err
+		}
+		r, err := explain.Node{Netns: n.Netns}.Trace(ctx, pkt)
+		if err != nil {
+			return err
+		}
+		r.Write(t.w)
+		t.report.Traces = append(t.report.Traces, NodeTrace{Node: n.Name, Result: r})
+	}
+	return nil
+}
+
 // waitRoute waits until the load balancer routes ip only via the node with
 // the frontend pod, as a cloud load balancer would after its health checks.
 func (t *tour) waitRoute(ctx context.Context, ip string) error {
@@ -332,7 +367,7 @@ func (t *tour) waitRoute(ctx context.Context, ip string) error {
 // scale scales the backend to 5 and shows the new spread.
 func (t *tour) scale(ctx context.Context) error {
 	t.heading("7. Scaling the backend to 5 pods: the new pods get traffic as soon as they are ready")
-	if err := t.scaleTo(ctx, "backend-deployment", "app=backend", 5); err != nil {
+	if err := t.scaleTo(ctx, "backend", 5); err != nil {
 		return err
 	}
 	if err := t.waitSpread(ctx, 5); err != nil {
@@ -359,16 +394,38 @@ func (t *tour) rules(ctx context.Context) error {
 	return nil
 }
 
-// scaleTo scales a Deployment and waits until exactly n of its pods exist
-// and are ready (terminating ones gone).
-func (t *tour) scaleTo(ctx context.Context, deployment, selector string, n int) error {
-	if err := t.kubectl(ctx, "scale", "deployment/"+deployment, "--replicas="+strconv.Itoa(n)); err != nil {
+// scaleTo scales a tier's Deployment and waits until exactly n of its pods
+// exist and are ready (terminating ones gone), and every node's svcproxy
+// has programmed exactly those n endpoints.
+func (t *tour) scaleTo(ctx context.Context, tier string, n int) error {
+	if err := t.kubectl(ctx, "scale", "deployment/"+tier+"-deployment", "--replicas="+strconv.Itoa(n)); err != nil {
 		return err
 	}
-	if err := t.kubectl(ctx, "rollout", "status", "deployment/"+deployment, "--timeout=90s"); err != nil {
+	if err := t.kubectl(ctx, "rollout", "status", "deployment/"+tier+"-deployment", "--timeout=90s"); err != nil {
 		return err
 	}
-	return t.waitPods(ctx, selector, n)
+	if err := t.waitPods(ctx, "app="+tier, n); err != nil {
+		return err
+	}
+	return t.waitProgrammed(ctx, "default/"+tier+"-service:"+tier, n)
+}
+
+// waitProgrammed waits until every node's svcproxy has synced exactly n
+// endpoints for the service port, asking each one's status.
+func (t *tour) waitProgrammed(ctx context.Context, port string, n int) error {
+	return lab.Poll(ctx, 30*time.Second, func() error {
+		for _, node := range t.st.Nodes {
+			s, err := explain.Node{Netns: node.Netns}.Status(ctx)
+			if err != nil {
+				return err
+			}
+			i := slices.IndexFunc(s.Ports, func(p explain.Port) bool { return p.Service == port })
+			if i < 0 || len(s.Ports[i].Endpoints) != n {
+				return fmt.Errorf("svcproxy on %s has not synced %d endpoints of %s yet", node.Name, n, port)
+			}
+		}
+		return nil
+	})
 }
 
 // waitPods waits until exactly n pods match selector, all ready and none

@@ -16,6 +16,7 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/svcproxy/svcproxy/internal/explain"
 	"github.com/svcproxy/svcproxy/internal/lab"
 )
 
@@ -36,6 +37,9 @@ type Report struct {
 	HealthChecks []HealthCheck
 	// LocalNode is the node of that one frontend pod.
 	LocalNode string
+	// Traces are `svcproxy trace` of the client's connection to the
+	// NodePort on another node, then on LocalNode.
+	Traces []NodeTrace
 	// Rollout is the rolling update of the backend under load.
 	Rollout Rollout
 	// Rules is what svcproxy programmed on node1 for backend-service.
@@ -49,6 +53,12 @@ type Answer struct {
 	Backend  string // the backend pod the frontend reached
 	ClientIP string // the source address the frontend saw
 	Err      string // the request failed
+}
+
+// NodeTrace is a trace on one node.
+type NodeTrace struct {
+	Node   string
+	Result *explain.Result
 }
 
 // HealthCheck is one node's healthCheckNodePort answer.

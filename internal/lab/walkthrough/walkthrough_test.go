@@ -99,12 +99,31 @@ func checkReport(t *testing.T, st *lab.State, r *walkthrough.Report) {
 			t.Errorf("health check on %s (frontend pod on %s): %+v", hc.Node, r.LocalNode, hc)
 		}
 	}
+	checkTraces(t, r)
 	ro := r.Rollout
 	if ro.Failures != 0 || ro.Requests < 20 || ro.Versions["v1"] == 0 || ro.Versions["v2"] == 0 {
 		t.Errorf("rolling update: %+v, want no failures and answers from v1 and v2", ro)
 	}
 	if !strings.Contains(r.Rules, "default/backend-service") || !strings.Contains(strings.ToLower(r.Rules), "dnat") {
 		t.Errorf("rules for backend-service:\n%s", r.Rules)
+	}
+}
+
+// checkTraces: `svcproxy trace` of the client's NodePort connection drops
+// it on a node without the frontend pod, for that reason, and forwards it
+// with the client's address on the pod's node; the kernel agrees with the
+// plan on both.
+func checkTraces(t *testing.T, r *walkthrough.Report) {
+	t.Helper()
+	if len(r.Traces) != 2 {
+		t.Fatalf("traces: %+v", r.Traces)
+	}
+	other, local := r.Traces[0].Result, r.Traces[1].Result
+	if other.Kernel.Action != "DROP" || !strings.Contains(other.Plan.Reason, "no local endpoint") || len(other.Problems) > 0 {
+		t.Errorf("trace on %s: %+v", r.Traces[0].Node, other)
+	}
+	if local.Kernel.Action != "FORWARD" || len(local.Kernel.Masqueraded) > 0 || len(local.Problems) > 0 || r.Traces[1].Node != r.LocalNode {
+		t.Errorf("trace on %s: %+v", r.Traces[1].Node, local)
 	}
 }
 
