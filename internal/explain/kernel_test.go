@@ -56,7 +56,12 @@ func TestTraceReportsADeletedRule(t *testing.T) {
 	if err != nil || len(r.Problems) > 0 {
 		t.Fatalf("before: %v %v", r, err)
 	}
-	chain := strings.SplitN(r.Paths[0].Steps[3], ":", 2)[0] // the service's chain
+	chain := "" // the service's chain
+	for _, step := range r.Paths[0].Steps {
+		if strings.HasPrefix(step, "svc-") {
+			chain = strings.SplitN(step, ":", 2)[0]
+		}
+	}
 	listing, err := c.Node1.Exec(ctx, "nft", "-a", "list", "chain", "ip", nftables.DefaultTable, chain)
 	if err != nil {
 		t.Fatal(err)

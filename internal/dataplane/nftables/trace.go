@@ -363,12 +363,23 @@ func (w *walker) statement(s string) (string, error) {
 	return "", fmt.Errorf("unknown rule shape %q", s)
 }
 
+// lookup finds key in a map and, when it is there, notes the element among
+// the path's steps ("@service-ips: 10.96.0.11 . tcp . 80 : goto svc-...").
 func (w *walker) lookup(name, key string) (string, error) {
+	v, err := w.get(name, key)
+	if v != "" {
+		w.path.Steps = append(w.path.Steps, "  @"+name+": "+key+" : "+v)
+	}
+	return v, err
+}
+
+// get finds key in a map; "" when it is absent (the rule does not match).
+func (w *walker) get(name, key string) (string, error) {
 	m, ok := w.rs.Maps[name]
 	if !ok {
 		return "", fmt.Errorf("map %q does not exist", name)
 	}
-	return m[key], nil // "" when absent: the rule does not match
+	return m[key], nil
 }
 
 // choose decides a random match that holds with probability 1/n: the
@@ -422,7 +433,7 @@ func (w *walker) chooseIndex(n int) int {
 
 // lookupAll looks up an element that must exist.
 func (w *walker) lookupAll(name, key string) (string, error) {
-	v, err := w.lookup(name, key)
+	v, err := w.get(name, key)
 	if err == nil && v == "" {
 		err = fmt.Errorf("map %s has no element %s", name, key)
 	}
