@@ -87,6 +87,7 @@ type walker struct {
 	mark     uint32
 	dnat     bool
 	path     Path
+	element  string // the map element the current rule matched, if any
 }
 
 const maxSteps = 1000
@@ -169,6 +170,7 @@ func (w *walker) chain(base string) (string, error) {
 		}
 		rule := c.Rules[top.rule]
 		top.rule++
+		w.element = ""
 		v, err := w.rule(rule)
 		if err != nil {
 			return "", fmt.Errorf("trace: chain %s: rule %q: %w", c.Name, rule, err)
@@ -177,6 +179,9 @@ func (w *walker) chain(base string) (string, error) {
 			continue
 		}
 		w.path.Steps = append(w.path.Steps, c.Name+": "+rule)
+		if w.element != "" {
+			w.path.Steps = append(w.path.Steps, w.element)
+		}
 		verb, target, _ := strings.Cut(v, " ")
 		switch verb {
 		case "jump":
@@ -363,12 +368,12 @@ func (w *walker) statement(s string) (string, error) {
 	return "", fmt.Errorf("unknown rule shape %q", s)
 }
 
-// lookup finds key in a map and, when it is there, notes the element among
-// the path's steps ("@service-ips: 10.96.0.11 . tcp . 80 : goto svc-...").
+// lookup finds key in a map and, when it is there, notes the element to
+// show after the rule ("@service-ips: 10.96.0.11 . tcp . 80 : goto svc-...").
 func (w *walker) lookup(name, key string) (string, error) {
 	v, err := w.get(name, key)
 	if v != "" {
-		w.path.Steps = append(w.path.Steps, "  @"+name+": "+key+" : "+v)
+		w.element = "  @" + name + ": " + key + " : " + v
 	}
 	return v, err
 }
