@@ -57,3 +57,23 @@ func TestWriteConfigTo(t *testing.T) {
 		t.Fatalf("the written config does not load back: %s", errOut)
 	}
 }
+
+// TestExplainCommandsExplainTheirErrors: a bad packet names the flag, and
+// no running svcproxy is said so, with the address asked.
+func TestExplainCommandsExplainTheirErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"trace", "--src", "nope", "--dst", "10.96.0.1:443"}, `--src "nope"`},
+		{[]string{"trace", "--src", "10.0.0.1", "--dst", "10.96.0.1"}, `--dst "10.96.0.1"`},
+		{[]string{"status", "--metrics", "127.0.0.1:1"}, "asking svcproxy at 127.0.0.1:1 (is it running"},
+		{[]string{"status", "--metrics", "127.0.0.1:1", "--output", "yaml"}, "asking svcproxy"},
+		{[]string{"lab", "trace", "--name", "nolab", "--node", "node1"}, `lab "nolab": lab is not up`},
+	} {
+		code, _, stderr := run(c.args...)
+		if code == 0 || !strings.Contains(stderr, c.want) {
+			t.Errorf("%v: exit %d, stderr %q, want %q", c.args, code, stderr, c.want)
+		}
+	}
+}

@@ -93,3 +93,18 @@ func TestHandler(t *testing.T) {
 		t.Errorf("status: %d %.300s", code, body)
 	}
 }
+
+func TestVerdictWords(t *testing.T) {
+	hairpin := Verdict{Action: "FORWARD", Endpoints: []string{"10.244.1.3:3000", "10.244.2.3:3000"}, Masqueraded: []string{"10.244.1.3:3000"}}
+	if got := hairpin.words("10.244.1.3"); !strings.Contains(got, "the client itself (hairpin)") || !strings.Contains(got, "each 50%") {
+		t.Errorf("hairpin: %s", got)
+	}
+	v6 := Verdict{Action: "FORWARD", Endpoints: []string{"[fd00::2]:80"}, Masqueraded: []string{"[fd00::2]:80"}}
+	if got := v6.words("fd00::1"); !strings.HasSuffix(got, "; masqueraded") {
+		t.Errorf("all masqueraded: %s", got)
+	}
+	local := Verdict{Action: "FORWARD", Endpoints: []string{"10.244.2.4:8080"}}
+	if got := local.words("198.51.100.100"); !strings.Contains(got, "the endpoint sees the client's address") {
+		t.Errorf("not masqueraded: %s", got)
+	}
+}

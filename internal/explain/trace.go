@@ -26,6 +26,8 @@ type Result struct {
 	// Problems lists how the kernel's rules disagree with the plan; empty
 	// when they agree.
 	Problems []string `json:"problems,omitempty"`
+
+	client string // the packet's source, for the hairpin wording
 }
 
 // Path is one way through the rules.
@@ -71,7 +73,7 @@ func Trace(ctx context.Context, mode string, run Runner, localAddrs []netip.Addr
 		return nil, err
 	}
 	return &Result{
-		Packet: describe(pkt), Mode: mode, Paths: paths,
+		Packet: describe(pkt), Mode: mode, Paths: paths, client: pkt.Src.String(),
 		Kernel: verdictOf(got), Plan: verdictOf(planned),
 		Problems: plan.DiffDecisions(planned, got),
 	}, nil
@@ -177,8 +179,8 @@ func (r *Result) Write(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "\nverdict: %s\n", r.Kernel.words())
-	fmt.Fprintf(w, "plan:    %s\n", r.Plan.words())
+	fmt.Fprintf(w, "\nverdict: %s\n", r.Kernel.words(r.client))
+	fmt.Fprintf(w, "plan:    %s\n", r.Plan.words(r.client))
 	if r.Plan.Reason != "" {
 		fmt.Fprintf(w, "why:     %s\n", r.Plan.Reason)
 	}
@@ -187,8 +189,8 @@ func (r *Result) Write(w io.Writer) {
 	}
 }
 
-// words says a verdict in one line.
-func (v Verdict) words() string {
+// words says a verdict in one line; client is the packet's source.
+func (v Verdict) words(client string) string {
 	s := v.Action
 	if v.Service != "" {
 		s += " (" + v.Service + ")"
@@ -199,10 +201,21 @@ func (v Verdict) words() string {
 	switch {
 	case len(v.Masqueraded) > 0 && len(v.Masqueraded) == len(v.Endpoints):
 		s += "; masqueraded"
+	case len(v.Masqueraded) == 1 && addrOf(v.Masqueraded[0]) == client:
+		s += "; masqueraded only when it picks " + v.Masqueraded[0] + ", the client itself (hairpin), which would not take a reply from itself"
 	case len(v.Masqueraded) > 0:
 		s += "; masqueraded to " + strings.Join(v.Masqueraded, ", ")
 	case len(v.Endpoints) > 0:
 		s += "; the endpoint sees the client's address"
 	}
 	return s
+}
+
+// addrOf is the address of an "ip:port" endpoint.
+func addrOf(endpoint string) string {
+	ap, err := netip.ParseAddrPort(endpoint)
+	if err != nil {
+		return ""
+	}
+	return ap.Addr().String()
 }
