@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/svcproxy/svcproxy/internal/dataplane"
 	"github.com/svcproxy/svcproxy/internal/dataplane/iptables"
 	"github.com/svcproxy/svcproxy/internal/dataplane/nftables"
 	"github.com/svcproxy/svcproxy/internal/plan"
@@ -93,16 +94,7 @@ func traceNft(ctx context.Context, run Runner, local []netip.Addr, pkt plan.Pack
 	if err != nil {
 		return nil, plan.Decision{}, err
 	}
-	raw, err := nftables.Trace(rs, local, pkt)
-	if err != nil {
-		return nil, plan.Decision{}, err
-	}
-	var paths []Path
-	for _, p := range raw {
-		paths = append(paths, Path{p.Probability, p.Steps, string(p.Action), addrPort(p.Endpoint), p.Masquerade, p.AffinitySeconds})
-	}
-	d, err := nftables.Decision(raw)
-	return paths, d, err
+	return summarize(nftables.Trace(rs, local, pkt))
 }
 
 // traceIpt walks iptables-save's nat and filter tables.
@@ -115,7 +107,11 @@ func traceIpt(ctx context.Context, run Runner, local []netip.Addr, pkt plan.Pack
 	if err != nil {
 		return nil, plan.Decision{}, err
 	}
-	raw, err := iptables.Trace(iptables.ParseSave(out), local, pkt)
+	return summarize(iptables.Trace(iptables.ParseSave(out), local, pkt))
+}
+
+// summarize turns a tracer's paths into ours and their decision.
+func summarize(raw []dataplane.TracePath, err error) ([]Path, plan.Decision, error) {
 	if err != nil {
 		return nil, plan.Decision{}, err
 	}
@@ -123,7 +119,7 @@ func traceIpt(ctx context.Context, run Runner, local []netip.Addr, pkt plan.Pack
 	for _, p := range raw {
 		paths = append(paths, Path{p.Probability, p.Steps, string(p.Action), addrPort(p.Endpoint), p.Masquerade, p.AffinitySeconds})
 	}
-	d, err := iptables.Decision(raw)
+	d, err := dataplane.Decide(raw)
 	return paths, d, err
 }
 

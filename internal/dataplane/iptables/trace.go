@@ -2,26 +2,17 @@ package iptables
 
 import (
 	"fmt"
-	"math"
 	"net/netip"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 
+	"github.com/svcproxy/svcproxy/internal/dataplane"
 	"github.com/svcproxy/svcproxy/internal/plan"
 )
 
-// Path is one way a packet can go through the tables: the rules that
-// matched and where it ended. A random choice forks the trace.
-type Path struct {
-	Steps           []string
-	Action          plan.Action
-	Endpoint        netip.AddrPort
-	Masquerade      bool
-	AffinitySeconds int32
-	Probability     float64
-}
+// Path is one way through the rules (see dataplane.TracePath).
+type Path = dataplane.TracePath
 
 // Trace walks the first packet of a connection through parsed
 // iptables-save tables (nat and filter) as the kernel would: nat
@@ -50,25 +41,8 @@ func Trace(tables map[string]*Table, localAddrs []netip.Addr, pkt plan.Packet) (
 	return paths, explore(nil)
 }
 
-// Decision sums up the paths of a trace as a plan decision. Paths must
-// agree on the action and be equally likely (within the kernel's rounding
-// of probabilities).
-func Decision(paths []Path) (plan.Decision, error) {
-	d := plan.Decision{Action: paths[0].Action, AffinitySeconds: paths[0].AffinitySeconds}
-	for _, p := range paths {
-		if p.Action != d.Action {
-			return d, fmt.Errorf("paths disagree: %s and %s", d.Action, p.Action)
-		}
-		if math.Abs(p.Probability-1/float64(len(paths))) > 1e-6 {
-			return d, fmt.Errorf("path to %s has probability %.6f, not 1/%d", p.Endpoint, p.Probability, len(paths))
-		}
-		if p.Action == plan.Forward {
-			d.Targets = append(d.Targets, plan.Target{Endpoint: p.Endpoint, Masquerade: p.Masquerade})
-		}
-	}
-	sort.Slice(d.Targets, func(i, j int) bool { return d.Targets[i].Endpoint.Compare(d.Targets[j].Endpoint) < 0 })
-	return d, nil
-}
+// Decision sums up the paths of a trace as a plan decision.
+func Decision(paths []Path) (plan.Decision, error) { return dataplane.Decide(paths) }
 
 type walker struct {
 	tables  map[string]*Table

@@ -16,22 +16,7 @@ import (
 // `nft list table` and every flow is traced through them.
 func TestTraceKernelFlows(t *testing.T) {
 	c, in := syncFixture(t)
-	rulesets := readKernel(t, c)
-	for _, fl := range flows.Flows() {
-		t.Run(fl.Name, func(t *testing.T) {
-			paths, err := Trace(rulesets[plan.FamilyOf(fl.Pkt.Src)], in.Config.NodeIPs, fl.Pkt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := Decision(paths)
-			if err != nil {
-				t.Fatalf("%v\n%s", err, showPaths(paths))
-			}
-			if err := flows.Compare(fl, got); err != nil {
-				t.Fatalf("tracer: %v\n%s", err, showPaths(paths))
-			}
-		})
-	}
+	traceEveryFlow(t, readKernel(t, c), in)
 }
 
 // TestTraceKernelDetectsDeletedRule deletes, by hand, the rule that sends

@@ -9,20 +9,12 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/svcproxy/svcproxy/internal/dataplane"
 	"github.com/svcproxy/svcproxy/internal/plan"
 )
 
-// Path is one way a packet can go through the table: every rule that
-// matched, and where it ended. A random endpoint choice forks the trace,
-// one path per candidate.
-type Path struct {
-	Steps           []string
-	Action          plan.Action
-	Endpoint        netip.AddrPort // after DNAT
-	Masquerade      bool
-	AffinitySeconds int32
-	Probability     float64 // of this path among all
-}
+// Path is one way through the rules (see dataplane.TracePath).
+type Path = dataplane.TracePath
 
 // Trace walks the first packet of a connection through the table, hook by
 // hook, as the kernel would: filter and nat in prerouting (or output, for
@@ -53,25 +45,8 @@ func Trace(rs *Ruleset, localAddrs []netip.Addr, pkt plan.Packet) ([]Path, error
 	return paths, explore(nil)
 }
 
-// Decision sums up the paths of a trace as a plan decision, so it can be
-// compared with the plan's own. Paths must agree on the action and be
-// equally likely: the plan promises a uniform choice.
-func Decision(paths []Path) (plan.Decision, error) {
-	d := plan.Decision{Action: paths[0].Action, AffinitySeconds: paths[0].AffinitySeconds}
-	for _, p := range paths {
-		if p.Action != d.Action {
-			return d, fmt.Errorf("paths disagree: %s and %s", d.Action, p.Action)
-		}
-		if diff := p.Probability - 1/float64(len(paths)); diff > 1e-9 || diff < -1e-9 {
-			return d, fmt.Errorf("path to %s has probability %.4f, not 1/%d", p.Endpoint, p.Probability, len(paths))
-		}
-		if p.Action == plan.Forward {
-			d.Targets = append(d.Targets, plan.Target{Endpoint: p.Endpoint, Masquerade: p.Masquerade})
-		}
-	}
-	sort.Slice(d.Targets, func(i, j int) bool { return d.Targets[i].Endpoint.Compare(d.Targets[j].Endpoint) < 0 })
-	return d, nil
-}
+// Decision sums up the paths of a trace as a plan decision.
+func Decision(paths []Path) (plan.Decision, error) { return dataplane.Decide(paths) }
 
 // walker follows one path; forced fixes the first random choices.
 type walker struct {
