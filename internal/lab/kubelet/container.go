@@ -56,10 +56,7 @@ func (p *pod) startContainer(ctx context.Context, obj *corev1.Pod, c corev1.Cont
 // env is what the container's program sees of the pod.
 func (p *pod) env(obj *corev1.Pod, c corev1.Container) workload.Env {
 	netns := p.netns
-	vars := map[string]string{}
-	for _, v := range c.Env {
-		vars[v.Name] = v.Value
-	}
+	vars := p.vars(obj, c)
 	var ports []workload.ContainerPort
 	for _, cp := range c.Ports {
 		ports = append(ports, workload.ContainerPort{Name: cp.Name, Port: cp.ContainerPort, Protocol: string(cp.Protocol)})
@@ -79,6 +76,31 @@ func (p *pod) env(obj *corev1.Pod, c corev1.Container) workload.Env {
 		Terminating:   p.terminating.Load,
 		Logf:          func(f string, a ...any) { p.k.logf(prefix+f, a...) },
 	}
+}
+
+// vars is the container's environment: literal values, and the downward
+// API's pod fields (metadata.name, metadata.namespace, metadata.uid,
+// spec.nodeName, spec.serviceAccountName, status.podIP, status.hostIP).
+// Other sources (ConfigMaps, Secrets, resources) are left out with a
+// warning.
+func (p *pod) vars(obj *corev1.Pod, c corev1.Container) map[string]string {
+	fields := map[string]string{
+		"metadata.name": obj.Name, "metadata.namespace": obj.Namespace, "metadata.uid": string(obj.UID),
+		"spec.nodeName": p.k.node.Name, "spec.serviceAccountName": obj.Spec.ServiceAccountName,
+		"status.podIP": p.ip.String(), "status.hostIP": p.k.node.IP.String(),
+	}
+	vars := map[string]string{}
+	for _, v := range c.Env {
+		switch {
+		case v.ValueFrom == nil:
+			vars[v.Name] = v.Value
+		case v.ValueFrom.FieldRef != nil && fields[v.ValueFrom.FieldRef.FieldPath] != "":
+			vars[v.Name] = fields[v.ValueFrom.FieldRef.FieldPath]
+		default:
+			p.k.logf("pod %s: warning: container %s: env %s: only values and pod fields are supported in the lab", p.name(), c.Name, v.Name)
+		}
+	}
+	return vars
 }
 
 // stop cancels the program; its exit closes exited.

@@ -137,3 +137,31 @@ func readyOf(s corev1.PodStatus) corev1.ConditionStatus {
 	}
 	return ""
 }
+
+// TestContainerVars: literal values and the downward API's pod fields.
+func TestContainerVars(t *testing.T) {
+	k, _ := newKubelet(t)
+	obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "shop", UID: "u7"}}
+	p := newPod(k, obj)
+	p.ip = netip.MustParseAddr("10.244.2.9")
+	field := func(path string) *corev1.EnvVarSource {
+		return &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}
+	}
+	c := corev1.Container{Name: "c", Env: []corev1.EnvVar{
+		{Name: "VERSION", Value: "v2"},
+		{Name: "POD_NAME", ValueFrom: field("metadata.name")},
+		{Name: "POD_IP", ValueFrom: field("status.podIP")},
+		{Name: "NODE", ValueFrom: field("spec.nodeName")},
+		{Name: "SECRET", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{Key: "k"}}},
+	}}
+	got := p.vars(obj, c)
+	want := map[string]string{"VERSION": "v2", "POD_NAME": "web-1", "POD_IP": "10.244.2.9", "NODE": "node2"}
+	if len(got) != len(want) {
+		t.Errorf("vars = %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+}
