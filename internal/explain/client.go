@@ -96,7 +96,7 @@ func (n Node) get(ctx context.Context, path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	client := http.Client{Transport: &http.Transport{DialContext: n.dial}}
+	client := http.Client{Transport: &http.Transport{DialContext: n.dial, DisableKeepAlives: true}}
 	resp, err := client.Do(req)
 	if err != nil {
 		return "", fmt.Errorf("asking svcproxy at %s (is it running, with this metrics address?): %w", addr, err)
