@@ -27,14 +27,17 @@ type container struct {
 	failures int         // consecutive probe failures
 	lastRun  time.Time   // last probe
 	err      error       // why the program returned early, valid after exited
-	cancel   context.CancelFunc
-	exited   chan struct{}
-	stopOnce sync.Once
+	restarts int         // how many containers of this name ran before
+	// restartAt is when an exited container is started again.
+	restartAt time.Time
+	cancel    context.CancelFunc
+	exited    chan struct{}
+	stopOnce  sync.Once
 }
 
 // startContainer runs the program of c's image in the pod.
 func (p *pod) startContainer(ctx context.Context, obj *corev1.Pod, c corev1.Container) *container {
-	run, known := workload.Image(c.Image)
+	run, known := p.k.images(c.Image)
 	if !known {
 		msg := fmt.Sprintf("image %q is not one the lab knows (jobs-api, coredns): running the jobs API demo server instead", c.Image)
 		p.k.logf("pod %s: warning: container %s: %s", p.name(), c.Name, msg)
@@ -101,6 +104,48 @@ func (p *pod) vars(obj *corev1.Pod, c corev1.Container) map[string]string {
 		}
 	}
 	return vars
+}
+
+// Restart back-off, as the kubelet's: 10 s, doubling up to 5 minutes.
+const (
+	restartBackoff    = 10 * time.Second
+	maxRestartBackoff = 5 * time.Minute
+)
+
+// restartExited starts again, after the back-off, the containers whose
+// program returned, as restartPolicy Always (and OnFailure, for a program
+// that failed) asks. Not while the pod terminates.
+func (p *pod) restartExited(ctx context.Context, obj *corev1.Pod) {
+	policy := obj.Spec.RestartPolicy
+	if p.terminating.Load() || policy == corev1.RestartPolicyNever {
+		return
+	}
+	for i, c := range p.containers {
+		if !c.hasExited() || policy == corev1.RestartPolicyOnFailure && c.err == nil {
+			continue
+		}
+		if c.restartAt.IsZero() {
+			delay := min(p.k.backoff<<min(c.restarts, 10), maxRestartBackoff)
+			c.restartAt = time.Now().Add(delay)
+			p.k.logf("pod %s: container %s exited (%v), restarting in %v", p.name(), c.spec.Name, c.err, delay)
+			continue
+		}
+		if time.Now().After(c.restartAt) {
+			next := p.startContainer(ctx, obj, c.spec)
+			next.restarts = c.restarts + 1
+			p.containers[i] = next
+		}
+	}
+}
+
+// hasExited reports whether the program has returned.
+func (c *container) hasExited() bool {
+	select {
+	case <-c.exited:
+		return true
+	default:
+		return false
+	}
 }
 
 // stop cancels the program; its exit closes exited.

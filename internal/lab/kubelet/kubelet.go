@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,6 +34,10 @@ type Kubelet struct {
 	client kubernetes.Interface
 	logf   func(string, ...any)
 	dns    workload.ServiceLister
+	// images picks a container's program (workload.Image); backoff is the
+	// first restart delay of a container that exited. Tests change both.
+	images  func(ref string) (workload.Program, bool)
+	backoff time.Duration
 
 	mu   sync.Mutex
 	pods map[types.UID]*pod
@@ -46,7 +51,7 @@ func Run(ctx context.Context, st *lab.State, nodeName string, client kubernetes.
 	if !ok {
 		return fmt.Errorf("lab %s has no node %q", st.Name, nodeName)
 	}
-	k := &Kubelet{lab: st, node: node, client: client, logf: logf,
+	k := &Kubelet{lab: st, node: node, client: client, logf: logf, images: workload.Image, backoff: restartBackoff,
 		pods: map[types.UID]*pod{}, ips: map[netip.Addr]bool{}}
 	if err := k.register(ctx); err != nil {
 		return err

@@ -2,9 +2,11 @@ package kubelet
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -12,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/svcproxy/svcproxy/internal/lab"
+	"github.com/svcproxy/svcproxy/internal/lab/workload"
 )
 
 func newKubelet(t *testing.T, objs ...corev1.Node) (*Kubelet, *fake.Clientset) {
@@ -26,7 +29,7 @@ func newKubelet(t *testing.T, objs ...corev1.Node) (*Kubelet, *fake.Clientset) {
 			t.Fatal(err)
 		}
 	}
-	return &Kubelet{lab: st, node: st.Nodes[1], client: client, logf: t.Logf,
+	return &Kubelet{lab: st, node: st.Nodes[1], client: client, logf: t.Logf, images: workload.Image, backoff: time.Millisecond,
 		pods: map[types.UID]*pod{}, ips: map[netip.Addr]bool{}}, client
 }
 
@@ -163,5 +166,43 @@ func TestContainerVars(t *testing.T) {
 		if got[k] != v {
 			t.Errorf("%s = %q, want %q", k, got[k], v)
 		}
+	}
+}
+
+// TestExitedContainersRestart: a container whose program fails is started
+// again after the back-off and counted, unless the policy is Never or the
+// pod terminates.
+func TestExitedContainersRestart(t *testing.T) {
+	k, _ := newKubelet(t)
+	runs := 0
+	k.images = func(string) (workload.Program, bool) {
+		return func(context.Context, workload.Env, func()) error { runs++; return errors.New("boom") }, true
+	}
+	for _, c := range []struct {
+		policy      corev1.RestartPolicy
+		terminating bool
+		want        int
+	}{{corev1.RestartPolicyAlways, false, 1}, {corev1.RestartPolicyOnFailure, false, 1}, {corev1.RestartPolicyNever, false, 0}, {corev1.RestartPolicyAlways, true, 0}} {
+		obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "crash", Namespace: "default", UID: "u9"},
+			Spec: corev1.PodSpec{RestartPolicy: c.policy, Containers: []corev1.Container{{Name: "c", Image: "x"}}}}
+		p := newPod(k, obj)
+		p.terminating.Store(c.terminating)
+		p.containers = []*container{p.startContainer(context.Background(), obj, obj.Spec.Containers[0])}
+		<-p.containers[0].exited
+		for range 3 {
+			p.restartExited(context.Background(), obj)
+			time.Sleep(5 * time.Millisecond)
+		}
+		<-p.containers[0].exited
+		s := p.status(obj)
+		if got := p.containers[0].restarts; got < c.want || c.want == 0 && got != 0 {
+			t.Errorf("%s, terminating %v: %d restarts, want %d", c.policy, c.terminating, got, c.want)
+		}
+		if s.ContainerStatuses[0].Ready || s.ContainerStatuses[0].State.Waiting == nil || s.ContainerStatuses[0].RestartCount != int32(p.containers[0].restarts) {
+			t.Errorf("%s: status %+v", c.policy, s.ContainerStatuses[0])
+		}
+	}
+	if runs < 6 {
+		t.Errorf("the program ran %d times", runs)
 	}
 }

@@ -109,6 +109,7 @@ func (p *pod) serve(ctx context.Context) (graceful bool) {
 			p.k.logf("pod %s: terminating, serving until its grace period ends at %s",
 				p.name(), obj.DeletionTimestamp.Format(time.TimeOnly))
 		}
+		p.restartExited(ctx, obj)
 		p.probe(ctx, obj)
 		p.report(ctx, obj)
 		if p.terminating.Load() && (time.Now().After(obj.DeletionTimestamp.Time) || p.allExited()) {
@@ -165,9 +166,7 @@ func (p *pod) finalDelete(ctx context.Context) {
 // allExited reports whether every container has returned.
 func (p *pod) allExited() bool {
 	for _, c := range p.containers {
-		select {
-		case <-c.exited:
-		default:
+		if !c.hasExited() {
 			return false
 		}
 	}

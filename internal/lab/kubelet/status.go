@@ -34,12 +34,17 @@ func (p *pod) status(obj *corev1.Pod) corev1.PodStatus {
 	var statuses []corev1.ContainerStatus
 	for _, c := range p.containers {
 		started, ready := c.started.Load(), c.ready.Load()
+		state := corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(p.started)}}
+		if c.hasExited() {
+			ready, started = false, false
+			state = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff", Message: fmt.Sprint(c.err)}}
+		}
 		allReady = allReady && ready
 		statuses = append(statuses, corev1.ContainerStatus{
 			Name: c.spec.Name, Image: c.spec.Image, ImageID: "svcproxy-lab://" + c.spec.Image,
-			ContainerID: fmt.Sprintf("svcproxy-lab://%s/%s", obj.UID, c.spec.Name),
-			Ready:       ready, Started: &started,
-			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(p.started)}},
+			ContainerID: fmt.Sprintf("svcproxy-lab://%s/%s/%d", obj.UID, c.spec.Name, c.restarts),
+			Ready:       ready, Started: &started, RestartCount: int32(c.restarts),
+			State: state,
 		})
 	}
 	ready := corev1.ConditionFalse
