@@ -175,6 +175,8 @@ func TestFailedSyncIsRetriedFull(t *testing.T) {
 	if c := rec.next(t); !c.full {
 		t.Fatalf("sync after a failure = %+v, want full", c)
 	}
+	// The status is recorded after the dataplane's Sync returns.
+	waitFor(t, func() bool { return a.Status().Syncs == 2 })
 	if st := a.Status(); st.Failures != 1 || st.Err != nil {
 		t.Fatalf("status = %+v, want one failure and a clean last sync", st)
 	}
