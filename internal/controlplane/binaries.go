@@ -48,7 +48,8 @@ func Binaries(ctx context.Context, controllers bool) (string, error) {
 	}
 	root, err := repoRoot()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%w: run from the svcproxy repository (hack/controlplane.sh builds them), or set %s to a directory holding %s",
+			err, EnvBinaries, strings.Join(names, ", "))
 	}
 	unlock, err := lockFile(filepath.Join(root, ".cache", "controlplane.lock"))
 	if err != nil {
