@@ -112,7 +112,7 @@ func (p *Plan) decideInternal(sp *ServicePort, pkt Packet) Decision {
 	masq := p.Config.MasqueradeAll
 	why := "cluster IP, masqueradeAll"
 	if !masq && len(p.Config.ClusterCIDRsOf(sp.Family)) > 0 && !p.fromCluster(pkt.Src) {
-		masq, why = true, "cluster IP from outside the cluster CIDR"
+		masq, why = true, "cluster IP from outside the cluster CIDR: masqueraded, so that replies come back through this node"
 	}
 	if !masq {
 		why = "cluster IP from the pod network"
@@ -132,9 +132,9 @@ func (p *Plan) decideExternal(sp *ServicePort, pkt Packet, kind string) Decision
 	}
 	switch {
 	case !sp.ExternalLocal:
-		return p.forward(d, sp, sp.ClusterEndpoints, pkt, true, kind+", externalTrafficPolicy Cluster")
+		return p.forward(d, sp, sp.ClusterEndpoints, pkt, true, kind+", externalTrafficPolicy Cluster: masqueraded, so that replies come back through this node (the endpoint may be on another)")
 	case pkt.FromHost:
-		return p.forward(d, sp, sp.ClusterEndpoints, pkt, true, kind+" from this node uses cluster endpoints")
+		return p.forward(d, sp, sp.ClusterEndpoints, pkt, true, kind+" from this node uses cluster endpoints, masqueraded")
 	case len(p.Config.ClusterCIDRsOf(sp.Family)) > 0 && p.fromCluster(pkt.Src):
 		return p.forward(d, sp, sp.ClusterEndpoints, pkt, false, kind+" from a pod uses cluster endpoints")
 	case len(sp.LocalEndpoints) == 0:
