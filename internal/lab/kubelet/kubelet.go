@@ -137,6 +137,17 @@ func (k *Kubelet) allocateIP() (netip.Addr, error) {
 	}
 }
 
+// reserveIP takes a given address of the node's pod CIDR if it is free.
+func (k *Kubelet) reserveIP(a netip.Addr) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.node.PodCIDR.Contains(a) || k.ips[a] {
+		return false
+	}
+	k.ips[a] = true
+	return true
+}
+
 func (k *Kubelet) releaseIP(a netip.Addr) {
 	k.mu.Lock()
 	defer k.mu.Unlock()

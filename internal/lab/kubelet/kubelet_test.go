@@ -206,3 +206,27 @@ func TestExitedContainersRestart(t *testing.T) {
 		t.Errorf("the program ran %d times", runs)
 	}
 }
+
+// TestAdoption: a pod with an IP whose namespace exists is taken over with
+// that IP, once; without either it is set up anew.
+func TestAdoption(t *testing.T) {
+	k, _ := newKubelet(t)
+	exists := func(name string) bool { return name == "t-pod-default-web" }
+	running := &corev1.Pod{Status: corev1.PodStatus{PodIP: "10.244.2.7"}}
+	if ip, ok := adoptable(running, "t-pod-default-web", exists); !ok || ip.String() != "10.244.2.7" {
+		t.Errorf("running pod with its namespace: %v %v", ip, ok)
+	}
+	if _, ok := adoptable(running, "t-pod-default-other", exists); ok {
+		t.Error("a pod whose namespace is gone was adopted")
+	}
+	if _, ok := adoptable(&corev1.Pod{}, "t-pod-default-web", exists); ok {
+		t.Error("a pod without an IP was adopted")
+	}
+	ip := netip.MustParseAddr("10.244.2.7")
+	if !k.reserveIP(ip) || k.reserveIP(ip) || k.reserveIP(netip.MustParseAddr("10.244.9.9")) {
+		t.Error("reserveIP: want the first reservation only, and only inside the pod CIDR")
+	}
+	if got, _ := k.allocateIP(); got == ip {
+		t.Errorf("allocateIP handed out the reserved %s", ip)
+	}
+}

@@ -10,6 +10,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/svcproxy/svcproxy/internal/lab"
 )
 
 // Bounds of a pod's life: how often it is looked at while nothing changes,
@@ -77,18 +79,24 @@ func (p *pod) run(ctx context.Context) {
 	}
 }
 
-// setUp makes the namespace and starts the containers.
+// setUp makes the namespace (or takes over the one a previous run of this
+// kubelet left, with its address) and starts the containers.
 func (p *pod) setUp(ctx context.Context) error {
-	ip, err := p.k.allocateIP()
-	if err != nil {
-		return err
-	}
-	p.ip = ip
-	p.started = time.Now()
-	if err := p.k.wire(ctx, p.netns, ip, vethName(string(p.latest.Load().UID))); err != nil {
-		return err
-	}
 	obj := p.latest.Load()
+	p.started = time.Now()
+	if ip, ok := adoptable(obj, p.netns, lab.NetnsExists); ok && p.k.reserveIP(ip) {
+		p.ip = ip
+		p.k.logf("pod %s: taking over %s, IP %s", p.name(), p.netns, ip)
+	} else {
+		ip, err := p.k.allocateIP()
+		if err != nil {
+			return err
+		}
+		p.ip = ip
+		if err := p.k.wire(ctx, p.netns, ip, vethName(string(obj.UID))); err != nil {
+			return err
+		}
+	}
 	if err := p.k.lab.WriteResolvConf(p.netns, obj.Namespace); err != nil {
 		return err
 	}
@@ -96,6 +104,14 @@ func (p *pod) setUp(ctx context.Context) error {
 		p.containers = append(p.containers, p.startContainer(ctx, obj, c))
 	}
 	return nil
+}
+
+// adoptable says whether a pod already runs here, set up by an earlier run
+// of the kubelet: it reports an IP and its namespace exists. Its containers
+// died with that kubelet; the namespace, veth and address are still good.
+func adoptable(obj *corev1.Pod, netns string, exists func(string) bool) (netip.Addr, bool) {
+	ip, err := netip.ParseAddr(obj.Status.PodIP)
+	return ip, err == nil && exists(netns)
 }
 
 // serve reports status until the pod must stop. It reports whether the
