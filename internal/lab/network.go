@@ -45,6 +45,9 @@ func (s *State) buildNetwork(ctx context.Context) error {
 		cmds = append(cmds, s.lanHost(n.Netns, n.Name, n.IP, nodeSysctls)...)
 	}
 	for _, n := range s.Nodes {
+		// A default route, as every real node has: the node's own
+		// connections to a ClusterIP need a route before they are DNATed.
+		cmds = append(cmds, []string{"-n", n.Netns, "route", "add", "default", "via", ClientIP.String()})
 		for _, other := range s.Nodes {
 			if other.Name != n.Name {
 				cmds = append(cmds, []string{"-n", n.Netns, "route", "add", other.PodCIDR.String(), "via", other.IP.String()})

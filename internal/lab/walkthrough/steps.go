@@ -94,7 +94,19 @@ func (t *tour) clusterIP(ctx context.Context) error {
 	t.heading("3. From a pod to the backend's ClusterIP: svcproxy spreads the connections")
 	spread, err := t.spread(ctx, 30)
 	t.report.ClusterIPSpread = spread
-	return err
+	if err != nil {
+		return err
+	}
+	node := t.st.Nodes[0]
+	url := "http://" + net.JoinHostPort(t.report.BackendIP, "3000") + "/"
+	t.say("\nFrom %s itself (as after `minikube ssh`):\n$ svcproxy lab exec %s -- curl -s %s", node.Name, node.Name, url)
+	a, err := t.getJSON(ctx, node.Netns, url)
+	t.report.FromNode = Answer{Via: node.Name, Backend: a.Pod, ClientIP: a.Client}
+	if err != nil {
+		return fmt.Errorf("from %s to %s: %w", node.Name, url, err)
+	}
+	t.say("%s", a.raw)
+	return nil
 }
 
 // spread sends n requests from the client pod to the backend ClusterIP and

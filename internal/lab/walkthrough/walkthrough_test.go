@@ -71,6 +71,9 @@ func checkReport(t *testing.T, st *lab.State, r *walkthrough.Report) {
 		t.Errorf("DNS answered %q for backend-service, its ClusterIP is %q", r.DNSAnswer, r.BackendIP)
 	}
 	checkSpread(t, "ClusterIP", r.ClusterIPSpread, 3, 30)
+	if r.FromNode.Backend == "" {
+		t.Errorf("from node1 to the ClusterIP: %+v", r.FromNode)
+	}
 	checkSpread(t, "after scaling", r.ScaledSpread, 5, 50)
 	nodeIPs := map[string]bool{} // a node's LAN IP, or its side of its pods' veths
 	for _, n := range st.Nodes {
