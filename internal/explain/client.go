@@ -90,14 +90,11 @@ func (n Node) get(ctx context.Context, path string) (string, error) {
 	if addr == "" {
 		addr = "127.0.0.1:10249"
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
 		return "", err
 	}
-	client := http.Client{Transport: &http.Transport{DialContext: n.dial, DisableKeepAlives: true}}
-	resp, err := client.Do(req)
+	resp, err := nsrun.HTTPClient(n.Netns, 5*time.Second).Do(req)
 	if err != nil {
 		return "", fmt.Errorf("asking svcproxy at %s (is it running, with this metrics address?): %w", addr, err)
 	}
@@ -118,12 +115,4 @@ func (n Node) getJSON(ctx context.Context, path string, v any) error {
 		return err
 	}
 	return json.Unmarshal([]byte(body), v)
-}
-
-func (n Node) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	if n.Netns == "" {
-		var d net.Dialer
-		return d.DialContext(ctx, network, addr)
-	}
-	return nsrun.Dial(ctx, n.Netns, network, addr)
 }

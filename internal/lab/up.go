@@ -229,10 +229,7 @@ func (s *State) ClientGet(ctx context.Context, url string) (int, error) {
 // namespace, without keep-alives (each request is a new connection, so a
 // proxy balances each one).
 func (s *State) HTTPClient(netns string) *http.Client {
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return nsrun.Dial(ctx, netns, network, addr)
-		}}}
+	return nsrun.HTTPClient(netns, 5*time.Second)
 }
 
 // dnsReady checks the DNS Deployment's available replicas.

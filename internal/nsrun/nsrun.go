@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os/exec"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netns"
 )
@@ -75,8 +77,13 @@ func IP(ctx context.Context, args ...string) error {
 	return nil
 }
 
-// Dial connects to address from inside the namespace name.
+// Dial connects to address from inside the namespace name ("" for the
+// caller's own).
 func Dial(ctx context.Context, name, network, address string) (c net.Conn, err error) {
+	if name == "" {
+		var d net.Dialer
+		return d.DialContext(ctx, network, address)
+	}
 	err = Do(name, func() error {
 		c, err = (&net.Dialer{}).DialContext(ctx, network, address)
 		return err
@@ -91,4 +98,17 @@ func ListenPacket(name, network, address string) (c net.PacketConn, err error) {
 		return err
 	})
 	return c, err
+}
+
+// HTTPClient returns an HTTP client whose connections start inside the
+// namespace name ("" for the caller's own). It opens a new connection for
+// every request, so that a Service proxy balances each one and nothing is
+// left idle, and gives up on a request after timeout.
+func HTTPClient(name string, timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+			return Dial(ctx, name, network, address)
+		},
+	}}
 }

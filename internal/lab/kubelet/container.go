@@ -188,11 +188,8 @@ func (p *pod) runProbe(ctx context.Context, c *container, rp *corev1.Probe) {
 // 2xx or 3xx answer.
 func (p *pod) sendProbe(ctx context.Context, c *container, rp *corev1.Probe) error {
 	node := p.k.node.Netns
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return nsrun.Dial(ctx, node, network, addr)
-	}
 	if rp.TCPSocket != nil {
-		conn, err := dial(ctx, "tcp", p.target(c, rp.TCPSocket.Port))
+		conn, err := nsrun.Dial(ctx, node, "tcp", p.target(c, rp.TCPSocket.Port))
 		if err == nil {
 			conn.Close()
 		}
@@ -203,8 +200,7 @@ func (p *pod) sendProbe(ctx context.Context, c *container, rp *corev1.Probe) err
 	if err != nil {
 		return err
 	}
-	client := http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
-	resp, err := client.Do(req)
+	resp, err := nsrun.HTTPClient(node, 0).Do(req) // ctx bounds it
 	if err != nil {
 		return err
 	}

@@ -127,7 +127,7 @@ func (k *Kubelet) allocateIP() (netip.Addr, error) {
 	defer k.mu.Unlock()
 	for i := 0; ; i++ {
 		a := k.node.PodIP(i)
-		if !k.node.PodCIDR.Contains(a) || a == lastAddr(k.node.PodCIDR) {
+		if !k.node.PodCIDR.Contains(a.Next()) { // a is the broadcast address, or beyond
 			return netip.Addr{}, fmt.Errorf("node %s: pod CIDR %s is full", k.node.Name, k.node.PodCIDR)
 		}
 		if !k.ips[a] {
@@ -152,13 +152,4 @@ func (k *Kubelet) releaseIP(a netip.Addr) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	delete(k.ips, a)
-}
-
-// lastAddr is the broadcast address of an IPv4 prefix.
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().As4()
-	host := 32 - p.Bits()
-	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
-	v |= 1<<host - 1
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }

@@ -3,6 +3,7 @@ package kubelet
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -192,9 +193,7 @@ func (p *pod) allExited() bool {
 // vethName names the node's end of a pod's veth from the pod UID, within
 // the kernel's 15 byte limit.
 func vethName(uid string) string {
-	h := uint32(2166136261)
-	for i := 0; i < len(uid); i++ {
-		h = (h ^ uint32(uid[i])) * 16777619
-	}
-	return fmt.Sprintf("veth%08x", h)
+	h := fnv.New32a()
+	h.Write([]byte(uid))
+	return fmt.Sprintf("veth%08x", h.Sum32())
 }

@@ -12,7 +12,6 @@ package lbpool
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -248,11 +247,7 @@ func (c *Controller) check(ctx context.Context, url string) bool {
 	if err != nil {
 		return false
 	}
-	client := http.Client{Transport: &http.Transport{DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return nsrun.Dial(ctx, c.lab.ClientNetns(), network, addr)
-		}}}
-	resp, err := client.Do(req)
+	resp, err := nsrun.HTTPClient(c.lab.ClientNetns(), 0).Do(req) // ctx bounds it
 	if err != nil {
 		return false
 	}

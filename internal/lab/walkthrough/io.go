@@ -13,7 +13,6 @@ import (
 	"time"
 
 	twotier "github.com/svcproxy/svcproxy/examples/two-tier"
-	"github.com/svcproxy/svcproxy/internal/nsrun"
 )
 
 // heading starts a step.
@@ -103,11 +102,6 @@ func (t *tour) getJSON(ctx context.Context, netns, url string) (reply, error) {
 		return r, fmt.Errorf("%s: %s", resp.Status, r.raw)
 	}
 	return r, json.Unmarshal(body, &r)
-}
-
-// dial connects from inside netns.
-func (t *tour) dial(ctx context.Context, netns, network, addr string) (net.Conn, error) {
-	return nsrun.Dial(ctx, netns, network, addr)
 }
 
 // askHealth asks every node's health-check node port from the client.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/svcproxy/svcproxy/internal/explain"
 	"github.com/svcproxy/svcproxy/internal/lab"
+	"github.com/svcproxy/svcproxy/internal/nsrun"
 )
 
 // clientPod is the pod the walkthrough sends in-cluster requests from, as
@@ -78,7 +79,7 @@ func (t *tour) dns(ctx context.Context) error {
 // lookup resolves name with the cluster DNS, from netns.
 func (t *tour) lookup(ctx context.Context, netns, name string) (string, error) {
 	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return t.dial(ctx, netns, network, net.JoinHostPort(lab.DNSIP.String(), "53"))
+		return nsrun.Dial(ctx, netns, network, net.JoinHostPort(lab.DNSIP.String(), "53"))
 	}}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
