@@ -202,34 +202,27 @@ func (s *State) nodesReady(ctx context.Context, client kubernetes.Interface) err
 // load balancer's health check would.
 func (s *State) proxiesHealthy(ctx context.Context) error {
 	for _, n := range s.Nodes {
-		if code, err := s.ClientGet(ctx, "http://"+net.JoinHostPort(n.IP.String(), "10256")+"/healthz"); err != nil || code != http.StatusOK {
+		if code, _, err := Get(ctx, s.ClientNetns(), "http://"+net.JoinHostPort(n.IP.String(), "10256")+"/healthz"); err != nil || code != http.StatusOK {
 			return fmt.Errorf("%s: /healthz %d %v", n.Name, code, err)
 		}
 	}
 	return nil
 }
 
-// ClientGet sends a GET from the client namespace and returns the status.
-func (s *State) ClientGet(ctx context.Context, url string) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
+// Get sends GET url from inside the namespace netns, one connection for
+// the request, and returns the status and the body. It gives up after 5 s.
+func Get(ctx context.Context, netns, url string) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	resp, err := s.HTTPClient(s.ClientNetns()).Do(req)
+	resp, err := nsrun.HTTPClient(netns, 5*time.Second).Do(req)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	resp.Body.Close()
-	return resp.StatusCode, nil
-}
-
-// HTTPClient returns an HTTP client whose connections start in the named
-// namespace, without keep-alives (each request is a new connection, so a
-// proxy balances each one).
-func (s *State) HTTPClient(netns string) *http.Client {
-	return nsrun.HTTPClient(netns, 5*time.Second)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
 }
 
 // dnsReady checks the DNS Deployment's available replicas.

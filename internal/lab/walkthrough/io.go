@@ -10,9 +10,9 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 
 	twotier "github.com/svcproxy/svcproxy/examples/two-tier"
+	"github.com/svcproxy/svcproxy/internal/lab"
 )
 
 // heading starts a step.
@@ -82,24 +82,13 @@ type reply struct {
 // getJSON sends GET url from netns and decodes the jobs API's answer.
 func (t *tour) getJSON(ctx context.Context, netns, url string) (reply, error) {
 	var r reply
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return r, err
-	}
-	resp, err := t.st.HTTPClient(netns).Do(req)
-	if err != nil {
-		return r, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	code, body, err := lab.Get(ctx, netns, url)
 	if err != nil {
 		return r, err
 	}
 	r.raw = strings.TrimSpace(string(body))
-	if resp.StatusCode != http.StatusOK {
-		return r, fmt.Errorf("%s: %s", resp.Status, r.raw)
+	if code != http.StatusOK {
+		return r, fmt.Errorf("%d: %s", code, r.raw)
 	}
 	return r, json.Unmarshal(body, &r)
 }
@@ -120,16 +109,9 @@ func (t *tour) askHealth(ctx context.Context, port int) []HealthCheck {
 
 // getHealth decodes a health-check node port's JSON answer.
 func (t *tour) getHealth(ctx context.Context, url string) (r struct{ LocalEndpoints int }, code int, err error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	code, body, err := lab.Get(ctx, t.st.ClientNetns(), url)
 	if err != nil {
 		return r, 0, err
 	}
-	resp, err := t.st.HTTPClient(t.st.ClientNetns()).Do(req)
-	if err != nil {
-		return r, 0, err
-	}
-	defer resp.Body.Close()
-	return r, resp.StatusCode, json.NewDecoder(resp.Body).Decode(&r)
+	return r, code, json.Unmarshal(body, &r)
 }
