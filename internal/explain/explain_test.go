@@ -2,6 +2,7 @@ package explain
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -64,16 +65,11 @@ func TestHandler(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var b strings.Builder
-		buf := make([]byte, 1<<16)
-		for {
-			n, err := resp.Body.Read(buf)
-			b.Write(buf[:n])
-			if err != nil {
-				break
-			}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
 		}
-		return resp.StatusCode, b.String()
+		return resp.StatusCode, string(body)
 	}
 	if code, _ := get(DecidePath + "?src=10.244.1.3&dst=10.96.0.11:80"); code != http.StatusServiceUnavailable {
 		t.Errorf("before a sync: %d", code)
