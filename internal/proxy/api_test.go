@@ -13,6 +13,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -284,8 +285,10 @@ func TestAPIServiceLifecycle(t *testing.T) {
 	r.checkDualStack()
 	r.checkOtherProxysService()
 
+	// The API server records its own events too (ClusterIPNotAllocated for
+	// default/kubernetes), so look for ours among them.
 	events, err := r.client.EventsV1().Events("default").List(context.Background(), metav1.ListOptions{})
-	if err != nil || len(events.Items) == 0 || events.Items[0].Reason != "Starting" || events.Items[0].Regarding.Name != "node1" {
+	if err != nil || !hasEvent(events.Items, "Starting", "node1") {
 		t.Errorf("want a Starting event about node1, got %v (err %v)", events, err)
 	}
 
@@ -490,4 +493,14 @@ func waitUntil(t *testing.T, ok func() bool) {
 		}
 	}
 	t.Fatal("condition not met within 20 s")
+}
+
+// hasEvent reports whether events holds one with the reason about the named object.
+func hasEvent(events []eventsv1.Event, reason, regarding string) bool {
+	for _, e := range events {
+		if e.Reason == reason && e.Regarding.Name == regarding {
+			return true
+		}
+	}
+	return false
 }
