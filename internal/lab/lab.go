@@ -25,6 +25,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+
+	"github.com/svcproxy/svcproxy/internal/nsrun"
 )
 
 // StateRoot holds one directory per lab.
@@ -87,7 +89,7 @@ func NewState(name string, n int, self, proxyMode string) (*State, error) {
 		s.Nodes = append(s.Nodes, Node{
 			Name:    fmt.Sprintf("node%d", i),
 			Zone:    Zones[(i-1)%len(Zones)],
-			IP:      nth(LAN, i),
+			IP:      nsrun.NthAddr(LAN, i),
 			PodCIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24),
 			Netns:   fmt.Sprintf("%s-node%d", name, i),
 		})
@@ -147,17 +149,9 @@ func (s *State) save() error {
 	return os.WriteFile(filepath.Join(s.Dir, "lab.json"), data, 0o644)
 }
 
-// nth returns the n-th address of p.
-func nth(p netip.Prefix, n int) netip.Addr {
-	a := p.Masked().Addr()
-	for range n {
-		a = a.Next()
-	}
-	return a
-}
 
 // Gateway is the node's address on every pod veth.
-func (n Node) Gateway() netip.Addr { return nth(n.PodCIDR, 1) }
+func (n Node) Gateway() netip.Addr { return nsrun.NthAddr(n.PodCIDR, 1) }
 
 // PodIP returns the i-th pod address of the node (i from 0).
-func (n Node) PodIP(i int) netip.Addr { return nth(n.PodCIDR, i+2) }
+func (n Node) PodIP(i int) netip.Addr { return nsrun.NthAddr(n.PodCIDR, i+2) }

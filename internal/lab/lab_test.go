@@ -77,24 +77,38 @@ func TestProcessesAreStoppedOnlyIfTheyAreStillOurs(t *testing.T) {
 	if err := st.startProcess("sleeper", "sleep", "60"); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(st.Dir, "pids", "recycled"), []byte(strings.Join([]string{itoa(os.Getpid()), "1"}, " ")), 0o644)
-	procs, err := st.Processes()
-	if err != nil || len(procs) != 2 {
-		t.Fatalf("Processes = %+v, %v", procs, err)
-	}
-	byName := map[string]Process{procs[0].Name: procs[0], procs[1].Name: procs[1]}
-	if !byName["sleeper"].Running || byName["recycled"].Running {
-		t.Fatalf("Running: %+v", byName)
-	}
-	begin := time.Now()
-	if err := st.stopProcesses(5 * time.Second); err != nil {
+	// stubborn ignores SIGTERM (an ignored signal stays ignored across
+	// exec), so only the SIGKILL after the grace period stops it.
+	if err := st.startProcess("stubborn", "sh", "-c", `trap "" TERM; exec sleep 61`); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(begin); d > 3*time.Second {
-		t.Errorf("stopping a sleep took %v: SIGTERM was not enough?", d)
+	os.WriteFile(filepath.Join(st.Dir, "pids", "recycled"), []byte(strings.Join([]string{itoa(os.Getpid()), "1"}, " ")), 0o644)
+	procs, err := st.Processes()
+	if err != nil || len(procs) != 3 {
+		t.Fatalf("Processes = %+v, %v", procs, err)
 	}
-	if err := syscall.Kill(byName["sleeper"].PID, 0); err == nil && stillRunning(Process{PID: byName["sleeper"].PID, Running: true}) {
-		t.Error("sleeper still runs")
+	byName := map[string]Process{}
+	for _, p := range procs {
+		byName[p.Name] = p
+	}
+	if !byName["sleeper"].Running || !byName["stubborn"].Running || byName["recycled"].Running {
+		t.Fatalf("Running: %+v", byName)
+	}
+	t.Cleanup(func() { // whatever stopProcesses does, leave nothing behind
+		for _, name := range []string{"sleeper", "stubborn"} {
+			if stillRunning(byName[name]) {
+				syscall.Kill(byName[name].PID, syscall.SIGKILL)
+			}
+		}
+	})
+	waitForExec(t, byName["stubborn"].PID, "sleep")
+	if err := st.stopProcesses(300 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"sleeper", "stubborn"} {
+		if stillRunning(byName[name]) {
+			t.Errorf("%s still runs", name)
+		}
 	}
 	if _, err := os.Stat(filepath.Join(st.Dir, "pids")); !os.IsNotExist(err) {
 		t.Errorf("pid files left: %v", err)
@@ -105,3 +119,15 @@ func TestProcessesAreStoppedOnlyIfTheyAreStillOurs(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// waitForExec waits until pid runs the program named command.
+func waitForExec(t *testing.T, pid int, command string) {
+	t.Helper()
+	for range 200 {
+		if data, _ := os.ReadFile("/proc/" + itoa(pid) + "/comm"); strings.TrimSpace(string(data)) == command {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("pid %d never ran %s", pid, command)
+}

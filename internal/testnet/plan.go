@@ -3,6 +3,8 @@ package testnet
 import (
 	"fmt"
 	"net/netip"
+
+	"github.com/svcproxy/svcproxy/internal/nsrun"
 )
 
 // The address plan shared by every kernel test. All of it lives inside the
@@ -63,10 +65,10 @@ type NodeAddrs struct {
 func (a NodeAddrs) IPs() []netip.Addr { return []netip.Addr{a.LANv4, a.LANv6} }
 
 // GatewayV4 is the node's address on every one of its pod veths.
-func (a NodeAddrs) GatewayV4() netip.Addr { return nthAddr(a.PodCIDRv4, 1) }
+func (a NodeAddrs) GatewayV4() netip.Addr { return nsrun.NthAddr(a.PodCIDRv4, 1) }
 
 // GatewayV6 is the node's address on every one of its pod veths.
-func (a NodeAddrs) GatewayV6() netip.Addr { return nthAddr(a.PodCIDRv6, 1) }
+func (a NodeAddrs) GatewayV6() netip.Addr { return nsrun.NthAddr(a.PodCIDRv6, 1) }
 
 // Gateways returns GatewayV4 and GatewayV6.
 func (a NodeAddrs) Gateways() []netip.Addr { return []netip.Addr{a.GatewayV4(), a.GatewayV6()} }
@@ -82,11 +84,3 @@ func NodeAddrsOf(node string) (NodeAddrs, error) {
 	return NodeAddrs{}, fmt.Errorf("unknown node %q (want node1 or node2)", node)
 }
 
-// nthAddr returns the n-th address of p (n small, counted from p's base).
-func nthAddr(p netip.Prefix, n int) netip.Addr {
-	a := p.Masked().Addr()
-	for range n {
-		a = a.Next()
-	}
-	return a
-}

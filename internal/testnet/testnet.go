@@ -30,6 +30,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/svcproxy/svcproxy/internal/nsrun"
 )
 
 // NamePrefix starts the name of every namespace a Cluster creates.
@@ -206,7 +208,7 @@ func layout(opts Options, base string) (*Cluster, error) {
 			return nil, fmt.Errorf("pod %s: too many pods on %s", s.Name, s.Node)
 		}
 		p := &Pod{Name: s.Name, Node: s.Node, NS: ns(s.Name),
-			IPv4: nthAddr(na.PodCIDRv4, n), IPv6: nthAddr(na.PodCIDRv6, n)}
+			IPv4: nsrun.NthAddr(na.PodCIDRv4, n), IPv6: nsrun.NthAddr(na.PodCIDRv6, n)}
 		c.Pods[p.Name] = p
 		c.PodList = append(c.PodList, p)
 	}
