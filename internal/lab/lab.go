@@ -149,7 +149,6 @@ func (s *State) save() error {
 	return os.WriteFile(filepath.Join(s.Dir, "lab.json"), data, 0o644)
 }
 
-
 // Gateway is the node's address on every pod veth.
 func (n Node) Gateway() netip.Addr { return nsrun.NthAddr(n.PodCIDR, 1) }
 

@@ -83,4 +83,3 @@ func NodeAddrsOf(node string) (NodeAddrs, error) {
 	}
 	return NodeAddrs{}, fmt.Errorf("unknown node %q (want node1 or node2)", node)
 }
-
