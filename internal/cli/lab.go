@@ -95,7 +95,7 @@ func runInLab(ctx context.Context, st *lab.State, cmd string, args []string, nam
 	case "exec":
 		return labExec(ctx, st, namespace, args, stdout, stderr)
 	}
-	client, err := st.Client()
+	client, err := st.ClientIn("") // `lab up` starts both inside their namespaces
 	if err != nil {
 		return err
 	}

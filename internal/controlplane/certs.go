@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/netip"
 	"os"
 	"time"
 )
@@ -56,8 +57,9 @@ func newCA() (*keyPair, error) {
 }
 
 // newServingCert makes a serving certificate for the apiserver, signed by ca,
-// valid for 127.0.0.1, localhost and the in-cluster names.
-func newServingCert(ca *keyPair, serviceIP net.IP) (*keyPair, error) {
+// valid for 127.0.0.1, localhost, the in-cluster names and address (if
+// valid).
+func newServingCert(ca *keyPair, serviceIP net.IP, address netip.Addr) (*keyPair, error) {
 	tmpl, err := template("kube-apiserver")
 	if err != nil {
 		return nil, err
@@ -67,6 +69,9 @@ func newServingCert(ca *keyPair, serviceIP net.IP) (*keyPair, error) {
 	tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
 	if serviceIP != nil {
 		tmpl.IPAddresses = append(tmpl.IPAddresses, serviceIP)
+	}
+	if address.IsValid() {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, net.IP(address.AsSlice()))
 	}
 	tmpl.DNSNames = []string{"localhost", "kubernetes", "kubernetes.default",
 		"kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}

@@ -15,6 +15,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/svcproxy/svcproxy/internal/nsrun"
 )
 
 // File names inside the work directory.
@@ -44,7 +46,7 @@ func (c *ControlPlane) writeFiles(ports []int, serviceIP net.IP) error {
 	if err != nil {
 		return err
 	}
-	serving, err := newServingCert(ca, serviceIP)
+	serving, err := newServingCert(ca, serviceIP, c.opts.Address)
 	if err != nil {
 		return err
 	}
@@ -90,13 +92,19 @@ func (c *ControlPlane) etcdArgs() []string {
 
 // apiserverArgs are kube-apiserver's flags.
 func (c *ControlPlane) apiserverArgs(port int) []string {
+	addr := c.opts.apiAddress().String()
+	// On loopback, the lease reconciler would publish 127.0.0.1 as the
+	// endpoint of default/kubernetes, which validation rejects; the Service
+	// itself is still created. In a namespace of its own the apiserver
+	// publishes its address, as in a real cluster.
+	reconciler := "lease"
+	if c.opts.Netns == "" {
+		reconciler = "none"
+	}
 	return []string{
-		"--advertise-address=127.0.0.1",
-		// The lease reconciler would publish 127.0.0.1 as the endpoint of
-		// default/kubernetes, which validation rejects (loopback); the
-		// Service itself is still created.
-		"--endpoint-reconciler-type=none",
-		"--bind-address=127.0.0.1",
+		"--advertise-address=" + addr,
+		"--endpoint-reconciler-type=" + reconciler,
+		"--bind-address=" + addr,
 		"--secure-port=" + strconv.Itoa(port),
 		"--etcd-servers=" + c.etcdURL,
 		"--service-cluster-ip-range=" + c.opts.ServiceCIDR,
@@ -156,6 +164,7 @@ func (c *ControlPlane) setupClients(caPEM []byte, token string) error {
 		TLSClientConfig: rest.TLSClientConfig{CAData: caPEM},
 		QPS:             500,
 		Burst:           1000,
+		Dial:            c.dial,
 	}
 	client, err := kubernetes.NewForConfig(c.config)
 	if err != nil {
@@ -177,6 +186,11 @@ func kubeconfig(server string, caPEM []byte, token string) clientcmdapi.Config {
 	return *cfg
 }
 
+// dial connects from inside Options.Netns (from here if it is empty).
+func (c *ControlPlane) dial(ctx context.Context, network, address string) (net.Conn, error) {
+	return nsrun.Dial(ctx, c.opts.Netns, network, address)
+}
+
 // etcdHealthy asks etcd's /health endpoint.
 func (c *ControlPlane) etcdHealthy(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -185,7 +199,7 @@ func (c *ControlPlane) etcdHealthy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Transport: &http.Transport{DialContext: c.dial}}).Do(req)
 	if err != nil {
 		return err
 	}

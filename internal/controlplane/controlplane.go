@@ -1,6 +1,8 @@
 // Package controlplane runs a real etcd and kube-apiserver on the loopback
 // interface, for tests and for the lab, and on request kube-controller-manager
-// and kube-scheduler too. No kubelets run: clients (or the lab's node agents)
+// and kube-scheduler too. The lab runs them inside a network namespace of
+// their own (Options.Netns), where the apiserver serves on an address of that
+// namespace and publishes it as the endpoint of default/kubernetes. No kubelets run: clients (or the lab's node agents)
 // create Nodes and Pods themselves.
 //
 // Binaries finds (or builds, via hack/controlplane.sh) the executables, Start
@@ -58,6 +60,14 @@ type Options struct {
 	// Controllers also starts kube-controller-manager (Controllers' list)
 	// and kube-scheduler, both with the admin kubeconfig.
 	Controllers bool
+	// Netns, if set, runs every process inside that named network namespace
+	// (which must exist, with lo up and Address on an interface): etcd on
+	// its loopback, the apiserver on Address:APIServerPort, published as the
+	// endpoint of default/kubernetes. Clients from Client, RestConfig and
+	// the readiness checks connect from inside it; the kubeconfig names
+	// Address, for processes that run where Address is reachable.
+	Netns   string
+	Address netip.Addr
 	// Detached starts every process in its own session, so that it outlives
 	// the caller (the lab's `up` returns while the cluster runs on). Without
 	// it the processes die with the caller. Detached processes write only to
@@ -120,7 +130,10 @@ func prepare(opts Options) (*ControlPlane, error) {
 	if err := checkBinaries(opts.Dir, opts.binaries()); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(3)
+	if (opts.Netns == "") != !opts.Address.IsValid() {
+		return nil, errors.New("controlplane: Options.Netns and Options.Address go together")
+	}
+	ports, err := opts.ports()
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +142,7 @@ func prepare(opts Options) (*ControlPlane, error) {
 		c.logs = &lockedWriter{w: opts.Logs}
 	}
 	c.etcdURL = "http://" + hostPort(ports[0])
-	c.apiURL = "https://" + hostPort(ports[2])
+	c.apiURL = "https://" + net.JoinHostPort(opts.apiAddress().String(), strconv.Itoa(ports[2]))
 	if err := c.writeFiles(ports, serviceIP); err != nil {
 		return nil, err
 	}
@@ -140,7 +153,7 @@ func prepare(opts Options) (*ControlPlane, error) {
 func (c *ControlPlane) startAll(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.spawner = newSpawner(c.opts.Detached)
+	c.spawner = newSpawner(c.opts.Detached, c.opts.Netns)
 	p, err := c.start("etcd", c.etcdArgs())
 	if err != nil {
 		return err
@@ -285,6 +298,27 @@ func waitReady(ctx context.Context, p *process, ready func(context.Context) erro
 		case <-tick.C:
 		}
 	}
+}
+
+// APIServerPort is the apiserver's port inside Options.Netns, where nothing
+// else listens; the well-known etcd ports go with it.
+const APIServerPort = 6443
+
+// ports returns etcd's client and peer ports and the apiserver's: fixed
+// inside a namespace of their own, free ones on the machine's loopback.
+func (o Options) ports() ([]int, error) {
+	if o.Netns != "" {
+		return []int{2379, 2380, APIServerPort}, nil
+	}
+	return freePorts(3)
+}
+
+// apiAddress is where the apiserver serves and what it advertises.
+func (o Options) apiAddress() netip.Addr {
+	if o.Address.IsValid() {
+		return o.Address
+	}
+	return netip.MustParseAddr("127.0.0.1")
 }
 
 // freePorts returns n distinct free TCP ports on 127.0.0.1. The listeners are

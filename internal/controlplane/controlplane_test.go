@@ -3,7 +3,10 @@ package controlplane
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,6 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/svcproxy/svcproxy/internal/nsrun"
 )
 
 func TestControlPlane(t *testing.T) {
@@ -179,3 +184,74 @@ func TestRepoRoot(t *testing.T) {
 
 // ptr returns a pointer to v.
 func ptr[T any](v T) *T { return &v }
+
+// TestControlPlaneInNetns runs the control plane inside a namespace of its
+// own, as the lab does: the apiserver serves on the namespace's address,
+// publishes it as default/kubernetes's endpoint, and every process lives
+// in that namespace.
+func TestControlPlaneInNetns(t *testing.T) {
+	if os.Getenv(EnvSkip) == "1" {
+		t.Skip(EnvSkip + "=1")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), binariesTimeout)
+	defer cancel()
+	dir, err := Binaries(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	netns, addr := fmt.Sprintf("spt-%d-0-cp", os.Getpid()), netip.MustParseAddr("192.0.2.10")
+	makeNetns(ctx, t, netns, addr)
+	cp, err := Start(ctx, Options{Dir: dir, WorkDir: t.TempDir(), Netns: netns, Address: addr, Controllers: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cp.Stop()
+	if want := "https://192.0.2.10:6443"; cp.URL() != want {
+		t.Errorf("URL = %s, want %s", cp.URL(), want)
+	}
+	var got string
+	for range 100 { // the lease reconciler writes the slice within seconds
+		slices, err := cp.Client().DiscoveryV1().EndpointSlices("default").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kubernetes"})
+		if err == nil && len(slices.Items) == 1 && len(slices.Items[0].Endpoints) == 1 && len(slices.Items[0].Ports) == 1 {
+			got = slices.Items[0].Endpoints[0].Addresses[0] + ":" + strconv.Itoa(int(*slices.Items[0].Ports[0].Port))
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got != "192.0.2.10:6443" {
+		t.Errorf("default/kubernetes endpoint %q, want 192.0.2.10:6443", got)
+	}
+	inode := func(path string) uint64 {
+		var st syscall.Stat_t
+		if err := syscall.Stat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	for name, pid := range cp.PIDs() {
+		if inode(fmt.Sprintf("/proc/%d/ns/net", pid)) != inode("/run/netns/"+netns) {
+			t.Errorf("%s (pid %d) runs outside %s", name, pid, netns)
+		}
+	}
+	if len(cp.PIDs()) != 4 {
+		t.Errorf("PIDs = %v, want etcd, kube-apiserver, kube-controller-manager, kube-scheduler", cp.PIDs())
+	}
+}
+
+// makeNetns creates the namespace name with lo up and addr on a veth
+// interface, and deletes it when the test ends.
+func makeNetns(ctx context.Context, t *testing.T, name string, addr netip.Addr) {
+	t.Cleanup(func() { nsrun.IP(context.Background(), "netns", "delete", name) })
+	for _, args := range [][]string{
+		{"netns", "add", name},
+		{"-n", name, "link", "set", "lo", "up"},
+		{"-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"},
+		{"-n", name, "link", "set", "eth1", "up"},
+		{"-n", name, "addr", "add", addr.String() + "/24", "dev", "eth0"},
+		{"-n", name, "link", "set", "eth0", "up"},
+	} {
+		if err := nsrun.IP(ctx, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

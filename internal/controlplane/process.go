@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"syscall"
 	"time"
+
+	"github.com/svcproxy/svcproxy/internal/nsrun"
 )
 
 // process is one child started in its own process group, with its output
@@ -26,26 +28,42 @@ type process struct {
 // Stop (a panic or a test timeout); Linux sends that signal when the forking
 // thread exits, so the thread must stay alive as long as the children.
 // Detached children start a session of their own instead and outlive us.
+// With a netns the thread lives in that network namespace, and so do the
+// children it forks.
 type spawner struct {
-	reqs     chan func()
+	reqs     chan func(error) // called on the thread, with the error of entering netns
 	quit     chan struct{}
 	detached bool
+	netns    string
 }
 
 // newSpawner starts the locked thread.
-func newSpawner(detached bool) *spawner {
-	s := &spawner{reqs: make(chan func()), quit: make(chan struct{}), detached: detached}
+func newSpawner(detached bool, netns string) *spawner {
+	s := &spawner{reqs: make(chan func(error)), quit: make(chan struct{}), detached: detached, netns: netns}
 	go s.loop()
 	return s
 }
 
 func (s *spawner) loop() {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	if s.netns == "" {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		s.serve(nil)
+		return
+	}
+	// nsrun.Do keeps the thread locked inside the namespace until serve
+	// returns; if entering fails, every request gets the error.
+	if err := nsrun.Do(s.netns, func() error { s.serve(nil); return nil }); err != nil {
+		s.serve(err)
+	}
+}
+
+// serve runs requests until quit.
+func (s *spawner) serve(enterErr error) {
 	for {
 		select {
 		case f := <-s.reqs:
-			f()
+			f(enterErr)
 		case <-s.quit:
 			return
 		}
@@ -73,7 +91,13 @@ func (s *spawner) start(name, bin string, args []string, logPath string, extra i
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	}
 	errc := make(chan error, 1)
-	s.reqs <- func() { errc <- cmd.Start() }
+	s.reqs <- func(enterErr error) {
+		if enterErr != nil {
+			errc <- enterErr
+			return
+		}
+		errc <- cmd.Start()
+	}
 	if err := <-errc; err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("controlplane: start %s: %w", name, err)

@@ -40,9 +40,10 @@ func Command(ctx context.Context, netns string, argv ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", netns}, argv...)...)
 }
 
-// Kubectl returns a kubectl command pointed at the lab.
+// Kubectl returns a kubectl command pointed at the lab; it runs in the
+// control plane's namespace, where the apiserver's address is.
 func (s *State) Kubectl(ctx context.Context, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, filepath.Join(s.BinDir, "kubectl"), append([]string{"--kubeconfig", s.Kubeconfig}, args...)...)
+	cmd := Command(ctx, s.ControlPlaneNetns(), append([]string{filepath.Join(s.BinDir, "kubectl"), "--kubeconfig", s.Kubeconfig}, args...)...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+s.Kubeconfig)
 	return cmd
 }

@@ -35,12 +35,13 @@ const StateRoot = "/run/svcproxy-lab"
 // The address plan. Every address lives only inside the lab's namespaces;
 // the external ones come from the documentation ranges (RFC 5737).
 var (
-	LAN         = netip.MustParsePrefix("198.51.100.0/24") // node N is .N, the client .100
-	ClientIP    = netip.MustParseAddr("198.51.100.100")
-	ClusterCIDR = netip.MustParsePrefix("10.244.0.0/16") // node N's pods: 10.244.N.0/24
-	ServiceCIDR = "10.96.0.0/16,fd00:10:96::/112"
-	DNSIP       = netip.MustParseAddr("10.96.0.10")       // the kube-dns Service
-	LBPool      = netip.MustParsePrefix("203.0.113.0/24") // LoadBalancer ingress IPs
+	LAN            = netip.MustParsePrefix("198.51.100.0/24") // node N is .N, the client .100
+	ClientIP       = netip.MustParseAddr("198.51.100.100")
+	ControlPlaneIP = netip.MustParseAddr("198.51.100.250")  // the apiserver, :6443: default/kubernetes's endpoint
+	ClusterCIDR    = netip.MustParsePrefix("10.244.0.0/16") // node N's pods: 10.244.N.0/24
+	ServiceCIDR    = "10.96.0.0/16,fd00:10:96::/112"
+	DNSIP          = netip.MustParseAddr("10.96.0.10")       // the kube-dns Service
+	LBPool         = netip.MustParsePrefix("203.0.113.0/24") // LoadBalancer ingress IPs
 )
 
 // ClusterDomain is the DNS suffix of Services.
@@ -100,6 +101,10 @@ func NewState(name string, n int, self, proxyMode string) (*State, error) {
 // Netns names of the bridge's and the outside world's namespaces.
 func (s *State) LANNetns() string    { return s.Name + "-lan" }
 func (s *State) ClientNetns() string { return s.Name + "-client" }
+
+// ControlPlaneNetns names the namespace of etcd, the apiserver, the
+// controllers and the load-balancer pool controller.
+func (s *State) ControlPlaneNetns() string { return s.Name + "-controlplane" }
 
 // PodNetns names the namespace of a pod. Kubernetes names are at most 253
 // characters, a file name 255: long names are cut and made unique by uid.

@@ -74,12 +74,12 @@ func TestPodNetnsFitsAFileName(t *testing.T) {
 // recycled PID), and checks that stopping kills only the first.
 func TestProcessesAreStoppedOnlyIfTheyAreStillOurs(t *testing.T) {
 	st := &State{Name: "t", Dir: t.TempDir()}
-	if err := st.startProcess("sleeper", "sleep", "60"); err != nil {
+	if err := st.startProcess("", "sleeper", "sleep", "60"); err != nil {
 		t.Fatal(err)
 	}
 	// stubborn ignores SIGTERM (an ignored signal stays ignored across
 	// exec), so only the SIGKILL after the grace period stops it.
-	if err := st.startProcess("stubborn", "sh", "-c", `trap "" TERM; exec sleep 61`); err != nil {
+	if err := st.startProcess("", "stubborn", "sh", "-c", `trap "" TERM; exec sleep 61`); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(st.Dir, "pids", "recycled"), []byte(strings.Join([]string{itoa(os.Getpid()), "1"}, " ")), 0o644)

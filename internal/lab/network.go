@@ -29,9 +29,11 @@ var (
 	clientSysctls = []string{"net.ipv4.fib_multipath_hash_policy=1"}
 )
 
-// buildNetwork creates the LAN bridge, the client and the nodes, each node
-// routing the other nodes' pod CIDRs over the LAN. Pods come later, from
-// their kubelets.
+// buildNetwork creates the LAN bridge, the client, the control-plane host
+// and the nodes, each node routing the other nodes' pod CIDRs over the LAN
+// (and the control plane all of them: pods reach the apiserver through the
+// kubernetes Service without masquerade). Pods come later, from their
+// kubelets.
 func (s *State) buildNetwork(ctx context.Context) error {
 	lan, client := s.LANNetns(), s.ClientNetns()
 	cmds := [][]string{
@@ -41,10 +43,12 @@ func (s *State) buildNetwork(ctx context.Context) error {
 		{"-n", lan, "link", "set", "br0", "up"},
 	}
 	cmds = append(cmds, s.lanHost(client, "client", ClientIP, clientSysctls)...)
+	cmds = append(cmds, s.lanHost(s.ControlPlaneNetns(), "controlplane", ControlPlaneIP, nil)...)
 	for _, n := range s.Nodes {
 		cmds = append(cmds, s.lanHost(n.Netns, n.Name, n.IP, nodeSysctls)...)
 	}
 	for _, n := range s.Nodes {
+		cmds = append(cmds, []string{"-n", s.ControlPlaneNetns(), "route", "add", n.PodCIDR.String(), "via", n.IP.String()})
 		// A default route, as every real node has: the node's own
 		// connections to a ClusterIP need a route before they are DNATed.
 		cmds = append(cmds, []string{"-n", n.Netns, "route", "add", "default", "via", ClientIP.String()})

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/svcproxy/svcproxy/internal/nsrun"
 )
 
 // A lab process outlives `lab up`: it runs in a session of its own, writes
@@ -17,8 +19,9 @@ import (
 // "<pid> <start time>", so that Down signals it only if that very process
 // still runs (a recycled PID has another start time).
 
-// startProcess starts bin with args as the lab process name.
-func (s *State) startProcess(name, bin string, args ...string) error {
+// startProcess starts bin with args as the lab process name, inside the
+// network namespace netns ("" for this one).
+func (s *State) startProcess(netns, name, bin string, args ...string) error {
 	if err := os.MkdirAll(s.path("logs"), 0o755); err != nil {
 		return err
 	}
@@ -30,7 +33,14 @@ func (s *State) startProcess(name, bin string, args ...string) error {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
+	start := cmd.Start
+	if netns != "" {
+		// Forked from a thread inside netns, the child starts there; its
+		// mount namespace stays the machine's, so namespaces it adds (a
+		// kubelet's pods) are visible to everyone.
+		start = func() error { return nsrun.Do(netns, cmd.Start) }
+	}
+	if err := start(); err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
 	go cmd.Wait() // reap it if it dies while we run

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -12,15 +13,27 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/svcproxy/svcproxy/internal/nsrun"
 )
 
-// Client returns an admin client of the lab's apiserver.
+// Client returns an admin client of the lab's apiserver that connects from
+// the control plane's namespace, for commands run on the machine.
 func (s *State) Client() (kubernetes.Interface, error) {
+	return s.ClientIn(s.ControlPlaneNetns())
+}
+
+// ClientIn returns an admin client that connects from inside netns ("" for
+// the caller's own, as the lab's processes do from where they run).
+func (s *State) ClientIn(netns string) (kubernetes.Interface, error) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", s.Kubeconfig)
 	if err != nil {
 		return nil, err
 	}
 	cfg.QPS, cfg.Burst = 100, 200
+	cfg.Dial = func(ctx context.Context, network, address string) (net.Conn, error) {
+		return nsrun.Dial(ctx, netns, network, address)
+	}
 	return kubernetes.NewForConfig(cfg)
 }
 

@@ -115,6 +115,7 @@ func (s *State) bringUp(ctx context.Context, p progress) error {
 	cp, err := controlplane.Start(ctx, controlplane.Options{
 		Dir: s.BinDir, WorkDir: s.path("controlplane"), ServiceCIDR: ServiceCIDR,
 		Controllers: true, Detached: true,
+		Netns: s.ControlPlaneNetns(), Address: ControlPlaneIP,
 	})
 	if err != nil {
 		return err
@@ -124,7 +125,7 @@ func (s *State) bringUp(ctx context.Context, p progress) error {
 			return err
 		}
 	}
-	p.say("control plane: etcd, kube-apiserver %s, kube-controller-manager, kube-scheduler", cp.URL())
+	p.say("control plane in %s: etcd, kube-apiserver %s, kube-controller-manager, kube-scheduler", s.ControlPlaneNetns(), cp.URL())
 	if err := s.startNodes(); err != nil {
 		return err
 	}
@@ -134,26 +135,24 @@ func (s *State) bringUp(ctx context.Context, p progress) error {
 	return s.waitReady(ctx, cp.Client(), p)
 }
 
-// startNodes starts every node's kubelet and svcproxy, and the pool
-// controller.
+// startNodes starts every node's kubelet and svcproxy inside the node's
+// namespace, as a DaemonSet with hostNetwork runs kube-proxy, and the pool
+// controller beside the control plane, as a cloud controller manager.
 func (s *State) startNodes() error {
 	for _, n := range s.Nodes {
-		if err := s.startProcess("kubelet-"+n.Name, s.Self, "lab", "kubelet", "--name", s.Name, "--node", n.Name); err != nil {
+		if err := s.startProcess(n.Netns, "kubelet-"+n.Name, s.Self, "lab", "kubelet", "--name", s.Name, "--node", n.Name); err != nil {
 			return err
 		}
-		if err := s.startProcess("svcproxy-"+n.Name, s.Self, s.proxyArgs(n)...); err != nil {
+		if err := s.startProcess(n.Netns, "svcproxy-"+n.Name, s.Self, s.proxyArgs(n)...); err != nil {
 			return err
 		}
 	}
-	return s.startProcess("lbpool", s.Self, "lab", "lbpool", "--name", s.Name)
+	return s.startProcess(s.ControlPlaneNetns(), "lbpool", s.Self, "lab", "lbpool", "--name", s.Name)
 }
 
-// proxyArgs is a node's svcproxy command line: kube-proxy's flags, and
-// --netns so it programs the node's namespace while it reaches the
-// apiserver on the machine's loopback.
+// proxyArgs is a node's svcproxy command line: kube-proxy's flags.
 func (s *State) proxyArgs(n Node) []string {
 	return []string{
-		"--netns=" + n.Netns,
 		"--kubeconfig=" + s.Kubeconfig,
 		"--hostname-override=" + n.Name,
 		"--proxy-mode=" + s.ProxyMode,

@@ -2,6 +2,7 @@ package walkthrough
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/svcproxy/svcproxy/internal/controlplane"
 	"github.com/svcproxy/svcproxy/internal/explain"
 	"github.com/svcproxy/svcproxy/internal/lab"
 	"github.com/svcproxy/svcproxy/internal/nsrun"
@@ -55,7 +57,7 @@ func (t *tour) backend(ctx context.Context) error {
 
 // dns resolves the backend's name from the client pod through kube-dns.
 func (t *tour) dns(ctx context.Context) error {
-	t.heading("2. Cluster DNS: the backend's name, asked from a pod")
+	t.heading("2. Cluster DNS and the kubernetes Service, from a pod")
 	netns, err := t.st.Target(ctx, "default", clientPod)
 	if err != nil {
 		return err
@@ -73,6 +75,34 @@ func (t *tour) dns(ctx context.Context) error {
 	}
 	t.report.DNSAnswer = addr
 	t.say("\n%s -> %s (answered by a coredns pod, reached through the kube-dns ClusterIP %s)", name, addr, lab.DNSIP)
+	return t.kubernetesService(ctx, netns)
+}
+
+// kubernetesService shows the API server behind the default/kubernetes
+// Service, and a pod reaching it by name: the in-cluster path every
+// controller and operator uses.
+func (t *tour) kubernetesService(ctx context.Context, netns string) error {
+	t.say("\nThe kubernetes Service: its endpoint is the API server, %s:%d on the control-plane host.", lab.ControlPlaneIP, controlplane.APIServerPort)
+	if err := t.kubectl(ctx, "get", "endpointslices", "-l", "kubernetes.io/service-name=kubernetes"); err != nil {
+		return err
+	}
+	url := "https://kubernetes.default.svc/version"
+	t.say("$ svcproxy lab exec %s -- curl -sk %s", clientPod, url)
+	out, err := lab.Command(ctx, netns, "curl", "-sSk", "--max-time", "5", url).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("curl %s in %s: %w: %s", url, clientPod, err, out)
+	}
+	var version struct{ GitVersion string }
+	if err := json.Unmarshal(out, &version); err != nil {
+		return fmt.Errorf("curl %s in %s: %w: %s", url, clientPod, err, out)
+	}
+	t.report.APIServerVersion = version.GitVersion
+	for _, line := range strings.Split(string(out), "\n") { // abridged
+		if strings.Contains(line, `"major"`) || strings.Contains(line, `"minor"`) || strings.Contains(line, `"gitVersion"`) {
+			t.say("%s", line)
+		}
+	}
+	t.say("  ...")
 	return nil
 }
 

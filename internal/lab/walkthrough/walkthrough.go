@@ -1,11 +1,11 @@
 // Package walkthrough is the seeds' two-tier walkthrough, run in the lab:
 // the backend behind a ClusterIP Service and its spread over pods, cluster
-// DNS, the frontend behind a NodePort and a LoadBalancer Service, the
-// client IP each one shows the pods, externalTrafficPolicy Local and its
-// health-check node port, a scale-up and a rolling update under load, and
-// the rules svcproxy programmed for one Service. It prints what a reader
-// of the seeds wants to see and returns the measurements, which the
-// end-to-end test checks.
+// DNS and the API server behind the kubernetes Service, the frontend
+// behind a NodePort and a LoadBalancer Service, the client IP each one
+// shows the pods, externalTrafficPolicy Local and its health-check node
+// port, a scale-up and a rolling update under load, and the rules svcproxy
+// programmed for one Service. It prints what a reader of the seeds wants
+// to see and returns the measurements, which the end-to-end test checks.
 package walkthrough
 
 import (
@@ -25,6 +25,9 @@ type Report struct {
 	// BackendIP is backend-service's ClusterIP and DNSAnswer what the
 	// cluster DNS answered for its name, asked from a pod.
 	BackendIP, DNSAnswer string
+	// APIServerVersion is the gitVersion a pod read from the API server
+	// through https://kubernetes.default.svc.
+	APIServerVersion string
 	// ClusterIPSpread counts requests from a pod to the backend ClusterIP
 	// by the backend pod that answered; ScaledSpread after scaling to 5.
 	ClusterIPSpread, ScaledSpread map[string]int

@@ -70,6 +70,9 @@ func checkReport(t *testing.T, st *lab.State, r *walkthrough.Report) {
 	if r.DNSAnswer != r.BackendIP {
 		t.Errorf("DNS answered %q for backend-service, its ClusterIP is %q", r.DNSAnswer, r.BackendIP)
 	}
+	if !strings.HasPrefix(r.APIServerVersion, "v1.") {
+		t.Errorf("a pod asking https://kubernetes.default.svc/version got %q", r.APIServerVersion)
+	}
 	checkSpread(t, "ClusterIP", r.ClusterIPSpread, 3, 30)
 	if r.FromNode.Backend == "" {
 		t.Errorf("from node1 to the ClusterIP: %+v", r.FromNode)
@@ -216,7 +219,7 @@ func interruptUp(t *testing.T, self, name string, sig syscall.Signal) []lab.Proc
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
 		t.Logf("%s: %s", name, sc.Text())
-		if strings.Contains(sc.Text(), "control plane:") {
+		if strings.Contains(sc.Text(), "control plane in ") {
 			time.Sleep(time.Second) // the nodes' processes are starting
 			break
 		}
