@@ -18,10 +18,10 @@ deps:
 	./hack/deps.sh
 
 # The control plane for the API tests and the lab (etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubectl), built once from the Go
-# module proxy into .cache/.
+# kube-controller-manager, kube-scheduler, kubectl, and CoreDNS for the
+# lab), built once from the Go module proxy into .cache/.
 controlplane:
-	./hack/controlplane.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl
+	./hack/controlplane.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl coredns
 
 # The lab: a 3-node cluster of network namespaces with a real control plane
 # (built once from the Go module proxy into .cache/), the seeds' two-tier

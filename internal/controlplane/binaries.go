@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -35,14 +36,15 @@ func (o Options) binaries() []string {
 }
 
 // Binaries returns the directory holding etcd and kube-apiserver and, with
-// controllers, kube-controller-manager, kube-scheduler and kubectl. It
+// controllers, kube-controller-manager, kube-scheduler and kubectl, and
+// the extra tools hack/controlplane.sh knows (the lab adds coredns). It
 // honours SVCPROXY_CONTROLPLANE_BIN; otherwise it runs <repo
 // root>/hack/controlplane.sh, which builds the binaries on first use
 // (minutes) and prints the directory. The script's progress goes to
 // os.Stderr. Concurrent callers in separate processes are serialized with a
 // file lock so only one builds.
-func Binaries(ctx context.Context, controllers bool) (string, error) {
-	names := Options{Controllers: controllers}.binaries()
+func Binaries(ctx context.Context, controllers bool, extra ...string) (string, error) {
+	names := slices.Concat(Options{Controllers: controllers}.binaries(), extra)
 	if dir := os.Getenv(EnvBinaries); dir != "" {
 		return dir, checkBinaries(dir, names)
 	}

@@ -40,6 +40,7 @@ var (
 	ControlPlaneIP = netip.MustParseAddr("198.51.100.250")  // the apiserver, :6443: default/kubernetes's endpoint
 	ClusterCIDR    = netip.MustParsePrefix("10.244.0.0/16") // node N's pods: 10.244.N.0/24
 	ServiceCIDR    = "10.96.0.0/16,fd00:10:96::/112"
+	KubernetesIP   = netip.MustParseAddr("10.96.0.1")        // the kubernetes Service (the API server)
 	DNSIP          = netip.MustParseAddr("10.96.0.10")       // the kube-dns Service
 	LBPool         = netip.MustParsePrefix("203.0.113.0/24") // LoadBalancer ingress IPs
 )

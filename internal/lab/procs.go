@@ -20,18 +20,37 @@ import (
 // still runs (a recycled PID has another start time).
 
 // startProcess starts bin with args as the lab process name, inside the
-// network namespace netns ("" for this one).
+// network namespace netns ("" for this one), and reaps it if it dies while
+// this process runs.
 func (s *State) startProcess(netns, name, bin string, args ...string) error {
-	if err := os.MkdirAll(s.path("logs"), 0o755); err != nil {
-		return err
-	}
-	log, err := os.OpenFile(s.path("logs", name+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	cmd, err := s.StartProcess(netns, name, nil, bin, args...)
 	if err != nil {
 		return err
 	}
+	go cmd.Wait()
+	return nil
+}
+
+// StartProcess starts bin with args as the lab process name, inside the
+// network namespace netns ("" for this one), with the environment env (nil
+// for this process's), and records it; the caller
+// waits for it, then calls ForgetProcess. A process recorded under the
+// same name that still runs (left by a kubelet that restarted) is stopped
+// first.
+func (s *State) StartProcess(netns, name string, env []string, bin string, args ...string) (*exec.Cmd, error) {
+	if err := s.stopRecorded(name); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(s.path("logs"), 0o755); err != nil {
+		return nil, err
+	}
+	log, err := os.OpenFile(s.path("logs", name+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
 	defer log.Close()
 	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Stdout, cmd.Stderr, cmd.Env = log, log, env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	start := cmd.Start
 	if netns != "" {
@@ -41,10 +60,37 @@ func (s *State) startProcess(netns, name, bin string, args ...string) error {
 		start = func() error { return nsrun.Do(netns, cmd.Start) }
 	}
 	if err := start(); err != nil {
-		return fmt.Errorf("start %s: %w", name, err)
+		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	go cmd.Wait() // reap it if it dies while we run
-	return s.recordProcess(name, cmd.Process.Pid)
+	if err := s.recordProcess(name, cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, err
+	}
+	return cmd, nil
+}
+
+// ForgetProcess removes name's record, once the process is gone.
+func (s *State) ForgetProcess(name string) error {
+	err := os.Remove(s.path("pids", name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// stopRecorded stops the process recorded as name, if it still runs.
+func (s *State) stopRecorded(name string) error {
+	procs, err := s.Processes()
+	if err != nil {
+		return err
+	}
+	for _, p := range procs {
+		if p.Name == name && stillRunning(p) {
+			return stopAll([]Process{p}, stopGrace)
+		}
+	}
+	return nil
 }
 
 // recordProcess writes name's pid file.
@@ -96,6 +142,15 @@ func (s *State) stopProcesses(grace time.Duration) error {
 	if err != nil {
 		return err
 	}
+	if err := stopAll(procs, grace); err != nil {
+		return err
+	}
+	return os.RemoveAll(s.path("pids"))
+}
+
+// stopAll sends SIGTERM to every process of procs still running, then
+// SIGKILL to those left after grace, and waits (bounded) until they are gone.
+func stopAll(procs []Process, grace time.Duration) error {
 	signalAll(procs, syscall.SIGTERM)
 	deadline := time.Now().Add(grace)
 	for time.Now().Before(deadline) && anyRunning(procs) {
@@ -113,9 +168,6 @@ func (s *State) stopProcesses(grace time.Duration) error {
 		if stillRunning(p) {
 			errs = append(errs, fmt.Errorf("%s (pid %d) survived SIGKILL", p.Name, p.PID))
 		}
-	}
-	if len(errs) == 0 {
-		errs = append(errs, os.RemoveAll(s.path("pids")))
 	}
 	return errors.Join(errs...)
 }

@@ -52,8 +52,8 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		return nil, err
 	}
 	p := progress{w: opts.Progress, start: time.Now()}
-	p.say("binaries: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (built on first use: several minutes)")
-	if st.BinDir, err = controlplane.Binaries(ctx, true); err != nil {
+	p.say("binaries: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, coredns (built on first use: several minutes)")
+	if st.BinDir, err = controlplane.Binaries(ctx, true, "coredns"); err != nil {
 		return nil, err
 	}
 	if err := st.bringUp(ctx, p); err != nil {
@@ -129,7 +129,7 @@ func (s *State) bringUp(ctx context.Context, p progress) error {
 	if err := s.startNodes(); err != nil {
 		return err
 	}
-	if err := createDNS(ctx, cp.Client()); err != nil {
+	if err := createDNS(ctx, cp.Client(), cp.RestConfig().CAData); err != nil {
 		return err
 	}
 	return s.waitReady(ctx, cp.Client(), p)

@@ -60,6 +60,13 @@ func (p *pod) startContainer(ctx context.Context, obj *corev1.Pod, c corev1.Cont
 func (p *pod) env(obj *corev1.Pod, c corev1.Container) workload.Env {
 	netns := p.netns
 	vars := p.vars(obj, c)
+	args := make([]string, len(c.Args))
+	for i, a := range c.Args {
+		args[i] = p.hostPath(c, a)
+	}
+	for k, v := range vars {
+		vars[k] = p.hostPath(c, v)
+	}
 	var ports []workload.ContainerPort
 	for _, cp := range c.Ports {
 		ports = append(ports, workload.ContainerPort{Name: cp.Name, Port: cp.ContainerPort, Protocol: string(cp.Protocol)})
@@ -67,7 +74,7 @@ func (p *pod) env(obj *corev1.Pod, c corev1.Container) workload.Env {
 	prefix := fmt.Sprintf("pod %s/%s: ", p.name(), c.Name)
 	return workload.Env{
 		Pod: obj.Name, Namespace: obj.Namespace, PodIP: p.ip,
-		Ports: ports, Vars: vars, Args: c.Args,
+		Ports: ports, Vars: vars, Args: args,
 		Listen:       func(network, addr string) (net.Listener, error) { return nsrun.Listen(netns, network, addr) },
 		ListenPacket: func(network, addr string) (net.PacketConn, error) { return nsrun.ListenPacket(netns, network, addr) },
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -75,7 +82,7 @@ func (p *pod) env(obj *corev1.Pod, c corev1.Container) workload.Env {
 		},
 		DNSServer:     net.JoinHostPort(lab.DNSIP.String(), "53"),
 		ClusterDomain: lab.ClusterDomain,
-		Services:      p.k.dns,
+		Exec:          p.execIn(c, vars),
 		Terminating:   p.terminating.Load,
 		Logf:          func(f string, a ...any) { p.k.logf(prefix+f, a...) },
 	}

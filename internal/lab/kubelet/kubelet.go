@@ -1,7 +1,8 @@
 // Package kubelet is the lab's stand-in for the kubelet: it registers its
 // node, and runs the pods the scheduler binds to it as network namespaces
-// whose containers are built-in programs (package lab/workload) instead of
-// images. It reports each pod's IP, readiness (from the pod's readiness
+// whose containers are built-in programs or real executables (package
+// lab/workload) instead of images, with their configMap, secret and
+// emptyDir volumes as directories. It reports each pod's IP, readiness (from the pod's readiness
 // probes, sent from the node as the kubelet sends them) and termination, and
 // honours graceful deletion: a deleted pod keeps serving, marked
 // terminating, until its grace period ends; then it is stopped, its
@@ -12,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -33,8 +35,7 @@ type Kubelet struct {
 	node   lab.Node
 	client kubernetes.Interface
 	logf   func(string, ...any)
-	dns    workload.ServiceLister
-	// images picks a container's program (workload.Image); backoff is the
+	// images picks a container's program (workload.Images); backoff is the
 	// first restart delay of a container that exited. Tests change both.
 	images  func(ref string) (workload.Program, bool)
 	backoff time.Duration
@@ -51,13 +52,11 @@ func Run(ctx context.Context, st *lab.State, nodeName string, client kubernetes.
 	if !ok {
 		return fmt.Errorf("lab %s has no node %q", st.Name, nodeName)
 	}
-	k := &Kubelet{lab: st, node: node, client: client, logf: logf, images: workload.Image, backoff: restartBackoff,
+	k := &Kubelet{lab: st, node: node, client: client, logf: logf, images: workload.Images(filepath.Join(st.BinDir, "coredns")), backoff: restartBackoff,
 		pods: map[types.UID]*pod{}, ips: map[netip.Addr]bool{}}
 	if err := k.register(ctx); err != nil {
 		return err
 	}
-	cluster := informers.NewSharedInformerFactory(client, 0)
-	k.dns = workload.NewInformerLister(cluster)
 	mine := informers.NewSharedInformerFactoryWithOptions(client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", nodeName).String()
@@ -70,14 +69,11 @@ func Run(ctx context.Context, st *lab.State, nodeName string, client kubernetes.
 	}); err != nil {
 		return err
 	}
-	cluster.Start(ctx.Done())
-	cluster.WaitForCacheSync(ctx.Done())
 	mine.Start(ctx.Done())
 	logf("kubelet: node %s (%s, %s, pods %s) ready", node.Name, node.Zone, node.IP, node.PodCIDR)
 	go k.heartbeat(ctx)
 	<-ctx.Done()
 	mine.Shutdown()
-	cluster.Shutdown()
 	return nil
 }
 

@@ -29,7 +29,7 @@ func newKubelet(t *testing.T, objs ...corev1.Node) (*Kubelet, *fake.Clientset) {
 			t.Fatal(err)
 		}
 	}
-	return &Kubelet{lab: st, node: st.Nodes[1], client: client, logf: t.Logf, images: workload.Image, backoff: time.Millisecond,
+	return &Kubelet{lab: st, node: st.Nodes[1], client: client, logf: t.Logf, images: workload.Images("/nonexistent/coredns"), backoff: time.Millisecond,
 		pods: map[types.UID]*pod{}, ips: map[netip.Addr]bool{}}, client
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,6 +102,9 @@ func (p *pod) setUp(ctx context.Context) error {
 	if err := p.k.lab.WriteResolvConf(p.netns, obj.Namespace); err != nil {
 		return err
 	}
+	if err := p.writeVolumes(ctx, obj); err != nil {
+		return err
+	}
 	for _, c := range obj.Spec.Containers {
 		p.containers = append(p.containers, p.startContainer(ctx, obj, c))
 	}
@@ -162,6 +166,9 @@ func (p *pod) tearDown() {
 	}
 	if p.ip.IsValid() {
 		p.k.releaseIP(p.ip)
+	}
+	if err := os.RemoveAll(p.dir()); err != nil {
+		p.k.logf("pod %s: %v", p.name(), err)
 	}
 	p.k.logf("pod %s: stopped", p.name())
 }

@@ -43,6 +43,7 @@ func walk(t *testing.T, self, mode string) {
 		t.Fatal(err)
 	}
 	t.Logf("lab up took %v", time.Since(start))
+	t.Cleanup(func() { explainFailure(t, st, self) }) // runs before the Down above
 	var out strings.Builder
 	report, err := walkthrough.Walk(ctx, st, &out)
 	t.Logf("walkthrough output:\n%s", out.String())
@@ -51,6 +52,7 @@ func walk(t *testing.T, self, mode string) {
 	}
 	checkReport(t, st, report)
 	checkBadInput(ctx, t, st, self)
+	explainFailure(t, st, self)
 	procs, err := st.Processes()
 	if err != nil {
 		t.Fatal(err)
@@ -333,7 +335,7 @@ func prepare(t *testing.T) string {
 	if os.Getenv(controlplane.EnvSkip) == "1" {
 		t.Skip(controlplane.EnvSkip + "=1: skipping the lab")
 	}
-	if _, err := controlplane.Binaries(context.Background(), true); err != nil {
+	if _, err := controlplane.Binaries(context.Background(), true, "coredns"); err != nil {
 		t.Fatal(err)
 	}
 	self := filepath.Join(t.TempDir(), "svcproxy")
@@ -350,4 +352,24 @@ type logWriter struct{ t *testing.T }
 func (w logWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// explainFailure, if the test failed and the lab is still up, logs what
+// each node's svcproxy planned and the end of every lab process's log.
+func explainFailure(t *testing.T, st *lab.State, self string) {
+	if _, err := os.Stat(st.Dir); !t.Failed() || err != nil { // passed, or down already
+		return
+	}
+	logs, _ := filepath.Glob(filepath.Join(st.Dir, "logs", "*.log"))
+	for _, n := range st.Nodes {
+		out, _ := exec.Command(self, "lab", "status", "--name", st.Name, "--node", n.Name).CombinedOutput()
+		t.Logf("svcproxy lab status --node %s:\n%s", n.Name, out)
+	}
+	for _, log := range logs {
+		data, _ := os.ReadFile(log)
+		if len(data) > 4096 {
+			data = data[len(data)-4096:]
+		}
+		t.Logf("%s ends:\n%s", log, data)
+	}
 }

@@ -166,8 +166,9 @@ func TestListenErrorNamesThePort(t *testing.T) {
 
 // cluster starts the DNS and a backend, as the frontend tests need them.
 type cluster struct {
-	dns, backend *running
-	services     *fakeServices
+	dns      *fakeDNS
+	backend  *running
+	services *fakeServices
 }
 
 func startCluster(t *testing.T) cluster {
@@ -186,7 +187,7 @@ func (c cluster) startFrontend(t *testing.T, backendURL string) *running {
 	return start(t, JobsAPI, Env{
 		Pod: "frontend-deployment-abc", Namespace: "shop", Bind: frontendIP, Ports: httpPort0,
 		Vars:      map[string]string{"BACKEND_URL": backendURL},
-		DNSServer: c.dns.udp[0].String(), ClusterDomain: "cluster.local",
+		DNSServer: c.dns.addr.String(), ClusterDomain: "cluster.local",
 	})
 }
 
@@ -239,7 +240,7 @@ func TestFrontendAnswers502NamingTheFailure(t *testing.T) {
 		{
 			"missing", fmt.Sprintf("http://missing-service:%d", c.backend.tcp[0].Port()),
 			// The name in the pod's namespace, and the DNS that was asked.
-			[]string{"missing-service.shop.svc.cluster.local.", c.dns.udp[0].String(), "no such host"},
+			[]string{"missing-service.shop.svc.cluster.local.", c.dns.addr.String(), "no such host"},
 		},
 		{
 			"down", fmt.Sprintf("http://down-service:%d", freePort(t, backendIP)),

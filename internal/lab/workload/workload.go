@@ -1,15 +1,17 @@
 // Package workload holds the programs the lab's kubelet runs in place of
 // container images: the jobs API of the two-tier demo (backend and
-// frontend) and a cluster DNS server standing in for CoreDNS.
+// frontend), and the real CoreDNS executable for the cluster DNS image.
 //
-// A lab pod is a network namespace and its containers are goroutines of the
-// kubelet whose sockets live in that namespace. So a program never touches
-// the network directly: it opens and dials sockets only through its Env,
-// which the kubelet builds for each container.
+// A lab pod is a network namespace. A built-in program is goroutines of the
+// kubelet whose sockets live in that namespace, so it never touches the
+// network directly: it opens and dials sockets only through its Env, which
+// the kubelet builds for each container. An executable runs as a process
+// inside the namespace, through Env.Exec.
 package workload
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
@@ -54,9 +56,10 @@ type Env struct {
 	DNSServer string
 	// ClusterDomain is the cluster's DNS domain; "" means "cluster.local".
 	ClusterDomain string
-	// Services answers the cluster DNS server's lookups; only the DNS image
-	// uses it.
-	Services ServiceLister
+	// Exec runs the executable bin with args inside the pod's namespace,
+	// calls started once it runs, and returns when it exits (with why) or
+	// when ctx ends and it has been stopped (nil). Only Command uses it.
+	Exec func(ctx context.Context, bin string, args []string, started func()) error
 
 	// Terminating reports whether the pod is terminating; nil means never.
 	// While it is, HTTP servers answer with "Connection: close" so clients
@@ -74,28 +77,23 @@ type ContainerPort struct {
 	Protocol string
 }
 
-// ServiceLister answers the cluster DNS server's questions about Services.
-type ServiceLister interface {
-	// Lookup returns the addresses of Service namespace/name and whether it
-	// exists: its ClusterIPs (two for dual-stack), or for a headless Service
-	// the addresses of its ready endpoints.
-	Lookup(namespace, name string) (addrs []netip.Addr, ok bool)
-}
-
-// Image picks the program for an image reference. A repository ending in
-// "jobs-api" (ghcr.io/learnk8s/jobs-api:v2) runs JobsAPI; one ending in
-// "coredns" (registry.k8s.io/coredns/coredns:v1.12.0) runs ClusterDNS.
-// For any other reference known is false and run is JobsAPI, which the
-// caller may run after warning that the image is not known.
-func Image(ref string) (run Program, known bool) {
-	repo := strings.ToLower(repository(ref))
-	switch {
-	case strings.HasSuffix(repo, "jobs-api"):
-		return JobsAPI, true
-	case strings.HasSuffix(repo, "coredns"):
-		return ClusterDNS, true
+// Images returns the picker of a program for an image reference. A
+// repository ending in "jobs-api" (ghcr.io/learnk8s/jobs-api:v2) runs
+// JobsAPI; one ending in "coredns" (registry.k8s.io/coredns/coredns:v1.14.7)
+// runs the CoreDNS executable coreDNS. For any other reference known is
+// false and run is JobsAPI, which the caller may run after warning that
+// the image is not known.
+func Images(coreDNS string) func(ref string) (run Program, known bool) {
+	return func(ref string) (Program, bool) {
+		repo := strings.ToLower(repository(ref))
+		switch {
+		case strings.HasSuffix(repo, "jobs-api"):
+			return JobsAPI, true
+		case strings.HasSuffix(repo, "coredns"):
+			return Command(coreDNS), true
+		}
+		return JobsAPI, false
 	}
-	return JobsAPI, false
 }
 
 // repository strips the digest and the tag from an image reference. A colon
@@ -139,4 +137,19 @@ func (env Env) address(port int32) string {
 		host = env.Bind.String()
 	}
 	return net.JoinHostPort(host, strconv.Itoa(int(port)))
+}
+
+// Command is the program of an image the lab runs as a real executable:
+// bin with the container's arguments, inside the pod's namespace, through
+// Env.Exec.
+func Command(bin string) Program {
+	return func(ctx context.Context, env Env, ready func()) error {
+		if env.Exec == nil {
+			return fmt.Errorf("%s: this environment cannot run executables", bin)
+		}
+		if ready == nil {
+			ready = func() {}
+		}
+		return env.Exec(ctx, bin, env.Args, ready)
+	}
 }

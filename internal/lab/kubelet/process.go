@@ -1,0 +1,68 @@
+package kubelet
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// execIn returns the Env.Exec of container c: it runs an executable as a
+// lab process inside the pod's namespace, logged to <lab>/logs/<name>.log
+// and recorded, so that `lab down` stops it even if this kubelet dies. The
+// process gets the container's environment.
+func (p *pod) execIn(c corev1.Container, vars map[string]string) func(context.Context, string, []string, func()) error {
+	name := p.processName(c)
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	for _, k := range sortedKeys(vars) {
+		env = append(env, k+"="+vars[k])
+	}
+	return func(ctx context.Context, bin string, args []string, started func()) error {
+		cmd, err := p.k.lab.StartProcess(p.netns, name, env, bin, args...)
+		if err != nil {
+			return err
+		}
+		defer p.k.lab.ForgetProcess(name)
+		started()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			return fmt.Errorf("%s exited (%v); see %s", filepath.Base(bin), err, filepath.Join(p.k.lab.Dir, "logs", name+".log"))
+		case <-ctx.Done():
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(stopTimeout - time.Second): // tearDown waits stopTimeout
+			cmd.Process.Kill()
+			<-done
+		}
+		return nil
+	}
+}
+
+// processName names container c's lab process after the pod's namespace
+// ("pod-<ns>-<pod>-<container>"), or after its UID when that is too long
+// for a file name.
+func (p *pod) processName(c corev1.Container) string {
+	name := strings.TrimPrefix(p.netns, p.k.lab.Name+"-") + "-" + c.Name
+	if len(name) > 200 {
+		name = fmt.Sprintf("pod-%s-%s", p.latest.Load().UID, c.Name)
+	}
+	return name
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
