@@ -135,7 +135,7 @@ func checkContainer(t *testing.T, d *appsv1.Deployment, port int32) {
 		t.Fatalf("%d containers, want 1", len(cs))
 	}
 	c := cs[0]
-	if run, known := workload.Image(c.Image); !known || !sameProgram(run, workload.JobsAPI) {
+	if run, known := workload.Images("")(c.Image); !known || !sameProgram(run, workload.JobsAPI) {
 		t.Errorf("image %q is not the lab's jobs API", c.Image)
 	}
 	if len(c.Ports) != 1 || c.Ports[0].ContainerPort != port || c.Ports[0].Name != "http" {
