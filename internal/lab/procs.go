@@ -62,7 +62,7 @@ func (s *State) StartProcess(netns, name string, env []string, bin string, args 
 	if err := start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	if err := s.recordProcess(name, cmd.Process.Pid); err != nil {
+	if err := s.recordProcess(netns, name, cmd.Process.Pid); err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
 		return nil, err
@@ -93,8 +93,8 @@ func (s *State) stopRecorded(name string) error {
 	return nil
 }
 
-// recordProcess writes name's pid file.
-func (s *State) recordProcess(name string, pid int) error {
+// recordProcess writes name's pid file: "<pid> <start time> [<netns>]".
+func (s *State) recordProcess(netns, name string, pid int) error {
 	start, err := startTime(pid)
 	if err != nil {
 		return fmt.Errorf("%s (pid %d): %w", name, pid, err)
@@ -102,14 +102,15 @@ func (s *State) recordProcess(name string, pid int) error {
 	if err := os.MkdirAll(s.path("pids"), 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(s.path("pids", name), fmt.Appendf(nil, "%d %d\n", pid, start), 0o644)
+	return os.WriteFile(s.path("pids", name), fmt.Appendf(nil, "%d %d %s\n", pid, start, netns), 0o644)
 }
 
 // Process is a recorded lab process.
 type Process struct {
 	Name    string
 	PID     int
-	Running bool // the recorded process (same PID and start time) is alive
+	Netns   string // the network namespace it started in; "" for the machine's
+	Running bool   // the recorded process (same PID and start time) is alive
 }
 
 // Processes lists the recorded processes.
@@ -126,11 +127,12 @@ func (s *State) Processes() ([]Process, error) {
 		}
 		var pid int
 		var start uint64
-		if _, err := fmt.Sscan(string(data), &pid, &start); err != nil {
+		var netns string
+		if n, err := fmt.Sscan(string(data), &pid, &start, &netns); n < 2 {
 			return nil, fmt.Errorf("%s: %w", f, err)
 		}
 		now, err := startTime(pid)
-		procs = append(procs, Process{Name: filepath.Base(f), PID: pid, Running: err == nil && now == start})
+		procs = append(procs, Process{Name: filepath.Base(f), PID: pid, Netns: netns, Running: err == nil && now == start})
 	}
 	return procs, nil
 }

@@ -62,13 +62,17 @@ func (s *State) writeProcesses(w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "PROCESS\tPID\tSTATE\n")
+	fmt.Fprintf(w, "PROCESS\tPID\tNETNS\tSTATE\n")
 	for _, p := range procs {
 		state := "running"
 		if !p.Running {
 			state = "EXITED (see " + s.path("logs", p.Name+".log") + ")"
 		}
-		fmt.Fprintf(w, "%s\t%d\t%s\n", p.Name, p.PID, state)
+		netns := p.Netns
+		if netns == "" {
+			netns = "(the machine's)"
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", p.Name, p.PID, netns, state)
 	}
 	fmt.Fprintln(w)
 	return nil
