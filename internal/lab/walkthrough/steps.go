@@ -31,6 +31,9 @@ func (t *tour) backend(ctx context.Context) error {
 	if err := t.kubectl(ctx, "rollout", "status", "deployment/backend-deployment", "--timeout=90s"); err != nil {
 		return err
 	}
+	if err := t.waitProgrammed(ctx, "default/backend-service:backend", 3); err != nil {
+		return err
+	}
 	for _, args := range [][]string{
 		{"get", "pods", "-l", "app=backend", "-o", "wide"},
 		{"get", "service", "backend-service"},
@@ -454,7 +457,8 @@ func (t *tour) scaleTo(ctx context.Context, tier string, n int) error {
 }
 
 // waitProgrammed waits until every node's svcproxy has synced exactly n
-// endpoints for the service port, asking each one's status.
+// endpoints for the service port, all of them ready, asking each one's
+// status.
 func (t *tour) waitProgrammed(ctx context.Context, port string, n int) error {
 	return lab.Poll(ctx, 30*time.Second, func() error {
 		for _, node := range t.st.Nodes {
@@ -463,8 +467,9 @@ func (t *tour) waitProgrammed(ctx context.Context, port string, n int) error {
 				return err
 			}
 			i := slices.IndexFunc(s.Ports, func(p explain.Port) bool { return p.Service == port })
-			if i < 0 || len(s.Ports[i].Endpoints) != n {
-				return fmt.Errorf("svcproxy on %s has not synced %d endpoints of %s yet", node.Name, n, port)
+			if i < 0 || len(s.Ports[i].Endpoints) != n ||
+				slices.ContainsFunc(s.Ports[i].Endpoints, func(e explain.Endpoint) bool { return !e.Ready }) {
+				return fmt.Errorf("svcproxy on %s has not synced %d ready endpoints of %s yet", node.Name, n, port)
 			}
 		}
 		return nil
