@@ -39,10 +39,16 @@ var (
 	ClientIP       = netip.MustParseAddr("198.51.100.100")
 	ControlPlaneIP = netip.MustParseAddr("198.51.100.250")  // the apiserver, :6443: default/kubernetes's endpoint
 	ClusterCIDR    = netip.MustParsePrefix("10.244.0.0/16") // node N's pods: 10.244.N.0/24
-	ServiceCIDR    = "10.96.0.0/16,fd00:10:96::/112"
-	KubernetesIP   = netip.MustParseAddr("10.96.0.1")        // the kubernetes Service (the API server)
-	DNSIP          = netip.MustParseAddr("10.96.0.10")       // the kube-dns Service
-	LBPool         = netip.MustParsePrefix("203.0.113.0/24") // LoadBalancer ingress IPs
+	// The IPv6 side (RFC 3849 and ULA ranges): node N is LANv6::N, the
+	// client ::100; node N's pods are fd00:10:244:N::/64, a pod's IPv6
+	// ending as its IPv4 does. The control plane is IPv4 only.
+	LANv6         = netip.MustParsePrefix("2001:db8:51:100::/64")
+	ClientIPv6    = netip.MustParseAddr("2001:db8:51:100::100")
+	ClusterCIDRv6 = netip.MustParsePrefix("fd00:10:244::/48")
+	ServiceCIDR   = "10.96.0.0/16,fd00:10:96::/112"
+	KubernetesIP  = netip.MustParseAddr("10.96.0.1")        // the kubernetes Service (the API server)
+	DNSIP         = netip.MustParseAddr("10.96.0.10")       // the kube-dns Service
+	LBPool        = netip.MustParsePrefix("203.0.113.0/24") // LoadBalancer ingress IPs
 )
 
 // ClusterDomain is the DNS suffix of Services.
@@ -69,7 +75,10 @@ type Node struct {
 	Zone    string
 	IP      netip.Addr   // on the LAN
 	PodCIDR netip.Prefix // 10.244.N.0/24; .1 is the node's side of every pod veth
-	Netns   string
+	// IPv6 and PodCIDRv6 are the same for IPv6: LANv6::N, fd00:10:244:N::/64.
+	IPv6      netip.Addr
+	PodCIDRv6 netip.Prefix
+	Netns     string
 }
 
 var labName = regexp.MustCompile(`^[a-z][a-z0-9]{0,9}$`)
@@ -89,11 +98,13 @@ func NewState(name string, n int, self, proxyMode string) (*State, error) {
 	s.Kubeconfig = filepath.Join(s.Dir, "controlplane", "kubeconfig")
 	for i := 1; i <= n; i++ {
 		s.Nodes = append(s.Nodes, Node{
-			Name:    fmt.Sprintf("node%d", i),
-			Zone:    Zones[(i-1)%len(Zones)],
-			IP:      nsrun.NthAddr(LAN, i),
-			PodCIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24),
-			Netns:   fmt.Sprintf("%s-node%d", name, i),
+			Name:      fmt.Sprintf("node%d", i),
+			Zone:      Zones[(i-1)%len(Zones)],
+			IP:        nsrun.NthAddr(LAN, i),
+			PodCIDR:   netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24),
+			IPv6:      nsrun.NthAddr(LANv6, i),
+			PodCIDRv6: netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x10, 0x02, 0x44, 0, byte(i)}), 64),
+			Netns:     fmt.Sprintf("%s-node%d", name, i),
 		})
 	}
 	return s, nil
@@ -160,3 +171,16 @@ func (n Node) Gateway() netip.Addr { return nsrun.NthAddr(n.PodCIDR, 1) }
 
 // PodIP returns the i-th pod address of the node (i from 0).
 func (n Node) PodIP(i int) netip.Addr { return nsrun.NthAddr(n.PodCIDR, i+2) }
+
+// GatewayV6 is the node's IPv6 address on every pod veth.
+func (n Node) GatewayV6() netip.Addr { return nsrun.NthAddr(n.PodCIDRv6, 1) }
+
+// PodIPv6 returns the IPv6 address of the pod whose IPv4 address is ip:
+// the same host number in the node's IPv6 pod CIDR. It is invalid if ip is
+// not an IPv4 address.
+func (n Node) PodIPv6(ip netip.Addr) netip.Addr {
+	if !ip.Is4() {
+		return netip.Addr{}
+	}
+	return nsrun.NthAddr(n.PodCIDRv6, int(ip.As4()[3]))
+}

@@ -25,7 +25,7 @@ const (
 // by ports, as a load balancer spreads connections).
 var (
 	baseSysctls   = []string{"net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"}
-	nodeSysctls   = []string{"net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"}
+	nodeSysctls   = []string{"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"}
 	clientSysctls = []string{"net.ipv4.fib_multipath_hash_policy=1"}
 )
 
@@ -42,19 +42,23 @@ func (s *State) buildNetwork(ctx context.Context) error {
 		{"-n", lan, "link", "add", "br0", "type", "bridge"},
 		{"-n", lan, "link", "set", "br0", "up"},
 	}
-	cmds = append(cmds, s.lanHost(client, "client", ClientIP, clientSysctls)...)
-	cmds = append(cmds, s.lanHost(s.ControlPlaneNetns(), "controlplane", ControlPlaneIP, nil)...)
+	cmds = append(cmds, s.lanHost(client, "client", clientSysctls, ClientIP, ClientIPv6)...)
+	cmds = append(cmds, s.lanHost(s.ControlPlaneNetns(), "controlplane", nil, ControlPlaneIP)...)
 	for _, n := range s.Nodes {
-		cmds = append(cmds, s.lanHost(n.Netns, n.Name, n.IP, nodeSysctls)...)
+		cmds = append(cmds, s.lanHost(n.Netns, n.Name, nodeSysctls, n.IP, n.IPv6)...)
 	}
 	for _, n := range s.Nodes {
 		cmds = append(cmds, []string{"-n", s.ControlPlaneNetns(), "route", "add", n.PodCIDR.String(), "via", n.IP.String()})
 		// A default route, as every real node has: the node's own
 		// connections to a ClusterIP need a route before they are DNATed.
-		cmds = append(cmds, []string{"-n", n.Netns, "route", "add", "default", "via", ClientIP.String()})
+		cmds = append(cmds,
+			[]string{"-n", n.Netns, "route", "add", "default", "via", ClientIP.String()},
+			[]string{"-n", n.Netns, "-6", "route", "add", "default", "via", ClientIPv6.String()})
 		for _, other := range s.Nodes {
 			if other.Name != n.Name {
-				cmds = append(cmds, []string{"-n", n.Netns, "route", "add", other.PodCIDR.String(), "via", other.IP.String()})
+				cmds = append(cmds,
+					[]string{"-n", n.Netns, "route", "add", other.PodCIDR.String(), "via", other.IP.String()},
+					[]string{"-n", n.Netns, "route", "add", other.PodCIDRv6.String(), "via", other.IPv6.String()})
 			}
 		}
 	}
@@ -67,18 +71,24 @@ func (s *State) buildNetwork(ctx context.Context) error {
 }
 
 // lanHost creates namespace ns and plugs it into the bridge as port, with
-// addr on its "eth0".
-func (s *State) lanHost(ns, port string, addr netip.Addr, sysctls []string) [][]string {
+// addrs (an IPv4 and maybe an IPv6 one) on its "eth0".
+func (s *State) lanHost(ns, port string, sysctls []string, addrs ...netip.Addr) [][]string {
 	lan := s.LANNetns()
-	return [][]string{
+	cmds := [][]string{
 		{"netns", "add", ns},
 		append([]string{"netns", "exec", ns, "sysctl", "-q", "-w"}, append(baseSysctls, sysctls...)...),
 		{"-n", ns, "link", "set", "lo", "up"},
 		{"-n", lan, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns},
 		{"-n", lan, "link", "set", port, "master", "br0", "up"},
-		{"-n", ns, "addr", "add", netip.PrefixFrom(addr, LAN.Bits()).String(), "dev", "eth0"},
-		{"-n", ns, "link", "set", "eth0", "up"},
 	}
+	for _, a := range addrs {
+		bits := LAN.Bits()
+		if a.Is6() {
+			bits = LANv6.Bits()
+		}
+		cmds = append(cmds, []string{"-n", ns, "addr", "add", netip.PrefixFrom(a, bits).String(), "dev", "eth0", "nodad"})
+	}
+	return append(cmds, []string{"-n", ns, "link", "set", "eth0", "up"})
 }
 
 // Namespaces returns the names of every namespace of the lab that exists

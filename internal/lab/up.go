@@ -156,7 +156,7 @@ func (s *State) proxyArgs(n Node) []string {
 		"--kubeconfig=" + s.Kubeconfig,
 		"--hostname-override=" + n.Name,
 		"--proxy-mode=" + s.ProxyMode,
-		"--cluster-cidr=" + ClusterCIDR.String(),
+		"--cluster-cidr=" + ClusterCIDR.String() + "," + ClusterCIDRv6.String(),
 	}
 }
 

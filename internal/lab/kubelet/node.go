@@ -32,7 +32,7 @@ func (k *Kubelet) register(ctx context.Context) error {
 				"node.kubernetes.io/instance": "svcproxy-lab",
 			},
 		},
-		Spec: corev1.NodeSpec{PodCIDR: n.PodCIDR.String(), PodCIDRs: []string{n.PodCIDR.String()}},
+		Spec: corev1.NodeSpec{PodCIDR: n.PodCIDR.String(), PodCIDRs: []string{n.PodCIDR.String(), n.PodCIDRv6.String()}},
 	}
 	_, err := k.client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
@@ -93,6 +93,7 @@ func (k *Kubelet) patchNodeStatus(ctx context.Context) error {
 		Allocatable: capacity,
 		Addresses: []corev1.NodeAddress{
 			{Type: corev1.NodeInternalIP, Address: k.node.IP.String()},
+			{Type: corev1.NodeInternalIP, Address: k.node.IPv6.String()},
 			{Type: corev1.NodeHostName, Address: k.node.Name},
 		},
 		Conditions: []corev1.NodeCondition{{

@@ -53,8 +53,8 @@ func (p *pod) status(obj *corev1.Pod) corev1.PodStatus {
 	}
 	return corev1.PodStatus{
 		Phase:  corev1.PodRunning,
-		HostIP: p.k.node.IP.String(), HostIPs: []corev1.HostIP{{IP: p.k.node.IP.String()}},
-		PodIP: p.ip.String(), PodIPs: []corev1.PodIP{{IP: p.ip.String()}},
+		HostIP: p.k.node.IP.String(), HostIPs: []corev1.HostIP{{IP: p.k.node.IP.String()}, {IP: p.k.node.IPv6.String()}},
+		PodIP: p.ip.String(), PodIPs: p.podIPs(),
 		Conditions: []corev1.PodCondition{
 			{Type: corev1.PodReadyToStartContainers, Status: corev1.ConditionTrue},
 			{Type: corev1.PodInitialized, Status: corev1.ConditionTrue},
@@ -89,4 +89,12 @@ func (k *Kubelet) patchStatus(ctx context.Context, obj *corev1.Pod, status corev
 	}
 	_, err = k.client.CoreV1().Pods(obj.Namespace).Patch(ctx, obj.Name, types.MergePatchType, data, metav1.PatchOptions{}, "status")
 	return err
+}
+
+// podIPs are the pod's addresses, IPv4 first, once it has them.
+func (p *pod) podIPs() []corev1.PodIP {
+	if !p.ip.IsValid() {
+		return nil
+	}
+	return []corev1.PodIP{{IP: p.ip.String()}, {IP: p.k.node.PodIPv6(p.ip).String()}}
 }

@@ -10,10 +10,12 @@ import (
 )
 
 // wire creates a pod's namespace and connects it to the node: a veth with
-// "eth0" in the pod, holding ip/32, and on the node an on-link route to ip
-// and the gateway address, which the pod routes everything through.
+// "eth0" in the pod, holding ip/32 and its IPv6 twin /128, and on the node
+// on-link routes to both and the gateway addresses, which the pod routes
+// everything through.
 func (k *Kubelet) wire(ctx context.Context, netns string, ip netip.Addr, veth string) error {
 	node, gw := k.node.Netns, k.node.Gateway().String()
+	ip6, gw6 := k.node.PodIPv6(ip).String(), k.node.GatewayV6().String()
 	for _, args := range [][]string{
 		{"netns", "add", netns},
 		{"-n", netns, "link", "set", "lo", "up"},
@@ -25,6 +27,11 @@ func (k *Kubelet) wire(ctx context.Context, netns string, ip netip.Addr, veth st
 		{"-n", netns, "link", "set", "eth0", "up"},
 		{"-n", netns, "route", "add", gw, "dev", "eth0", "scope", "link"},
 		{"-n", netns, "route", "add", "default", "via", gw, "dev", "eth0"},
+		{"-n", node, "addr", "add", gw6 + "/128", "dev", veth, "nodad"},
+		{"-n", node, "route", "add", ip6 + "/128", "dev", veth},
+		{"-n", netns, "addr", "add", ip6 + "/128", "dev", "eth0", "nodad"},
+		{"-n", netns, "route", "add", gw6, "dev", "eth0"},
+		{"-n", netns, "route", "add", "default", "via", gw6, "dev", "eth0"},
 	} {
 		if err := nsrun.IP(ctx, args...); err != nil {
 			return err

@@ -48,7 +48,7 @@ func (t *tour) kubectlIn(ctx context.Context, stdin io.Reader, args ...string) e
 	cmd.Stdin = stdin
 	out, err := cmd.CombinedOutput()
 	if stdin == nil {
-		t.say("$ svcproxy lab kubectl %s", strings.Join(args, " "))
+		t.say("$ svcproxy lab kubectl %s", shellWords(args))
 	}
 	t.say("%s", strings.TrimRight(string(out), "\n"))
 	if err != nil {
@@ -114,4 +114,17 @@ func (t *tour) getHealth(ctx context.Context, url string) (r struct{ LocalEndpoi
 		return r, 0, err
 	}
 	return r, code, json.Unmarshal(body, &r)
+}
+
+// shellWords joins args as a shell reads them back: an argument with
+// characters the shell would interpret goes in single quotes.
+func shellWords(args []string) string {
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = a
+		if strings.ContainsAny(a, " \"'{}[]$*?;&|<>()\\`!#~") {
+			quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(quoted, " ")
 }

@@ -140,6 +140,41 @@ func (t *tour) clusterIP(ctx context.Context) error {
 		return fmt.Errorf("from %s to %s: %w", node.Name, url, err)
 	}
 	t.say("%s", a.raw)
+	return t.overIPv6(ctx)
+}
+
+// overIPv6 makes the backend Service dual-stack and asks it over IPv6 from
+// the client pod.
+func (t *tour) overIPv6(ctx context.Context) error {
+	t.say("\nThe lab is dual-stack: asked to, the Service gets an IPv6 ClusterIP too, with an IPv6 EndpointSlice.")
+	if err := t.kubectl(ctx, "patch", "service", "backend-service", "-p", `{"spec":{"ipFamilyPolicy":"PreferDualStack"}}`); err != nil {
+		return err
+	}
+	if err := t.kubectl(ctx, "get", "endpointslices", "-l", "kubernetes.io/service-name=backend-service"); err != nil {
+		return err
+	}
+	svc, err := t.client.CoreV1().Services("default").Get(ctx, "backend-service", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if len(svc.Spec.ClusterIPs) != 2 {
+		return fmt.Errorf("backend-service has ClusterIPs %v after PreferDualStack, want two", svc.Spec.ClusterIPs)
+	}
+	netns, err := t.st.Target(ctx, "default", clientPod)
+	if err != nil {
+		return err
+	}
+	url := "http://" + net.JoinHostPort(svc.Spec.ClusterIPs[1], "3000") + "/"
+	t.say("$ svcproxy lab exec %s -- curl -s %s", clientPod, url)
+	if err := t.waitAnswer(ctx, netns, url); err != nil {
+		return err
+	}
+	a, err := t.getJSON(ctx, netns, url)
+	t.report.IPv6 = Answer{Via: url, Backend: a.Pod, ClientIP: a.Client}
+	if err != nil {
+		return fmt.Errorf("from %s to %s: %w", clientPod, url, err)
+	}
+	t.say("%s", a.raw)
 	return nil
 }
 

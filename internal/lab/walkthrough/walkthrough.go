@@ -31,8 +31,9 @@ type Report struct {
 	// ClusterIPSpread counts requests from a pod to the backend ClusterIP
 	// by the backend pod that answered; ScaledSpread after scaling to 5.
 	ClusterIPSpread, ScaledSpread map[string]int
-	// FromNode is a request from node1 itself to the backend ClusterIP.
-	FromNode Answer
+	// FromNode is a request from node1 itself to the backend ClusterIP;
+	// IPv6 one from the client pod to its IPv6 ClusterIP, once dual-stack.
+	FromNode, IPv6 Answer
 	// NodePort holds one answer per node through the frontend NodePort,
 	// from the client; LoadBalancer and Local answers through the
 	// load-balancer IP with externalTrafficPolicy Cluster and Local.

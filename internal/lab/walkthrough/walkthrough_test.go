@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,6 +79,9 @@ func checkReport(t *testing.T, st *lab.State, r *walkthrough.Report) {
 	checkSpread(t, "ClusterIP", r.ClusterIPSpread, 3, 30)
 	if r.FromNode.Backend == "" {
 		t.Errorf("from node1 to the ClusterIP: %+v", r.FromNode)
+	}
+	if ip, err := netip.ParseAddr(r.IPv6.ClientIP); err != nil || !lab.ClusterCIDRv6.Contains(ip) || r.IPv6.Backend == "" {
+		t.Errorf("over IPv6 from the pod: %+v, want a backend that saw the pod's IPv6 address", r.IPv6)
 	}
 	checkSpread(t, "after scaling", r.ScaledSpread, 5, 50)
 	nodeIPs := map[string]bool{} // a node's LAN IP, or its side of its pods' veths
