@@ -3,8 +3,9 @@ package kubelet
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -19,7 +20,7 @@ import (
 func (p *pod) execIn(c corev1.Container, vars map[string]string) func(context.Context, string, []string, func()) error {
 	name := p.processName(c)
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-	for _, k := range sortedKeys(vars) {
+	for _, k := range slices.Sorted(maps.Keys(vars)) {
 		env = append(env, k+"="+vars[k])
 	}
 	return func(ctx context.Context, bin string, args []string, started func()) error {
@@ -56,13 +57,4 @@ func (p *pod) processName(c corev1.Container) string {
 		name = fmt.Sprintf("pod-%s-%s", p.latest.Load().UID, c.Name)
 	}
 	return name
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
