@@ -130,7 +130,7 @@ func prepare(opts Options) (*ControlPlane, error) {
 	if err := checkBinaries(opts.Dir, opts.binaries()); err != nil {
 		return nil, err
 	}
-	if (opts.Netns == "") != !opts.Address.IsValid() {
+	if (opts.Netns != "") != opts.Address.IsValid() {
 		return nil, errors.New("controlplane: Options.Netns and Options.Address go together")
 	}
 	ports, err := opts.ports()

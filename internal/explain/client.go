@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -90,21 +89,12 @@ func (n Node) get(ctx context.Context, path string) (string, error) {
 	if addr == "" {
 		addr = "127.0.0.1:10249"
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := nsrun.HTTPClient(n.Netns, 5*time.Second).Do(req)
+	code, body, err := nsrun.Get(ctx, n.Netns, "http://"+addr+path, 5*time.Second)
 	if err != nil {
 		return "", fmt.Errorf("asking svcproxy at %s (is it running, with this metrics address?): %w", addr, err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("svcproxy at %s: %s: %s", addr, resp.Status, strings.TrimSpace(string(body)))
+	if code != http.StatusOK {
+		return "", fmt.Errorf("svcproxy at %s: %d %s: %s", addr, code, http.StatusText(code), strings.TrimSpace(string(body)))
 	}
 	return string(body), nil
 }

@@ -63,36 +63,25 @@ func createDNS(ctx context.Context, client kubernetes.Interface, caPEM []byte) e
 	if err != nil {
 		return err
 	}
-	objects := []func() error{
-		func() error {
-			_, err := client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
-				ObjectMeta: metav1.ObjectMeta{Name: "coredns-kubeconfig", Namespace: ns},
-				Data:       map[string][]byte{"kubeconfig": kubeconfig},
-			}, metav1.CreateOptions{})
-			return err
-		},
-		func() error {
-			_, err := client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
-				ObjectMeta: metav1.ObjectMeta{Name: "coredns", Namespace: ns},
-				Data:       map[string]string{"Corefile": corefile},
-			}, metav1.CreateOptions{})
-			return err
-		},
-		func() error {
-			_, err := client.AppsV1().Deployments(ns).Create(ctx, dnsDeployment(), metav1.CreateOptions{})
-			return err
-		},
-		func() error {
-			_, err := client.CoreV1().Services(ns).Create(ctx, dnsService(), metav1.CreateOptions{})
-			return err
-		},
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "coredns-kubeconfig", Namespace: ns},
+		Data:       map[string][]byte{"kubeconfig": kubeconfig},
 	}
-	for _, create := range objects {
-		if err := create(); err != nil {
-			return err
-		}
+	if _, err := client.CoreV1().Secrets(ns).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		return err
 	}
-	return nil
+	config := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "coredns", Namespace: ns},
+		Data:       map[string]string{"Corefile": corefile},
+	}
+	if _, err := client.CoreV1().ConfigMaps(ns).Create(ctx, config, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	if _, err := client.AppsV1().Deployments(ns).Create(ctx, dnsDeployment(), metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	_, err = client.CoreV1().Services(ns).Create(ctx, dnsService(), metav1.CreateOptions{})
+	return err
 }
 
 // createDNSRole grants the coredns service account what CoreDNS's

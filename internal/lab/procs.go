@@ -81,16 +81,14 @@ func (s *State) ForgetProcess(name string) error {
 
 // stopRecorded stops the process recorded as name, if it still runs.
 func (s *State) stopRecorded(name string) error {
-	procs, err := s.Processes()
+	p, err := readRecord(s.path("pids", name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
-	for _, p := range procs {
-		if p.Name == name && stillRunning(p) {
-			return stopAll([]Process{p}, stopGrace)
-		}
-	}
-	return nil
+	return stopAll([]Process{p}, stopGrace)
 }
 
 // recordProcess writes name's pid file: "<pid> <start time> [<netns>]".
@@ -121,20 +119,29 @@ func (s *State) Processes() ([]Process, error) {
 	}
 	var procs []Process
 	for _, f := range files {
-		data, err := os.ReadFile(f)
+		p, err := readRecord(f)
 		if err != nil {
 			return nil, err
 		}
-		var pid int
-		var start uint64
-		var netns string
-		if n, err := fmt.Sscan(string(data), &pid, &start, &netns); n < 2 {
-			return nil, fmt.Errorf("%s: %w", f, err)
-		}
-		now, err := startTime(pid)
-		procs = append(procs, Process{Name: filepath.Base(f), PID: pid, Netns: netns, Running: err == nil && now == start})
+		procs = append(procs, p)
 	}
 	return procs, nil
+}
+
+// readRecord reads one pid file and checks whether its process still runs.
+func readRecord(path string) (Process, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Process{}, err
+	}
+	var pid int
+	var start uint64
+	var netns string
+	if n, err := fmt.Sscan(string(data), &pid, &start, &netns); n < 2 {
+		return Process{}, fmt.Errorf("%s: %w", path, err)
+	}
+	now, err := startTime(pid)
+	return Process{Name: filepath.Base(path), PID: pid, Netns: netns, Running: err == nil && now == start}, nil
 }
 
 // stopProcesses sends SIGTERM to every recorded process still running,

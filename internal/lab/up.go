@@ -39,6 +39,9 @@ const (
 	stopGrace    = 5 * time.Second  // SIGTERM to SIGKILL in Down
 )
 
+// RequestTimeout bounds one request of the lab's checks and walkthrough.
+const RequestTimeout = 5 * time.Second
+
 // Up brings up a lab and returns once it is ready: nodes Ready, every node's
 // svcproxy healthy, cluster DNS answering. On error or cancellation it
 // removes everything it made.
@@ -201,27 +204,11 @@ func (s *State) nodesReady(ctx context.Context, client kubernetes.Interface) err
 // load balancer's health check would.
 func (s *State) proxiesHealthy(ctx context.Context) error {
 	for _, n := range s.Nodes {
-		if code, _, err := Get(ctx, s.ClientNetns(), "http://"+net.JoinHostPort(n.IP.String(), "10256")+"/healthz"); err != nil || code != http.StatusOK {
+		if code, _, err := nsrun.Get(ctx, s.ClientNetns(), "http://"+net.JoinHostPort(n.IP.String(), "10256")+"/healthz", RequestTimeout); err != nil || code != http.StatusOK {
 			return fmt.Errorf("%s: /healthz %d %v", n.Name, code, err)
 		}
 	}
 	return nil
-}
-
-// Get sends GET url from inside the namespace netns, one connection for
-// the request, and returns the status and the body. It gives up after 5 s.
-func Get(ctx context.Context, netns, url string) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	resp, err := nsrun.HTTPClient(netns, 5*time.Second).Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, body, err
 }
 
 // dnsReady checks the DNS Deployment's available replicas.

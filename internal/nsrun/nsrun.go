@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os/exec"
@@ -111,4 +112,21 @@ func HTTPClient(name string, timeout time.Duration) *http.Client {
 			return Dial(ctx, name, network, address)
 		},
 	}}
+}
+
+// Get sends GET url from inside the namespace name ("" for the caller's
+// own), on a connection of its own, and returns the status and the body.
+// ctx bounds it, and so does timeout unless it is 0.
+func Get(ctx context.Context, name, url string, timeout time.Duration) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := HTTPClient(name, timeout).Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
 }

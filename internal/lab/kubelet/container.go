@@ -203,17 +203,12 @@ func (p *pod) sendProbe(ctx context.Context, c *container, rp *corev1.Probe) err
 		return err
 	}
 	url := "http://" + p.target(c, rp.HTTPGet.Port) + rp.HTTPGet.Path
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	code, _, err := nsrun.Get(ctx, node, url, 0) // ctx bounds it
 	if err != nil {
 		return err
 	}
-	resp, err := nsrun.HTTPClient(node, 0).Do(req) // ctx bounds it
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	if code < 200 || code >= 400 {
+		return fmt.Errorf("GET %s: %d %s", url, code, http.StatusText(code))
 	}
 	return nil
 }

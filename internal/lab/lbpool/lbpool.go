@@ -243,16 +243,8 @@ func (c *Controller) healthyNodes(ctx context.Context, svc *corev1.Service, chec
 func (c *Controller) check(ctx context.Context, url string) bool {
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return false
-	}
-	resp, err := nsrun.HTTPClient(c.lab.ClientNetns(), 0).Do(req) // ctx bounds it
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	code, _, err := nsrun.Get(ctx, c.lab.ClientNetns(), url, 0) // ctx bounds it
+	return err == nil && code == http.StatusOK
 }
 
 // install routes a through the named nodes (comma-separated).

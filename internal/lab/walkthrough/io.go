@@ -13,6 +13,7 @@ import (
 
 	twotier "github.com/svcproxy/svcproxy/examples/two-tier"
 	"github.com/svcproxy/svcproxy/internal/lab"
+	"github.com/svcproxy/svcproxy/internal/nsrun"
 )
 
 // heading starts a step.
@@ -82,7 +83,7 @@ type reply struct {
 // getJSON sends GET url from netns and decodes the jobs API's answer.
 func (t *tour) getJSON(ctx context.Context, netns, url string) (reply, error) {
 	var r reply
-	code, body, err := lab.Get(ctx, netns, url)
+	code, body, err := nsrun.Get(ctx, netns, url, lab.RequestTimeout)
 	if err != nil {
 		return r, err
 	}
@@ -109,7 +110,7 @@ func (t *tour) askHealth(ctx context.Context, port int) []HealthCheck {
 
 // getHealth decodes a health-check node port's JSON answer.
 func (t *tour) getHealth(ctx context.Context, url string) (r struct{ LocalEndpoints int }, code int, err error) {
-	code, body, err := lab.Get(ctx, t.st.ClientNetns(), url)
+	code, body, err := nsrun.Get(ctx, t.st.ClientNetns(), url, lab.RequestTimeout)
 	if err != nil {
 		return r, 0, err
 	}
