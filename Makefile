@@ -49,7 +49,7 @@ bench-api: deps controlplane build
 	./bin/svcproxy bench --api --services 10000 --endpoints 10 --changes 50 --min-sync-periods 0s,1s
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzBuild -fuzztime 120s ./internal/plan/
+	$(GO) test -run '^$$' -fuzz FuzzBuild -fuzztime 120s ./internal/proxy/plan/
 
 clean:
 	rm -rf bin

@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	twotier "github.com/svcproxy/svcproxy/examples/two-tier"
-	"github.com/svcproxy/svcproxy/internal/lab/workload"
+	"github.com/svcproxy/svcproxy/internal/tools/lab/workload"
 )
 
 // The example's files, each checked below; a file added without a check

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/svcproxy/svcproxy/internal/bench"
+	"github.com/svcproxy/svcproxy/internal/tools/bench"
 )
 
 const usage = `svcproxy: a Kubernetes Service proxy.

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/svcproxy/svcproxy/internal/demo"
+	"github.com/svcproxy/svcproxy/internal/tools/demo"
 )
 
 func runDemo(ctx context.Context, args []string, stdout, _ io.Writer) error {

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/svcproxy/svcproxy/internal/explain"
+	"github.com/svcproxy/svcproxy/internal/proxy/explain"
 )
 
 // explainFlags are the flags `status` and `trace` share.

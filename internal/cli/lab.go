@@ -11,11 +11,11 @@ import (
 	"os/exec"
 	"strings"
 
-	"github.com/svcproxy/svcproxy/internal/explain"
-	"github.com/svcproxy/svcproxy/internal/lab"
-	"github.com/svcproxy/svcproxy/internal/lab/kubelet"
-	"github.com/svcproxy/svcproxy/internal/lab/lbpool"
-	"github.com/svcproxy/svcproxy/internal/lab/walkthrough"
+	"github.com/svcproxy/svcproxy/internal/proxy/explain"
+	"github.com/svcproxy/svcproxy/internal/tools/lab"
+	"github.com/svcproxy/svcproxy/internal/tools/lab/kubelet"
+	"github.com/svcproxy/svcproxy/internal/tools/lab/lbpool"
+	"github.com/svcproxy/svcproxy/internal/tools/lab/walkthrough"
 )
 
 const labUsage = `Usage:

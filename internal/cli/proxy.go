@@ -8,8 +8,8 @@ import (
 	"os"
 	"runtime/debug"
 
-	"github.com/svcproxy/svcproxy/internal/config"
 	"github.com/svcproxy/svcproxy/internal/proxy"
+	"github.com/svcproxy/svcproxy/internal/proxy/config"
 )
 
 // Version is svcproxy's version, set at build time with

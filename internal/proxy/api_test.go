@@ -17,12 +17,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/svcproxy/svcproxy/internal/agent"
-	"github.com/svcproxy/svcproxy/internal/config"
-	"github.com/svcproxy/svcproxy/internal/controlplane"
-	"github.com/svcproxy/svcproxy/internal/objects"
-	"github.com/svcproxy/svcproxy/internal/source"
-	"github.com/svcproxy/svcproxy/internal/testnet"
+	"github.com/svcproxy/svcproxy/internal/proxy/agent"
+	"github.com/svcproxy/svcproxy/internal/proxy/config"
+	"github.com/svcproxy/svcproxy/internal/proxy/source"
+	"github.com/svcproxy/svcproxy/internal/testkit/objects"
+	"github.com/svcproxy/svcproxy/internal/testkit/testnet"
+	"github.com/svcproxy/svcproxy/internal/tools/controlplane"
 )
 
 // The API tests run the proxy in-process against a real kube-apiserver and

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/svcproxy/svcproxy/internal/testnet"
+	"github.com/svcproxy/svcproxy/internal/testkit/testnet"
 )
 
 // manifest is the web Service on NodePort 30090 with endpoints on the

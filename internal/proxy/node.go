@@ -15,8 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/kube-proxy/config/v1alpha1"
 
-	"github.com/svcproxy/svcproxy/internal/config"
-	"github.com/svcproxy/svcproxy/internal/plan"
+	"github.com/svcproxy/svcproxy/internal/proxy/config"
+	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 )
 
 // planConfig derives what the plan needs to know about this node. primary

@@ -1,0 +1,16 @@
+package nftables_test
+
+import (
+	"testing"
+
+	"github.com/svcproxy/svcproxy/internal/proxy/dataplane"
+	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/nftables"
+	"github.com/svcproxy/svcproxy/internal/testkit/dptest"
+)
+
+// TestKernel runs the shared dataplane suite (real traffic through network
+// namespaces) against the nftables dataplane. It skips unless run as root
+// with ip and nft installed.
+func TestKernel(t *testing.T) {
+	dptest.Run(t, func() dataplane.Dataplane { return nftables.New(nftables.Options{}) })
+}

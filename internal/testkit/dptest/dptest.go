@@ -1,0 +1,601 @@
+// Package dptest is the kernel test suite every dataplane must pass: real
+// TCP and UDP traffic through the real kernel, in a throwaway cluster of
+// network namespaces (internal/testnet). node1 runs the dataplane under test;
+// node2 runs no rules and only routes to its pods.
+//
+// A dataplane's kernel_test.go runs it with a constructor:
+//
+//	dptest.Run(t, func() dataplane.Dataplane { return nftables.New(nftables.Options{}) })
+//
+// The suite skips itself unless it runs as root with ip and nft available.
+// Every subtest programs node1 with a full sync of its own small set of
+// objects (partial syncs where it says so), so subtests can run alone with
+// -run. Everything the suite creates is removed when it ends, also on
+// failure: the dataplane's Cleanup runs inside node1, then testnet deletes
+// the namespaces.
+package dptest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/svcproxy/svcproxy/internal/proxy/dataplane"
+	"github.com/svcproxy/svcproxy/internal/proxy/plan"
+	"github.com/svcproxy/svcproxy/internal/testkit/objects"
+	"github.com/svcproxy/svcproxy/internal/testkit/testnet"
+)
+
+// Timeouts. Every request waits at most askTimeout; requests that must be
+// dropped wait dropTimeout, and a rejection must arrive within quick.
+const (
+	askTimeout  = 2 * time.Second
+	dropTimeout = 500 * time.Millisecond
+	quick       = time.Second
+	syncTimeout = 20 * time.Second
+)
+
+// Ports: every pod serves on podPort, every Service port is svcPort.
+const (
+	podPort = 8080
+	svcPort = 80
+)
+
+// Options adapt the suite to a dataplane.
+type Options struct {
+	// New returns a fresh dataplane instance.
+	New func() dataplane.Dataplane
+	// Dump returns, as text, the kernel state the dataplane owns on node
+	// (node1). The restart test requires a new instance's first sync to
+	// leave the same dump as the old instance, and after Cleanup the dump
+	// must be what it was before the first sync. Element timeouts counting
+	// down ("expires 2h59m58s") are ignored. Default: `nft list ruleset`,
+	// with tables, objects and set elements sorted (CanonicalNft).
+	Dump func(ctx context.Context, node *testnet.NS) (string, error)
+}
+
+// Run runs the suite against the dataplanes newDP returns.
+func Run(t *testing.T, newDP func() dataplane.Dataplane) {
+	RunOptions(t, Options{New: newDP})
+}
+
+// RunOptions runs the suite with opts.
+func RunOptions(t *testing.T, opts Options) {
+	requireKernel(t)
+	if opts.Dump == nil {
+		opts.Dump = nftRuleset
+	}
+	s := newSuite(t, opts)
+	for _, st := range []struct {
+		name string
+		fn   func(*testing.T)
+	}{
+		{"ClusterIPSpread", s.testClusterIPSpread},
+		{"NodePortCluster", s.testNodePortCluster},
+		{"ExternalLocal", s.testExternalLocal},
+		{"ExternalLocalNoLocalEndpoint", s.testExternalLocalNoLocalEndpoint},
+		{"NoEndpoints", s.testNoEndpoints},
+		{"InternalLocal", s.testInternalLocal},
+		{"SessionAffinity", s.testSessionAffinity},
+		{"Hairpin", s.testHairpin},
+		{"SourceRanges", s.testSourceRanges},
+		{"HostToClusterIP", s.testHostToClusterIP},
+		{"IPv6", s.testIPv6},
+		{"PartialSync", s.testPartialSync},
+		{"Restart", s.testRestart},
+		{"BadInput", s.testBadInput},
+	} {
+		start := time.Now()
+		t.Run(st.name, st.fn)
+		t.Logf("%-30s %v", st.name, time.Since(start).Round(time.Millisecond))
+	}
+}
+
+func requireKernel(t *testing.T) {
+	t.Helper()
+	testnet.RequireKernel(t, "nft")
+}
+
+// nftRuleset is the default Dump: node's `nft list ruleset` in canonical
+// form (see CanonicalNft).
+func nftRuleset(ctx context.Context, node *testnet.NS) (string, error) {
+	out, err := node.Exec(ctx, "nft", "list", "ruleset")
+	if err != nil {
+		return "", err
+	}
+	return CanonicalNft(out), nil
+}
+
+// CanonicalNft puts `nft list ruleset` output in an order that depends only
+// on what the tables hold, not on the order in which it was created: the
+// kernel lists tables and the maps, sets and chains of a table in creation
+// order, and set elements in its own hash order, none of which means
+// anything. Tables are sorted, the objects of each table sorted, and the
+// elements of each set or map put one per line and sorted. Rules keep their
+// order, which does mean something.
+func CanonicalNft(text string) string {
+	var tables []string
+	var header []string  // the current table's own lines
+	var objects []string // the current table's objects
+	var obj []string     // the current object's lines
+	var elems []string   // the current object's elements, while inside them
+	inElems := false
+	for _, line := range strings.Split(text, "\n") {
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case inElems:
+			elems = append(elems, splitElems(trimmed)...)
+			if strings.HasSuffix(trimmed, "}") {
+				obj = appendElems(obj, elems)
+				inElems, elems = false, nil
+			}
+		case strings.HasPrefix(line, "table "):
+			header, objects = []string{line}, nil
+		case line == "}":
+			slices.Sort(objects)
+			tables = append(tables, strings.Join(append(header, objects...), "\n")+"\n}")
+			header = nil
+		case obj != nil && line == "\t}":
+			objects = append(objects, strings.Join(append(obj, line), "\n"))
+			obj = nil
+		case obj != nil && strings.HasPrefix(trimmed, "elements = {"):
+			elems = splitElems(strings.TrimPrefix(trimmed, "elements = {"))
+			if strings.HasSuffix(trimmed, "}") {
+				obj = appendElems(obj, elems)
+				elems = nil
+			} else {
+				inElems = true
+			}
+		case obj != nil:
+			obj = append(obj, line)
+		case header != nil && strings.HasSuffix(line, " {") && strings.HasPrefix(line, "\t"):
+			obj = []string{line}
+		case header != nil && trimmed != "":
+			header = append(header, line)
+		}
+	}
+	slices.Sort(tables)
+	return strings.Join(tables, "\n")
+}
+
+// splitElems splits one line of an element list ("a, b," or "c }").
+func splitElems(s string) []string {
+	var out []string
+	for _, e := range strings.Split(strings.TrimSuffix(strings.TrimSpace(s), "}"), ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func appendElems(obj, elems []string) []string {
+	slices.Sort(elems)
+	obj = append(obj, "\t\telements = {")
+	for _, e := range elems {
+		obj = append(obj, "\t\t\t"+e)
+	}
+	return append(obj, "\t\t}")
+}
+
+// suite is the cluster and the dataplane instance the subtests share.
+type suite struct {
+	opts     Options
+	c        *testnet.Cluster
+	dp       dataplane.Dataplane
+	baseline string // node1's dump before the first sync
+
+	pod1a, pod1b, pod2a, pod2b *testnet.Pod
+}
+
+func newSuite(t *testing.T, opts Options) *suite {
+	start := time.Now()
+	c := testnet.New(t, testnet.Options{})
+	s := &suite{opts: opts, c: c, dp: opts.New(),
+		pod1a: c.Pods["pod1a"], pod1b: c.Pods["pod1b"], pod2a: c.Pods["pod2a"], pod2b: c.Pods["pod2b"]}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// A node has a default route, here towards ext (which does not
+	// forward, so whatever takes it is lost). Without one, traffic to a
+	// Service address that no rule DNATs would fail routing (ICMP network
+	// unreachable) before any reject or drop rule saw it, and the node
+	// itself could not even connect to a ClusterIP.
+	//
+	// With that route, a packet node1 forwards without DNAT goes back out
+	// the LAN port it came in by, so node1 would send ext an ICMP redirect;
+	// Linux counts redirects in the same per-peer state as its ICMP error
+	// rate limit, and would then withhold the next "port unreachable" to
+	// ext for a second. Routers on a shared LAN commonly turn redirects off.
+	for _, args := range [][]string{
+		{"ip", "-4", "route", "add", "default", "via", testnet.ExtIPv4.String()},
+		{"ip", "-6", "route", "add", "default", "via", testnet.ExtIPv6.String()},
+		{"sysctl", "-q", "-w", "net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.default.send_redirects=0", "net.ipv4.conf.lan0.send_redirects=0"},
+	} {
+		if _, err := c.Node1.Exec(ctx, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range c.PodList {
+		p.Serve(t, podPort)
+	}
+	var err error
+	if s.baseline, err = opts.Dump(ctx, c.Node1); err != nil {
+		t.Fatalf("dump before the first sync: %v", err)
+	}
+	// Registered after the cluster's own cleanup, so it runs first, while
+	// node1 still exists.
+	t.Cleanup(func() { s.cleanup(t, s.dp) })
+	t.Logf("cluster ready in %v", time.Since(start).Round(time.Millisecond))
+	return s
+}
+
+// cleanup runs dp's Cleanup in node1 and checks that node1 is back to what
+// it was before the first sync.
+func (s *suite) cleanup(t *testing.T, dp dataplane.Dataplane) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+	defer cancel()
+	if err := s.c.Node1.Do(func() error { return dp.Cleanup(ctx) }); err != nil {
+		t.Errorf("cleanup: %v", err)
+		return
+	}
+	after, err := s.opts.Dump(ctx, s.c.Node1)
+	if err != nil {
+		t.Errorf("dump after cleanup: %v", err)
+		return
+	}
+	if d := diff(s.baseline, after); d != "" {
+		t.Errorf("cleanup left node1 different from before the first sync:\n%s", d)
+	}
+}
+
+// nodeConfig is node1's proxy configuration.
+func nodeConfig() plan.Config {
+	return plan.Config{
+		NodeName:     "node1",
+		ClusterCIDRs: []netip.Prefix{testnet.ClusterCIDRv4, testnet.ClusterCIDRv6},
+		NodeIPs:      testnet.Node1Addrs.IPs(),
+	}
+}
+
+// zones of the nodes; no endpoint carries hints, so topology never narrows.
+var zones = map[string]string{"node1": "zone-a", "node2": "zone-b"}
+
+func node1() *v1.Node { return objects.Node("node1", zones["node1"]) }
+
+// input collects Services and EndpointSlices (single or in slices) into a
+// plan input for node1.
+func input(objs ...any) plan.Input {
+	in := plan.Input{Node: node1(), Config: nodeConfig()}
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *v1.Service:
+			in.Services = append(in.Services, o)
+		case *discovery.EndpointSlice:
+			in.Slices = append(in.Slices, o)
+		case []*discovery.EndpointSlice:
+			in.Slices = append(in.Slices, o...)
+		default:
+			panic(fmt.Sprintf("dptest: unexpected object %T", o))
+		}
+	}
+	return in
+}
+
+// apply plans objs and programs node1 with a full sync of the shared
+// dataplane. The objects must be valid.
+func (s *suite) apply(t *testing.T, objs ...any) *plan.Plan {
+	t.Helper()
+	p, errs := plan.Build(input(objs...))
+	if len(errs) > 0 {
+		t.Fatalf("invalid test objects: %v", errors.Join(errs...))
+	}
+	s.sync(t, s.dp, p, plan.Changes{Full: true})
+	return p
+}
+
+// sync runs dp.Sync inside node1.
+func (s *suite) sync(t *testing.T, dp dataplane.Dataplane, p *plan.Plan, ch plan.Changes) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+	defer cancel()
+	if err := s.c.Node1.Do(func() error { return dp.Sync(ctx, p, ch) }); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+}
+
+func (s *suite) dump(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := s.opts.Dump(ctx, s.c.Node1)
+	if err != nil {
+		t.Fatalf("dump: %v", err)
+	}
+	return d
+}
+
+// ---- Objects ----
+
+// service returns a ClusterIP Service in namespace "default" with two ports,
+// "tcp" 80/TCP and "udp" 80/UDP, both targeting podPort, changed by opts
+// (which set its ClusterIPs, the first primary). Its IP families are those
+// of its ClusterIPs, and two of them require dual-stack.
+func service(name string, opts ...objects.ServiceOption) *v1.Service {
+	svc := objects.Service("default", name, append([]objects.ServiceOption{
+		objects.Port("tcp", v1.ProtocolTCP, svcPort, 0),
+		objects.Port("udp", v1.ProtocolUDP, svcPort, 0),
+		targetPodPort,
+	}, opts...)...)
+	policy := v1.IPFamilyPolicy("")
+	if len(svc.Spec.ClusterIPs) > 1 {
+		policy = v1.IPFamilyPolicyRequireDualStack
+	}
+	objects.IPFamilies(policy)(svc)
+	return svc
+}
+
+// targetPodPort makes every port added so far target podPort.
+func targetPodPort(svc *v1.Service) {
+	for i := range svc.Spec.Ports {
+		svc.Spec.Ports[i].TargetPort = intstr.FromInt32(podPort)
+	}
+}
+
+// endpointsOf returns svc's EndpointSlices: one per family of its
+// ClusterIPs, named "<svc>-ipv4" / "<svc>-ipv6", holding the pods' addresses
+// of that family, ready, with their node and zone, on podPort for every port
+// of svc.
+func endpointsOf(svc *v1.Service, pods ...*testnet.Pod) []*discovery.EndpointSlice {
+	var out []*discovery.EndpointSlice
+	for _, ip := range svc.Spec.ClusterIPs {
+		at, suffix := discovery.AddressTypeIPv4, "-ipv4"
+		if a, err := netip.ParseAddr(ip); err == nil && a.Is6() {
+			at, suffix = discovery.AddressTypeIPv6, "-ipv6"
+		}
+		var ports []discovery.EndpointPort
+		for _, p := range svc.Spec.Ports {
+			ports = append(ports, objects.EndpointPort(p.Name, p.Protocol, podPort))
+		}
+		var eps []discovery.Endpoint
+		for _, pod := range pods {
+			addr := pod.IPv4
+			if at == discovery.AddressTypeIPv6 {
+				addr = pod.IPv6
+			}
+			eps = append(eps, objects.Endpoint(addr.String(),
+				objects.Conditions(true, true, false), objects.OnNode(pod.Node), objects.InZone(zones[pod.Node])))
+		}
+		out = append(out, objects.Slice(svc.Namespace, svc.Name+suffix, svc.Name, at, ports, eps...))
+	}
+	return out
+}
+
+func addrPort(ip string, port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddr(ip), port)
+}
+
+// masqueraded fails t unless every backend saw node1's own address towards
+// it, as masquerading (SNAT to the outgoing interface's address) gives: the
+// gateway address of its veth for node1's pods, node1's LAN address for
+// node2's. Unmasqueraded traffic from node1 itself would show its LAN
+// address to node1's pods.
+func (s *suite) masqueraded(t *testing.T, what string, rs []testnet.Reply, f plan.Family) {
+	t.Helper()
+	bad := map[string]int{}
+	for _, r := range rs {
+		want := testnet.Node1Addrs.LANv4
+		if p := s.c.Pods[r.Pod]; p != nil && p.Node == "node1" {
+			want = testnet.Node1Addrs.GatewayV4()
+		}
+		if f == plan.IPv6 {
+			want = testnet.Node1Addrs.LANv6
+			if p := s.c.Pods[r.Pod]; p != nil && p.Node == "node1" {
+				want = testnet.Node1Addrs.GatewayV6()
+			}
+		}
+		if r.Src.Addr() != want {
+			bad[fmt.Sprintf("%s saw %s, want %s", r.Pod, r.Src.Addr(), want)]++
+		}
+	}
+	if len(bad) > 0 {
+		t.Errorf("%s: not masqueraded to node1: %v", what, bad)
+	}
+}
+
+// ---- Requests ----
+
+// askN sends n requests from ns to dst, each from a new socket (so a new
+// connection and a new endpoint choice), and fails t unless all are answered.
+func askN(t *testing.T, ns *testnet.NS, proto string, dst netip.AddrPort, n int) []testnet.Reply {
+	t.Helper()
+	out := make([]testnet.Reply, 0, n)
+	for i := range n {
+		r, err := ns.Ask(context.Background(), proto, dst, askTimeout)
+		if err != nil {
+			t.Fatalf("%s %s → %s: request %d of %d: %v", ns, proto, dst, i+1, n, err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// byPod counts replies per answering pod.
+func byPod(rs []testnet.Reply) map[string]int {
+	m := map[string]int{}
+	for _, r := range rs {
+		m[r.Pod]++
+	}
+	return m
+}
+
+// onlyFrom fails t unless every reply came from one of pods.
+func onlyFrom(t *testing.T, what string, rs []testnet.Reply, pods ...*testnet.Pod) {
+	t.Helper()
+	for pod, n := range byPod(rs) {
+		if !slices.ContainsFunc(pods, func(p *testnet.Pod) bool { return p.Name == pod }) {
+			t.Errorf("%s: %d replies from %s, which is not an expected endpoint %v", what, n, pod, podNames(pods))
+		}
+	}
+}
+
+// reachedAll fails t unless every pod answered at least once.
+func reachedAll(t *testing.T, what string, rs []testnet.Reply, pods ...*testnet.Pod) {
+	t.Helper()
+	counts := byPod(rs)
+	for _, p := range pods {
+		if counts[p.Name] == 0 {
+			t.Errorf("%s: %s never answered in %d requests (%v)", what, p.Name, len(rs), counts)
+		}
+	}
+}
+
+// sourceIs fails t unless every backend saw want as the client's address.
+func sourceIs(t *testing.T, what string, rs []testnet.Reply, want netip.Addr) {
+	t.Helper()
+	bad := map[string]int{}
+	for _, r := range rs {
+		if r.Src.Addr() != want {
+			bad[r.Pod+" saw "+r.Src.Addr().String()]++
+		}
+	}
+	if len(bad) > 0 {
+		t.Errorf("%s: backends saw %v, want %s", what, bad, want)
+	}
+}
+
+func podNames(pods []*testnet.Pod) []string {
+	var out []string
+	for _, p := range pods {
+		out = append(out, p.Name)
+	}
+	return out
+}
+
+// expectDropped fails t unless a request from ns to dst times out: no
+// answer and no rejection.
+func expectDropped(t *testing.T, ns *testnet.NS, proto string, dst netip.AddrPort) {
+	t.Helper()
+	r, err := ns.Ask(context.Background(), proto, dst, dropTimeout)
+	switch {
+	case err == nil:
+		t.Errorf("%s %s → %s: answered by %s (saw %s), want dropped", ns, proto, dst, r.Pod, r.Src)
+	case !testnet.IsTimeout(err) || testnet.IsRefused(err):
+		t.Errorf("%s %s → %s: %v, want a timeout (dropped)", ns, proto, dst, err)
+	}
+}
+
+// expectRefused fails t unless a request from ns to dst is refused (TCP
+// reset or ICMP port unreachable), and quickly.
+func expectRefused(t *testing.T, ns *testnet.NS, proto string, dst netip.AddrPort) {
+	t.Helper()
+	start := time.Now()
+	r, err := ns.Ask(context.Background(), proto, dst, askTimeout)
+	took := time.Since(start)
+	switch {
+	case err == nil:
+		t.Errorf("%s %s → %s: answered by %s, want refused", ns, proto, dst, r.Pod)
+	case !testnet.IsRefused(err):
+		t.Errorf("%s %s → %s: %v after %v, want refused", ns, proto, dst, err, took.Round(time.Millisecond))
+	case took > quick:
+		t.Errorf("%s %s → %s: refused only after %v", ns, proto, dst, took.Round(time.Millisecond))
+	}
+}
+
+// ---- Conntrack ----
+
+// udpFlows lists node1's IPv4 UDP conntrack entries whose original
+// destination is dst.
+func (s *suite) udpFlows(t *testing.T, dst netip.AddrPort) []*netlink.ConntrackFlow {
+	t.Helper()
+	var flows []*netlink.ConntrackFlow
+	var err error
+	for range 3 { // a dump is interrupted when the table changes meanwhile
+		err = s.c.Node1.Do(func() error {
+			var err error
+			flows, err = netlink.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+			return err
+		})
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("listing conntrack entries: %v", err)
+	}
+	return slices.DeleteFunc(flows, func(f *netlink.ConntrackFlow) bool {
+		a, _ := netip.AddrFromSlice(f.Forward.DstIP)
+		return f.Forward.Protocol != unix.IPPROTO_UDP || netip.AddrPortFrom(a.Unmap(), f.Forward.DstPort) != dst
+	})
+}
+
+// ---- Dumps ----
+
+var expires = regexp.MustCompile(` expires [0-9hmsd.]+`)
+
+// diff compares two dumps line by line, ignoring countdowns of element
+// timeouts, and describes the lines only one of them has ("" if none).
+func diff(a, b string) string {
+	la := strings.Split(expires.ReplaceAllString(a, ""), "\n")
+	lb := strings.Split(expires.ReplaceAllString(b, ""), "\n")
+	if slices.Equal(la, lb) {
+		return ""
+	}
+	count := map[string]int{}
+	for _, l := range la {
+		count[l]++
+	}
+	for _, l := range lb {
+		count[l]--
+	}
+	var out strings.Builder
+	for _, l := range la {
+		if count[l] > 0 {
+			fmt.Fprintf(&out, "- %s\n", l)
+			count[l]--
+		}
+	}
+	for _, l := range lb {
+		if count[l] < 0 {
+			fmt.Fprintf(&out, "+ %s\n", l)
+			count[l]++
+		}
+	}
+	if out.Len() == 0 {
+		out.WriteString("(same lines, different order)\n")
+	}
+	fmt.Fprintf(&out, "--- before:\n%s\n--- after:\n%s", a, b)
+	return out.String()
+}
+
+// countReplySrc counts the entries whose reply comes from src: the
+// endpoint a DNATed flow was sent to.
+func countReplySrc(flows []*netlink.ConntrackFlow, src netip.Addr) int {
+	n := 0
+	for _, f := range flows {
+		if a, ok := netip.AddrFromSlice(f.Reverse.SrcIP); ok && a.Unmap() == src {
+			n++
+		}
+	}
+	return n
+}
+
+func flowList(flows []*netlink.ConntrackFlow) string {
+	var b strings.Builder
+	for _, f := range flows {
+		b.WriteString(f.String() + "\n")
+	}
+	return b.String()
+}

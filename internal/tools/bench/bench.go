@@ -1,0 +1,133 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/svcproxy/svcproxy/internal/nsrun"
+	"github.com/svcproxy/svcproxy/internal/proxy/dataplane"
+	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/iptables"
+	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/nftables"
+	"github.com/svcproxy/svcproxy/internal/proxy/plan"
+)
+
+// Options say what to measure.
+type Options struct {
+	Sizes     []int // numbers of Services
+	Endpoints int   // endpoints per Service
+	Changes   int   // single-endpoint changes timed per size
+	Dataplane string
+}
+
+// Result is one row of the table.
+type Result struct {
+	Services, Endpoints             int
+	Plan                            time.Duration // building the plan from the objects
+	Cold                            time.Duration // first full sync into an empty table
+	ChangeP50, ChangeP90, ChangeMax time.Duration
+}
+
+// Run measures each size in a fresh network namespace and writes the table.
+func Run(ctx context.Context, out io.Writer, opts Options) error {
+	fmt.Fprintf(out, "dataplane %s, %d endpoints per Service, %d single-endpoint changes per size\n\n", opts.Dataplane, opts.Endpoints, opts.Changes)
+	fmt.Fprintf(out, "%-9s %-10s %-10s %-12s %-12s %-12s %-12s\n", "services", "endpoints", "plan", "cold sync", "change p50", "change p90", "change max")
+	for _, n := range opts.Sizes {
+		var r Result
+		err := inFreshNetns(func() (err error) {
+			r, err = measure(ctx, n, opts)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("%d services: %w", n, err)
+		}
+		fmt.Fprintf(out, "%-9d %-10d %-10s %-12s %-12s %-12s %-12s\n", r.Services, r.Services*r.Endpoints,
+			round(r.Plan), round(r.Cold), round(r.ChangeP50), round(r.ChangeP90), round(r.ChangeMax))
+	}
+	limit := "none (Go's default GC)"
+	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+		limit = fmt.Sprintf("%d MiB (GOMEMLIMIT)", l>>20)
+	}
+	fmt.Fprintf(out, "\npeak RSS of this process (VmHWM), objects and plan included: %d MiB; soft memory limit: %s\n", vmHWM()>>20, limit)
+	return nil
+}
+
+func round(d time.Duration) string { return d.Round(100 * time.Microsecond).String() }
+
+func newDataplane(name string) (dataplane.Dataplane, error) {
+	switch name {
+	case "nftables":
+		return nftables.New(nftables.Options{Families: []plan.Family{plan.IPv4}}), nil
+	case "iptables":
+		return iptables.New(iptables.Options{Families: []plan.Family{plan.IPv4}}), nil
+	case "iptables-legacy":
+		return iptables.New(iptables.Options{Families: []plan.Family{plan.IPv4}, Backend: "legacy"}), nil
+	}
+	return nil, fmt.Errorf("unknown dataplane %q", name)
+}
+
+func measure(ctx context.Context, n int, opts Options) (Result, error) {
+	r := Result{Services: n, Endpoints: opts.Endpoints}
+	svcs, eps := workload(n, opts.Endpoints)
+	tr := plan.NewTracker(plan.Config{NodeName: "bench-node"})
+	start := time.Now()
+	for _, s := range eps {
+		tr.SetSlice(s)
+	}
+	for _, s := range svcs {
+		tr.SetService(s)
+	}
+	p, ch := tr.Sync()
+	r.Plan = time.Since(start)
+
+	dp, err := newDataplane(opts.Dataplane)
+	if err != nil {
+		return r, err
+	}
+	defer dp.Cleanup(ctx)
+	start = time.Now()
+	if err := dp.Sync(ctx, p, ch); err != nil {
+		return r, fmt.Errorf("cold sync: %w", err)
+	}
+	r.Cold = time.Since(start)
+
+	var times []time.Duration
+	for i := 0; i < opts.Changes; i++ {
+		// One endpoint of one Service is replaced, as when a pod restarts.
+		tr.SetSlice(slice(i*7919%n, opts.Endpoints, i+1))
+		start = time.Now()
+		p, ch = tr.Sync()
+		if err := dp.Sync(ctx, p, ch); err != nil {
+			return r, fmt.Errorf("change %d: %w", i, err)
+		}
+		times = append(times, time.Since(start))
+	}
+	slices.Sort(times)
+	if len(times) > 0 {
+		r.ChangeP50, r.ChangeP90, r.ChangeMax = times[len(times)/2], times[len(times)*9/10], times[len(times)-1]
+	}
+	return r, nil
+}
+
+// inFreshNetns runs fn on a locked thread inside a new network namespace,
+// which is removed afterwards. Processes fn starts (nft) run there too.
+func inFreshNetns(fn func() error) error {
+	name := fmt.Sprintf("svcpbench-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns add: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	defer exec.Command("ip", "netns", "delete", name).Run()
+	return nsrun.Do(name, fn)
+}
+
+func vmHWM() uint64 {
+	_, peak := procMemory("self")
+	return uint64(peak) << 10
+}

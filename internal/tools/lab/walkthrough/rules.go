@@ -1,0 +1,204 @@
+package walkthrough
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/svcproxy/svcproxy/internal/tools/lab"
+)
+
+// serviceRules returns what svcproxy programmed on the first node for one
+// Service: in iptables mode the nat rules naming it; in nftables mode its
+// own chains (named with the hash that starts its chains' names), the
+// shared chains they jump to, and the elements of shared sets and maps
+// that name it or hold its addresses or node ports.
+func serviceRules(ctx context.Context, st *lab.State, svc *corev1.Service) (string, error) {
+	node := st.Nodes[0].Netns
+	name := svc.Namespace + "/" + svc.Name
+	if st.ProxyMode == "iptables" {
+		out, err := lab.Command(ctx, node, "iptables-save", "-t", "nat").CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("iptables-save in %s: %w: %s", node, err, out)
+		}
+		return "$ svcproxy lab exec node1 -- iptables-save -t nat | grep " + name + "   (in the order packets meet them)\n" +
+			byChainOrder(grepLines(string(out), name)), nil
+	}
+	out, err := lab.Command(ctx, node, "nft", "list", "table", "ip", "svcproxy").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("nft list table in %s: %w: %s", node, err, out)
+	}
+	return "$ svcproxy lab exec node1 -- nft list table ip svcproxy   (the parts for " + name + ")\n" +
+		nftService(string(out), name, serviceKeys(svc)), nil
+}
+
+// serviceKeys are the element prefixes that belong to svc: its addresses
+// ("10.96.5.81 . ") and node ports ("32073 . ").
+func serviceKeys(svc *corev1.Service) []string {
+	var keys []string
+	for _, ip := range svc.Spec.ClusterIPs {
+		keys = append(keys, ip+" . ")
+	}
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		keys = append(keys, in.IP+" . ")
+	}
+	for _, p := range svc.Spec.Ports {
+		if p.NodePort != 0 {
+			keys = append(keys, strconv.Itoa(int(p.NodePort))+" . ")
+		}
+	}
+	return keys
+}
+
+// grepLines keeps the lines containing s.
+func grepLines(text, s string) string {
+	var keep []string
+	for _, line := range strings.Split(text, "\n") {
+		if strings.Contains(line, s) {
+			keep = append(keep, line)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
+// chainOrder ranks kube-proxy's chains in the order a packet meets them.
+var chainOrder = []string{"-A KUBE-SERVICES", "-A KUBE-NODEPORTS", "-A KUBE-EXT-", "-A KUBE-SVL-", "-A KUBE-SVC-", "-A KUBE-FW-", "-A KUBE-SEP-"}
+
+// byChainOrder sorts iptables-save lines by chainOrder, keeping the order
+// of the rules within a chain.
+func byChainOrder(lines string) string {
+	ls := strings.Split(lines, "\n")
+	rank := func(l string) int {
+		for i, p := range chainOrder {
+			if strings.HasPrefix(l, p) {
+				return i
+			}
+		}
+		return len(chainOrder)
+	}
+	slices.SortStableFunc(ls, func(a, b string) int { return rank(a) - rank(b) })
+	return strings.Join(ls, "\n")
+}
+
+// block is one chain, set or map of an nft listing.
+type block struct {
+	kind, name string
+	lines      []string // without the closing brace
+	elements   []string // for sets and maps
+}
+
+var (
+	blockStart = regexp.MustCompile(`^\t(chain|set|map) (\S+) \{`)
+	jumpTarget = regexp.MustCompile(`(?:goto|jump) (\S+)`)
+)
+
+// parseBlocks splits a table listing into its blocks.
+func parseBlocks(listing string) []*block {
+	var blocks []*block
+	var cur *block
+	inElements := false
+	for _, line := range strings.Split(listing, "\n") {
+		if m := blockStart.FindStringSubmatch(line); m != nil {
+			cur = &block{kind: m[1], name: m[2]}
+			blocks = append(blocks, cur)
+		}
+		if cur == nil {
+			continue
+		}
+		if line == "\t}" {
+			cur, inElements = nil, false
+			continue
+		}
+		body := strings.TrimSpace(line)
+		if strings.HasPrefix(body, "elements = {") {
+			inElements = true
+			body = strings.TrimPrefix(body, "elements = {")
+		}
+		if !inElements {
+			cur.lines = append(cur.lines, line)
+			continue
+		}
+		for _, e := range strings.Split(strings.TrimSuffix(body, "}"), ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				cur.elements = append(cur.elements, e)
+			}
+		}
+	}
+	return blocks
+}
+
+// nftService keeps the parts of a listing that concern one Service.
+func nftService(listing, name string, keys []string) string {
+	blocks := parseBlocks(listing)
+	own := ownBlocks(blocks, name)
+	var out []string
+	for _, b := range blocks {
+		if own[b.name] {
+			out = append(out, b.render(b.elements)...)
+			continue
+		}
+		var mine []string
+		for _, e := range b.elements {
+			if strings.Contains(e, `"`+name+":") || hasPrefixAny(e, keys) {
+				mine = append(mine, e)
+			}
+		}
+		if len(mine) > 0 {
+			out = append(out, b.render(mine)...)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// ownBlocks names the Service's own chains (those whose names hold
+// "-<namespace>/<name>/", and those sharing their hash) and the chains
+// they jump to.
+func ownBlocks(blocks []*block, name string) map[string]bool {
+	var hashes []string
+	for _, b := range blocks {
+		if strings.Contains(b.name, "-"+name+"/") {
+			_, rest, _ := strings.Cut(b.name, "-")
+			if h, _, ok := strings.Cut(rest, "-"); ok {
+				hashes = append(hashes, h)
+			}
+		}
+	}
+	own := map[string]bool{}
+	for _, b := range blocks {
+		if slices.ContainsFunc(hashes, func(h string) bool { return strings.Contains(b.name, "-"+h+"-") }) {
+			own[b.name] = true
+			for _, line := range b.lines {
+				for _, m := range jumpTarget.FindAllStringSubmatch(line, -1) {
+					own[m[1]] = true
+				}
+			}
+		}
+	}
+	return own
+}
+
+// render prints a block with the given elements.
+func (b *block) render(elements []string) []string {
+	out := slices.Clone(b.lines)
+	if b.kind == "chain" {
+		out = out[:len(out):len(out)]
+	}
+	if len(elements) > 0 {
+		out = append(out, "\t\telements = { "+strings.Join(elements, ",\n\t\t\t     ")+" }")
+	}
+	return append(out, "\t}")
+}
+
+func hasPrefixAny(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}
