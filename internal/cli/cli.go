@@ -1,5 +1,7 @@
 // Package cli is svcproxy's command line: it parses arguments and hands
-// each subcommand to the package that does the work.
+// each subcommand to the package that does the work. Run bare or with
+// kube-proxy's flags, svcproxy is kube-proxy; every subcommand (lab ...,
+// status, trace, bench) has a flag set of its own and a --help.
 package cli
 
 import (
@@ -9,12 +11,8 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
-	"time"
-
-	"github.com/svcproxy/svcproxy/internal/tools/bench"
 )
 
 const usage = `svcproxy: a Kubernetes Service proxy.
@@ -27,27 +25,25 @@ Usage:
   svcproxy lab up|status|trace|kubectl|exec|demo|down
                                 a whole Kubernetes cluster of network
                                 namespaces on this machine, svcproxy on every
-                                node (svcproxy lab help); with no arguments
-                                svcproxy runs "lab demo": up, the two-tier
-                                walkthrough, down
-  svcproxy demo                 a quick look without a control plane: the
-                                two-tier example programmed from manifests
-                                into throwaway network namespaces
-  svcproxy status [--output json]
-                                this node's Services as the running svcproxy
+                                node (svcproxy lab --help); "svcproxy lab
+                                demo" runs up, the seeds' two-tier
+                                walkthrough, then down
+  svcproxy status               this node's Services as the running svcproxy
                                 planned them: addresses, policies, endpoints
                                 (ready, serving, terminating, local, zone) and
                                 which traffic uses them; the last sync
-  svcproxy trace --src IP --dst IP:PORT [--proto tcp] [--output json]
+  svcproxy trace --src IP --dst IP:PORT
                                 what this node does with such a packet: the
                                 rules it meets in the kernel, the candidate
                                 endpoints and their odds, masquerading, the
                                 verdict and why, checked against the plan
-  svcproxy bench [flags]        measure a dataplane in a throwaway network
+  svcproxy bench                measure a dataplane in a throwaway network
                                 namespace and print a table; with --api, the
                                 network programming latency against a real
                                 kube-apiserver
   svcproxy help                 this text
+
+Every subcommand takes --help.
 `
 
 // Main runs svcproxy with args and returns the exit code.
@@ -55,76 +51,120 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if len(args) == 0 {
-		args = []string{"lab", "demo"}
-	}
-	var err error
-	switch args[0] {
-	case "bench":
-		err = runBench(ctx, args[1:], stdout, stderr)
-	case "demo":
-		err = runDemo(ctx, args[1:], stdout, stderr)
-	case "lab":
-		err = runLab(ctx, args[1:], stdout, stderr)
-	case "status":
-		err = runStatus(ctx, args[1:], stdout, stderr)
-	case "trace":
-		err = runTrace(ctx, args[1:], stdout, stderr)
-	case "help", "-h", "--help":
 		printHelp(stdout)
 		return 0
+	}
+	var err error
+	switch name := args[0]; {
+	case name == "help" || name == "-h" || name == "--help":
+		printHelp(stdout)
+		return 0
+	case strings.HasPrefix(name, "-"):
+		err = runProxy(ctx, args, stdout, stderr)
+	case name == "lab":
+		err = runLab(ctx, args[1:], stdout, stderr)
 	default:
-		if strings.HasPrefix(args[0], "-") {
-			err = runProxy(ctx, args, stdout, stderr)
-			break
+		cmd, ok := topCommands[name]
+		if !ok {
+			fmt.Fprintf(stderr, "svcproxy: unknown command %q\n\n%s", name, usage)
+			return 2
 		}
-		fmt.Fprintf(stderr, "svcproxy: unknown command %q\n\n%s", args[0], usage)
-		return 2
+		err = cmd.run(ctx, args[1:], stdout, stderr)
 	}
-	var exit ExitError
-	if errors.As(err, &exit) {
-		return int(exit)
-	}
-	if err != nil && strings.HasPrefix(args[0], "-") {
-		fmt.Fprintf(stderr, "svcproxy: %v\n", err)
-		return 1
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "svcproxy %s: %v\n", args[0], err)
-		return 1
-	}
-	return 0
+	return exitCode(err, args[0], stderr)
 }
 
-func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+// exitCode turns a command's error into svcproxy's exit status, printing
+// the error unless it carries its own status.
+func exitCode(err error, what string, stderr io.Writer) int {
+	var exit ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &exit):
+		return int(exit)
+	case errors.Is(err, errUsage):
+		return 2 // the flag package's message and a hint are printed
+	case strings.HasPrefix(what, "-"):
+		fmt.Fprintf(stderr, "svcproxy: %v\n", err)
+	default:
+		fmt.Fprintf(stderr, "svcproxy %s: %v\n", what, err)
+	}
+	return 1
+}
+
+// command is one subcommand: its flags, what it says in --help, and what
+// it runs once its flags are parsed.
+type command struct {
+	name     string // as typed: "status", "lab up"
+	synopsis string // after the name in the usage line
+	about    string // one paragraph for --help
+	// flags registers the command's flags and returns the function that
+	// runs it with the arguments left after them.
+	flags func(fs *flag.FlagSet) func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+	// positional says the command takes arguments after its flags.
+	positional bool
+	// passThrough says only leading --help and --name=NAME are ours: every
+	// other argument, flags included, belongs to the program it runs.
+	passThrough bool
+	// internal commands are started by the lab, not typed by people.
+	internal bool
+}
+
+// errUsage is a command line the flag package refused and explained.
+var errUsage = errors.New("usage error")
+
+// run parses args with the command's own flag set: --help prints its usage
+// to stdout; an unknown flag or a stray argument is refused, naming it.
+func (c *command) run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("svcproxy "+c.name, flag.ContinueOnError)
+	runner := c.flags(fs)
 	fs.SetOutput(stderr)
-	sizes := fs.String("services", "1000,10000", "comma-separated numbers of Services")
-	eps := fs.Int("endpoints", 10, "endpoints per Service")
-	changes := fs.Int("changes", 50, "single-endpoint changes timed per size")
-	dp := fs.String("dataplane", "nftables", "dataplane to measure")
-	api := fs.Bool("api", false, "measure network programming latency against a real kube-apiserver instead")
-	minSyncs := fs.String("min-sync-periods", "0s,1s", "with --api: the minSyncPeriods to measure")
+	fs.Usage = func() {}
+	rest := []string(nil)
+	if c.passThrough {
+		args, rest = splitOwnArgs(args)
+	}
 	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	var ns []int
-	for _, s := range strings.Split(*sizes, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 {
-			return fmt.Errorf("--services: bad number %q", s)
+		if errors.Is(err, flag.ErrHelp) {
+			c.usage(fs, stdout)
+			return nil
 		}
-		ns = append(ns, n)
+		fmt.Fprintf(stderr, "svcproxy %s: %v (see svcproxy %s --help)\n", c.name, err, c.name)
+		return errUsage
 	}
-	if *api {
-		var periods []time.Duration
-		for _, s := range strings.Split(*minSyncs, ",") {
-			d, err := time.ParseDuration(strings.TrimSpace(s))
-			if err != nil {
-				return fmt.Errorf("--min-sync-periods: %w", err)
-			}
-			periods = append(periods, d)
-		}
-		return bench.RunAPI(ctx, stdout, bench.APIOptions{Services: ns[len(ns)-1], Endpoints: *eps, Changes: *changes, MinSyncPeriods: periods})
+	if !c.positional && fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "svcproxy %s: unexpected argument %q (see svcproxy %s --help)\n", c.name, fs.Arg(0), c.name)
+		return errUsage
 	}
-	return bench.Run(ctx, stdout, bench.Options{Sizes: ns, Endpoints: *eps, Changes: *changes, Dataplane: *dp})
+	return runner(ctx, append(fs.Args(), rest...), stdout, stderr)
+}
+
+// splitOwnArgs splits a pass-through command's leading --help and
+// --name=NAME from the arguments it passes on.
+func splitOwnArgs(args []string) (own, rest []string) {
+	n := 0
+	for n < len(args) && (args[n] == "-h" || args[n] == "--help" || strings.HasPrefix(args[n], "--name=")) {
+		n++
+	}
+	return args[:n], args[n:]
+}
+
+// usage prints the command's help.
+func (c *command) usage(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprintf(w, "Usage: svcproxy %s %s\n\n%s\n", c.name, c.synopsis, c.about)
+	has := false
+	fs.VisitAll(func(*flag.Flag) { has = true })
+	if has {
+		fmt.Fprint(w, "\nFlags:\n")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+	}
+}
+
+// topCommands are the subcommands besides lab and the proxy itself.
+var topCommands = map[string]*command{
+	"status": statusCommand,
+	"trace":  traceCommand,
+	"bench":  benchCommand,
 }

@@ -10,6 +10,40 @@ import (
 	"github.com/svcproxy/svcproxy/internal/proxy/explain"
 )
 
+var statusCommand = &command{
+	name:     "status",
+	synopsis: "[--metrics ADDR] [--netns NAME] [--output text|json]",
+	about: `Lists every Service port as the running svcproxy planned it: addresses,
+traffic policies, endpoints (ready, serving, terminating, local, zone) and
+which traffic uses them, and the last sync. Asks the agent through its
+metrics server.`,
+	flags: func(fs *flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {
+		var e explainFlags
+		e.register(fs)
+		return func(ctx context.Context, _ []string, stdout, _ io.Writer) error {
+			return showStatus(ctx, e, stdout)
+		}
+	},
+}
+
+var traceCommand = &command{
+	name:     "trace",
+	synopsis: "--src IP --dst IP:PORT [--proto tcp] [--from-host] [--metrics ADDR] [--netns NAME] [--output text|json]",
+	about: `Follows one packet through the rules in this node's kernel (read back with
+nft or iptables-save), names each rule it meets, and checks the result
+against the running svcproxy's plan. A disagreement is printed as an ERROR
+and the command exits 3.`,
+	flags: func(fs *flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {
+		var e explainFlags
+		e.register(fs)
+		var t traceFlags
+		t.register(fs)
+		return func(ctx context.Context, _ []string, stdout, _ io.Writer) error {
+			return showTrace(ctx, e, t, stdout)
+		}
+	},
+}
+
 // explainFlags are the flags `status` and `trace` share.
 type explainFlags struct {
 	node   explain.Node
@@ -19,19 +53,11 @@ type explainFlags struct {
 func (e *explainFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&e.node.Metrics, "metrics", "127.0.0.1:10249", "the running svcproxy's metrics server (metricsBindAddress)")
 	fs.StringVar(&e.node.Netns, "netns", "", "the node is this named network namespace (svcproxy --netns)")
-	fs.StringVar(&e.output, "output", "text", "text or json")
+	registerOutput(fs, &e.output)
 }
 
-// runStatus runs `svcproxy status`.
-func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var e explainFlags
-	e.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	return showStatus(ctx, e, stdout)
+func registerOutput(fs *flag.FlagSet, output *string) {
+	fs.StringVar(output, "output", "text", "text or json")
 }
 
 func showStatus(ctx context.Context, e explainFlags, stdout io.Writer) error {
@@ -42,39 +68,25 @@ func showStatus(ctx context.Context, e explainFlags, stdout io.Writer) error {
 	return e.print(stdout, s, s.Write)
 }
 
-// runTrace runs `svcproxy trace`.
-func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var e explainFlags
-	e.register(fs)
-	t := traceFlags{}
-	t.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	return showTrace(ctx, e, t, stdout)
-}
-
 // traceFlags describe the packet.
 type traceFlags struct {
-	src, dst, proto *string
-	fromHost        *bool
+	src, dst, proto string
+	fromHost        bool
 }
 
 func (t *traceFlags) register(fs *flag.FlagSet) {
-	t.src = fs.String("src", "", "source IP[:PORT] of the packet")
-	t.dst = fs.String("dst", "", "destination IP:PORT of the packet")
-	t.proto = fs.String("proto", "tcp", "tcp, udp or sctp")
-	t.fromHost = fs.Bool("from-host", false, "the packet starts on the node itself")
+	fs.StringVar(&t.src, "src", "", "source IP[:PORT] of the packet")
+	fs.StringVar(&t.dst, "dst", "", "destination IP:PORT of the packet")
+	fs.StringVar(&t.proto, "proto", "tcp", "tcp, udp or sctp")
+	fs.BoolVar(&t.fromHost, "from-host", false, "the packet starts on the node itself")
 }
 
 func showTrace(ctx context.Context, e explainFlags, t traceFlags, stdout io.Writer) error {
-	pkt, err := explain.ParsePacket(*t.src, *t.dst, *t.proto)
+	pkt, err := explain.ParsePacket(t.src, t.dst, t.proto)
 	if err != nil {
 		return err
 	}
-	pkt.FromHost = *t.fromHost
+	pkt.FromHost = t.fromHost
 	r, err := e.node.Trace(ctx, pkt)
 	if err != nil {
 		return err

@@ -18,105 +18,230 @@ import (
 	"github.com/svcproxy/svcproxy/internal/tools/lab/walkthrough"
 )
 
-const labUsage = `Usage:
-  svcproxy lab up [--nodes 3] [--proxy-mode nftables|iptables]
-                                  bring up a cluster of network namespaces:
-                                  real control plane, svcproxy on every node
-  svcproxy lab status [--node N]  processes, nodes, pods and Services; with
-                                  --node, that node's svcproxy status
-  svcproxy lab trace --node N --src IP --dst IP:PORT [--proto tcp]
-                                  what node N does with such a packet
-  svcproxy lab kubectl ARGS...    kubectl pointed at the lab
-  svcproxy lab exec [-n NAMESPACE] POD|NODE|client -- CMD...
-                                  run CMD in a pod's, a node's or the outside
-                                  client's network namespace
-  svcproxy lab demo [--keep]      up, the two-tier walkthrough, down
-  svcproxy lab down               remove everything the lab made
-Every command takes --name NAME to pick a lab other than "lab".
-`
+// labCommands are `svcproxy lab ...`, in the order the help lists them.
+var labCommands = []*command{
+	{
+		name: "lab up", synopsis: "[--name lab] [--nodes 3] [--proxy-mode nftables|iptables]",
+		about: `Brings up a cluster of network namespaces on this machine: a real control
+plane, and on every node the lab's kubelet and svcproxy.`,
+		flags: func(fs *flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {
+			o := labOptions(fs)
+			return func(ctx context.Context, _ []string, stdout, _ io.Writer) error {
+				o.Progress = stdout
+				_, err := lab.Up(ctx, *o)
+				return err
+			}
+		},
+	},
+	{
+		name: "lab status", synopsis: "[--name lab] [--node N [--output text|json]]",
+		about: `Lists the lab's processes and pods (with their network namespaces), nodes
+and Services. With --node, shows that node's svcproxy status instead.`,
+		flags: func(fs *flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {
+			name := labName(fs)
+			node := fs.String("node", "", "the node whose svcproxy to ask")
+			var output string
+			registerOutput(fs, &output)
+			return func(ctx context.Context, _ []string, stdout, _ io.Writer) error {
+				st, err := lab.Load(*name)
+				if err != nil {
+					return err
+				}
+				if *node == "" {
+					return st.Status(ctx, stdout)
+				}
+				e, err := nodeExplainer(st, *node, output)
+				if err != nil {
+					return err
+				}
+				return showStatus(ctx, e, stdout)
+			}
+		},
+	},
+	{
+		name: "lab trace", synopsis: "[--name lab] --node N --src IP --dst IP:PORT [--proto tcp] [--from-host] [--output text|json]",
+		about: `What node N does with such a packet: the rules it meets in the node's
+kernel, checked against that node's svcproxy plan (see svcproxy trace).`,
+		flags: func(fs *flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {
+			name := labName(fs)
+			node := fs.String("node", "", "the node to ask")
+			var output string
+			registerOutput(fs, &output)
+			var t traceFlags
+			t.register(fs)
+			return func(ctx context.Context, _ []string, stdout, _ io.Writer) error {
+				st, err := lab.Load(*name)
+				if err != nil {
+					return err
+				}
+				e, err := nodeExplainer(st, *node, output)
+				if err != nil {
+					return err
+				}
+				return showTrace(ctx, e, t, stdout)
+			}
+		},
+	},
+	{
+		name: "lab kubectl", synopsis: "[--name=lab] ARGS...",
+		about: `Runs kubectl against the lab's API server; every argument after an
+optional leading --name=NAME is kubectl's ("svcproxy lab kubectl help" for
+kubectl's own help).`,
+		flags: labKubectlFlags, positional: true, passThrough: true,
+	},
+	{
+		name: "lab exec", synopsis: "[--name lab] [-n NAMESPACE] POD|NODE|client -- CMD...",
+		about: `Runs CMD in a pod's, a node's or the outside client's network namespace.`,
+		flags: func(fs *flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {
+			name := labName(fs)
+			namespace := fs.String("n", "default", "the pod's Kubernetes namespace")
+			return func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+				st, err := lab.Load(*name)
+				if err != nil {
+					return err
+				}
+				return labExec(ctx, st, *namespace, args, stdout, stderr)
+			}
+		},
+		positional: true,
+	},
+	{
+		name: "lab demo", synopsis: "[--name lab] [--nodes 3] [--proxy-mode nftables|iptables] [--keep]",
+		about: `Brings a lab up, walks through the seeds' two-tier example
+(examples/two-tier/) printing what each step shows, and takes the lab
+down again unless --keep.`,
+		flags: func(fs *flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {
+			o := labOptions(fs)
+			keep := fs.Bool("keep", false, "leave the lab up afterwards")
+			return func(ctx context.Context, _ []string, stdout, _ io.Writer) error {
+				o.Progress = stdout
+				return walkthrough.Run(ctx, *o, *keep, stdout)
+			}
+		},
+	},
+	{
+		name: "lab down", synopsis: "[--name lab]",
+		about: `Removes everything the lab made: its processes, namespaces and files, also
+after an up that failed or was killed.`,
+		flags: func(fs *flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {
+			name := labName(fs)
+			return func(ctx context.Context, _ []string, _, _ io.Writer) error {
+				return lab.Down(context.WithoutCancel(ctx), *name)
+			}
+		},
+	},
+	{
+		name: "lab kubelet", synopsis: "--name lab --node N", internal: true,
+		about: `Internal: the lab's kubelet for node N, started by lab up inside the
+node's network namespace.`,
+		flags: func(fs *flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {
+			name := labName(fs)
+			node := fs.String("node", "", "the node to play")
+			return func(ctx context.Context, _ []string, _, stderr io.Writer) error {
+				st, err := lab.Load(*name)
+				if err != nil {
+					return err
+				}
+				client, err := st.ClientIn("") // lab up starts it inside the node's namespace
+				if err != nil {
+					return err
+				}
+				return kubelet.Run(ctx, st, *node, client, labLogf(stderr))
+			}
+		},
+	},
+	{
+		name: "lab lbpool", synopsis: "--name lab", internal: true,
+		about: `Internal: the lab's load-balancer controller, started by lab up beside the
+control plane.`,
+		flags: func(fs *flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {
+			name := labName(fs)
+			return func(ctx context.Context, _ []string, _, stderr io.Writer) error {
+				st, err := lab.Load(*name)
+				if err != nil {
+					return err
+				}
+				client, err := st.ClientIn("")
+				if err != nil {
+					return err
+				}
+				return lbpool.Run(ctx, st, client, labLogf(stderr))
+			}
+		},
+	},
+}
 
-// runLab dispatches `svcproxy lab ...`.
+// runLab dispatches `svcproxy lab ...`; bare or with --help it prints the
+// lab's usage.
 func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, labUsage)
-		return errors.New("lab: which command?")
-	}
-	cmd, args := args[0], args[1:]
-	switch cmd {
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, labUsage)
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stdout, labUsage())
 		return nil
-	case "kubectl":
-		return labKubectl(ctx, args, stdout, stderr)
 	}
-	fs := flag.NewFlagSet("lab "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, labUsage) }
-	name := fs.String("name", lab.DefaultName, "the lab's name")
-	nodes := fs.Int("nodes", 3, "up, demo: number of nodes")
-	mode := fs.String("proxy-mode", "nftables", "up, demo: svcproxy's mode on the nodes")
-	keep := fs.Bool("keep", false, "demo: leave the lab up afterwards")
-	namespace := fs.String("n", "default", "exec: the pod's Kubernetes namespace")
-	node := fs.String("node", "", "status, trace: the node to ask; kubelet: the node to play")
-	output := fs.String("output", "text", "status --node, trace: text or json")
-	var packet traceFlags
-	packet.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
+	for _, c := range labCommands {
+		if c.name == "lab "+args[0] {
+			return c.run(ctx, args[1:], stdout, stderr)
+		}
 	}
-	opts := lab.Options{Name: *name, Nodes: *nodes, ProxyMode: *mode, Progress: stdout}
-	switch cmd {
-	case "up":
-		_, err := lab.Up(ctx, opts)
-		return err
-	case "down":
-		return lab.Down(context.WithoutCancel(ctx), *name)
-	case "demo":
-		return walkthrough.Run(ctx, opts, *keep, stdout)
-	case "status", "exec", "kubelet", "lbpool", "trace":
+	fmt.Fprintf(stderr, "svcproxy lab: unknown command %q\n\n%s", args[0], labUsage())
+	return errUsage
+}
+
+// labUsage lists the lab's commands, the internal ones last.
+func labUsage() string {
+	var b strings.Builder
+	b.WriteString("Usage:\n")
+	for _, internal := range []bool{false, true} {
+		if internal {
+			b.WriteString("\nInternal (lab up starts these; not for people):\n")
+		}
+		for _, c := range labCommands {
+			if c.internal == internal {
+				fmt.Fprintf(&b, "  svcproxy %s %s\n", c.name, c.synopsis)
+			}
+		}
+	}
+	b.WriteString("\nEvery command takes --help, and --name NAME to pick a lab other than \"lab\".\n")
+	return b.String()
+}
+
+func labName(fs *flag.FlagSet) *string {
+	return fs.String("name", lab.DefaultName, "the lab's name")
+}
+
+// labOptions registers the flags of the commands that bring a lab up.
+func labOptions(fs *flag.FlagSet) *lab.Options {
+	o := &lab.Options{}
+	fs.StringVar(&o.Name, "name", lab.DefaultName, "the lab's name")
+	fs.IntVar(&o.Nodes, "nodes", 3, "number of nodes")
+	fs.StringVar(&o.ProxyMode, "proxy-mode", "nftables", "svcproxy's mode on the nodes: nftables or iptables")
+	return o
+}
+
+func labLogf(w io.Writer) func(string, ...any) {
+	return log.New(w, "", log.LstdFlags|log.Lmicroseconds).Printf
+}
+
+// nodeExplainer asks a lab node's svcproxy, inside the node's namespace.
+func nodeExplainer(st *lab.State, node, output string) (explainFlags, error) {
+	n, ok := st.Node(node)
+	if !ok {
+		return explainFlags{}, fmt.Errorf("--node %q is not a node of lab %s", node, st.Name)
+	}
+	return explainFlags{node: explain.Node{Netns: n.Netns, Metrics: "127.0.0.1:10249"}, output: output}, nil
+}
+
+// labKubectlFlags runs kubectl with every argument after a leading
+// --name=NAME.
+func labKubectlFlags(fs *flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {
+	name := labName(fs)
+	return func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		st, err := lab.Load(*name)
 		if err != nil {
 			return err
 		}
-		if cmd == "trace" || cmd == "status" && *node != "" {
-			return explainNode(ctx, st, cmd, *node, *output, packet, stdout)
-		}
-		return runInLab(ctx, st, cmd, fs.Args(), *namespace, *node, stdout, stderr)
+		return interactive(st.Kubectl(ctx, args...), stdout, stderr)
 	}
-	fmt.Fprint(stderr, labUsage)
-	return fmt.Errorf("unknown lab command %q", cmd)
-}
-
-// runInLab runs the commands that need a lab that is up.
-func runInLab(ctx context.Context, st *lab.State, cmd string, args []string, namespace, node string, stdout, stderr io.Writer) error {
-	switch cmd {
-	case "status":
-		return st.Status(ctx, stdout)
-	case "exec":
-		return labExec(ctx, st, namespace, args, stdout, stderr)
-	}
-	client, err := st.ClientIn("") // `lab up` starts both inside their namespaces
-	if err != nil {
-		return err
-	}
-	logf := log.New(stderr, "", log.LstdFlags|log.Lmicroseconds).Printf
-	if cmd == "kubelet" {
-		return kubelet.Run(ctx, st, node, client, logf)
-	}
-	return lbpool.Run(ctx, st, client, logf)
-}
-
-// explainNode runs `status` or `trace` against a lab node's svcproxy.
-func explainNode(ctx context.Context, st *lab.State, cmd, node, output string, packet traceFlags, stdout io.Writer) error {
-	n, ok := st.Node(node)
-	if !ok {
-		return fmt.Errorf("%s: --node %q is not a node of lab %s", cmd, node, st.Name)
-	}
-	e := explainFlags{node: explain.Node{Netns: n.Netns, Metrics: "127.0.0.1:10249"}, output: output}
-	if cmd == "status" {
-		return showStatus(ctx, e, stdout)
-	}
-	return showTrace(ctx, e, packet, stdout)
 }
 
 // labExec runs `exec TARGET -- CMD...`.
@@ -125,7 +250,7 @@ func labExec(ctx context.Context, st *lab.State, namespace string, args []string
 		args = args[1:]
 	}
 	if len(args) < 2 {
-		return errors.New("exec: want POD|NODE|client -- CMD...")
+		return errors.New("want POD|NODE|client -- CMD...")
 	}
 	target, argv := args[0], args[1:]
 	if argv[0] == "--" {
@@ -136,20 +261,6 @@ func labExec(ctx context.Context, st *lab.State, namespace string, args []string
 		return err
 	}
 	return interactive(lab.Command(ctx, netns, argv...), stdout, stderr)
-}
-
-// labKubectl runs kubectl against the lab; a leading --name=NAME picks
-// the lab.
-func labKubectl(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	name := lab.DefaultName
-	if len(args) > 0 && strings.HasPrefix(args[0], "--name=") {
-		name, args = strings.TrimPrefix(args[0], "--name="), args[1:]
-	}
-	st, err := lab.Load(name)
-	if err != nil {
-		return err
-	}
-	return interactive(st.Kubectl(ctx, args...), stdout, stderr)
 }
 
 // interactive runs cmd with our stdin and the given outputs. A non-zero

@@ -1,5 +1,5 @@
 // Package objects builds Kubernetes Service, EndpointSlice and Node objects
-// for tests, fixtures, benchmarks and the demo.
+// for tests, fixtures and benchmarks.
 //
 // A builder sets only what its arguments and options say, so the objects are
 // exactly what a test means them to be: Service gives a ClusterIP Service

@@ -1,5 +1,5 @@
 // Package testnet builds throwaway network namespaces shaped like a small
-// two-node cluster, for tests that need a real kernel (and for the demo).
+// two-node cluster, for tests that need a real kernel.
 //
 // It owns the namespaces it creates and everything inside them: a LAN
 // bridge, two routing nodes, an external client and one namespace per pod,
