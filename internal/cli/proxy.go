@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log"
 	"os"
 	"runtime/debug"
+
+	"github.com/go-logr/logr"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	"k8s.io/klog/v2"
 
 	"github.com/svcproxy/svcproxy/internal/proxy"
 	"github.com/svcproxy/svcproxy/internal/proxy/config"
@@ -32,26 +35,46 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case opts.Version:
 		fmt.Fprintf(stdout, "svcproxy %s (kube-proxy %s compatible)\n", Version, compatible)
 		return nil
-	}
-	logf := log.New(stderr, "", log.LstdFlags|log.Lmicroseconds).Printf
-	for _, w := range opts.Warnings {
-		logf("warning: %s", w)
-	}
-	env := proxy.Env{Logf: logf}
-	if opts.Netns != "" {
-		env = proxy.InNetns(opts.Netns, logf)
-	}
-	switch {
 	case opts.WriteConfigTo != "":
 		return config.WriteFile(opts.WriteConfigTo, opts.Config)
+	}
+	log, err := startLogging(opts, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	defer klog.Flush()
+	env := proxy.Env{Log: log}
+	if opts.Netns != "" {
+		env = proxy.InNetns(opts.Netns, log)
+	}
+	switch {
 	case opts.Cleanup:
 		return proxy.Cleanup(ctx, opts, env)
 	case opts.InitOnly:
 		return proxy.Init(opts, env)
 	}
-	tuneGC(logf)
-	logf("svcproxy %s starting: mode %s, node %q", Version, opts.Proxy.Mode, opts.Config.HostnameOverride)
+	tuneGC(log)
 	return proxy.Run(ctx, opts, env)
+}
+
+// startLogging applies the logging configuration (-v, --vmodule,
+// --logging-format, ...) through component-base, so that client-go's lines
+// and svcproxy's share one stream and format, and says what kube-proxy
+// says at start, and what svcproxy's configuration means here.
+func startLogging(opts *config.Options, stdout, stderr io.Writer) (logr.Logger, error) {
+	streams := &logsapi.LoggingOptions{ErrorStream: stderr, InfoStream: stdout}
+	if err := logsapi.ValidateAndApplyWithOptions(&opts.Config.Logging, streams, opts.Gates); err != nil {
+		return logr.Logger{}, fmt.Errorf("logging: %w", err)
+	}
+	log := klog.Background()
+	log.Info("Starting svcproxy", "version", Version, "kubeProxyCompatible", compatible, "mode", opts.Proxy.Mode, "node", opts.Config.HostnameOverride)
+	for _, line := range opts.FlagLines {
+		log.V(1).Info(line)
+	}
+	for _, note := range config.StartNotes(opts) {
+		log.Info("Warning: " + note)
+	}
+	return log, nil
 }
 
 // printHelp writes the subcommands, then kube-proxy's flags.
@@ -67,9 +90,9 @@ func printHelp(w io.Writer) {
 // it keeps the heap's peak near 1.5x the live objects instead of 2x.
 const gcPercent = 50
 
-func tuneGC(logf func(string, ...any)) {
+func tuneGC(log logr.Logger) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gcPercent)
-		logf("garbage collector target GOGC=%d (set GOGC to override; GOMEMLIMIT caps the heap)", gcPercent)
+		log.Info("Garbage collector target set (set GOGC to override; GOMEMLIMIT caps the heap)", "GOGC", gcPercent)
 	}
 }

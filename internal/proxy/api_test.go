@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/testr"
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -98,7 +99,7 @@ func (r *rig) start(extra ...string) {
 			return l, err
 		},
 		Started: func(a *agent.Agent) { r.agent.Store(a) },
-		Logf:    r.t.Logf,
+		Log:     testr.NewWithOptions(r.t, testr.Options{Verbosity: 4}),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

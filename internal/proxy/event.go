@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/go-logr/logr"
 	v1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -12,22 +13,41 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// announceStart records the event kube-proxy records when it starts: a
-// Normal "Starting" event about this Node (referred to by name, as
-// kube-proxy does, without looking the Node up). Best effort.
-func announceStart(ctx context.Context, client kubernetes.Interface, nodeName string, logf func(string, ...any)) {
+// events records, best effort, the events kube-proxy records about its
+// Node (referred to by name, as kube-proxy does, without looking the Node
+// up). Without a client (standalone) it records nothing.
+type events struct {
+	client   kubernetes.Interface
+	nodeName string
+	log      logr.Logger
+}
+
+// started is the Normal "Starting" event kube-proxy records when it starts.
+func (e events) started(ctx context.Context) {
+	e.record(ctx, v1.EventTypeNormal, "Starting", "StartServiceProxy", "Starting svcproxy.")
+}
+
+// warning records a Warning event, such as a server that cannot listen.
+func (e events) warning(ctx context.Context, reason, action, note string) {
+	e.record(ctx, v1.EventTypeWarning, reason, action, note)
+}
+
+func (e events) record(ctx context.Context, typ, reason, action, note string) {
+	if e.client == nil {
+		return
+	}
 	ev := &eventsv1.Event{
-		ObjectMeta:          metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", nodeName, time.Now().UnixNano()), Namespace: metav1.NamespaceDefault},
+		ObjectMeta:          metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", e.nodeName, time.Now().UnixNano()), Namespace: metav1.NamespaceDefault},
 		EventTime:           metav1.NowMicro(),
 		ReportingController: "svcproxy",
-		ReportingInstance:   "svcproxy-" + nodeName,
-		Action:              "StartServiceProxy",
-		Reason:              "Starting",
-		Note:                "Starting svcproxy.",
-		Type:                v1.EventTypeNormal,
-		Regarding:           v1.ObjectReference{Kind: "Node", Name: nodeName, UID: types.UID(nodeName)},
+		ReportingInstance:   "svcproxy-" + e.nodeName,
+		Action:              action,
+		Reason:              reason,
+		Note:                note,
+		Type:                typ,
+		Regarding:           v1.ObjectReference{Kind: "Node", Name: e.nodeName, UID: types.UID(e.nodeName)},
 	}
-	if _, err := client.EventsV1().Events(ev.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
-		logf("recording the Starting event: %v", err)
+	if _, err := e.client.EventsV1().Events(ev.Namespace).Create(context.WithoutCancel(ctx), ev, metav1.CreateOptions{}); err != nil {
+		e.log.Error(err, "Recording an event", "reason", reason)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/testr"
+
 	"github.com/svcproxy/svcproxy/internal/testkit/testnet"
 )
 
@@ -74,7 +76,7 @@ func TestManifestsSource(t *testing.T) {
 	r.stop()
 	r.eventually(r.net.Ext, nodePort, "pod2b") // rules outlive the agent
 	opts := r.parse("--cleanup")
-	if err := Cleanup(context.Background(), opts, InNetns(r.net.Node1.Name, t.Logf)); err != nil {
+	if err := Cleanup(context.Background(), opts, InNetns(r.net.Node1.Name, testr.New(t))); err != nil {
 		t.Fatal(err)
 	}
 	for _, cmd := range [][]string{{"nft", "list", "ruleset"}, {"iptables-save"}, {"ip6tables-save"}} {

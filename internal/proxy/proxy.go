@@ -8,17 +8,14 @@ package proxy
 import (
 	"context"
 	"errors"
-	"fmt"
-	"log"
 	"net"
 	"net/http"
-	"net/http/pprof"
-	"net/netip"
 	"os"
-	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/vishvananda/netlink"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
 
 	"github.com/svcproxy/svcproxy/internal/nsrun"
 	"github.com/svcproxy/svcproxy/internal/proxy/agent"
@@ -47,17 +44,18 @@ type Env struct {
 	Client kubernetes.Interface
 	// Started, when set, is called with the agent once it is assembled.
 	Started func(*agent.Agent)
-	Logf    func(format string, args ...any)
+	// Log is where the proxy logs; the zero Logger means klog's.
+	Log logr.Logger
 }
 
 // InNetns is the Env of a node whose kernel is the named network
 // namespace (--netns): rules, sockets and servers go there, the API client
 // stays in the current namespace.
-func InNetns(name string, logf func(string, ...any)) Env {
+func InNetns(name string, log logr.Logger) Env {
 	return Env{
 		Do:     func(fn func() error) error { return nsrun.Do(name, fn) },
 		Listen: func(network, addr string) (net.Listener, error) { return nsrun.Listen(name, network, addr) },
-		Logf:   logf,
+		Log:    log,
 	}
 }
 
@@ -68,8 +66,8 @@ func (e *Env) defaults() {
 	if e.Listen == nil {
 		e.Listen = net.Listen
 	}
-	if e.Logf == nil {
-		e.Logf = log.Printf
+	if e.Log.GetSink() == nil {
+		e.Log = klog.Background()
 	}
 }
 
@@ -85,32 +83,36 @@ func Run(ctx context.Context, opts *config.Options, env Env) error {
 	if err != nil {
 		return err
 	}
+	client, err := apiClient(opts, env)
+	if err != nil {
+		return err
+	}
+	if err := setUpHost(cfg, pc, env); err != nil {
+		return err
+	}
 	fams := families()
 	dp, others := dataplanes(set, fams, env)
 	for _, o := range others {
 		if err := o.Cleanup(ctx); err != nil {
-			env.Logf("removing the other proxy mode's rules: %v", err)
+			env.Log.Error(err, "Removing the other proxy mode's rules")
 		}
-	}
-	if err := env.Do(func() error { return applySysctls(cfg.Conntrack, sysctlRoot) }); err != nil {
-		env.Logf("conntrack settings: %v", err)
 	}
 	m := metrics.NewForMode(string(set.Mode))
 	ph := health.NewProxyHealth(fams, set.SyncPeriod, nil)
 	ph.OnAnswer = func(path string, code int) { answerMetric(m, path, code) }
-	svcHealth := health.NewServiceHealth(health.ServiceOptions{Addresses: healthAddrs(pc), Proxy: ph, Listen: env.Listen})
+	svcHealth := health.NewServiceHealth(health.ServiceOptions{Proxy: ph, Listen: env.Listen, Log: env.Log})
 	defer svcHealth.Close()
 	ct, closeCT, err := conntrackCleaner(env)
 	if err != nil {
-		env.Logf("conntrack cleanup disabled: %v", err)
+		env.Log.Error(err, "Conntrack cleanup disabled: no netlink handle")
 	}
 	defer closeCT()
 
 	a := agent.New(agent.Options{
-		Plan: pc, Families: fams, PrimaryNodePorts: primary,
+		Plan: pc, Families: fams, PrimaryNodePorts: primary, BindAddress: bindAddress(cfg),
 		LocalFromPodCIDRs: cfg.DetectLocalMode == "NodeCIDR" && opts.Manifests == "",
 		MinSyncPeriod:     set.MinSyncPeriod, SyncPeriod: set.SyncPeriod,
-		Dataplane: dp, Conntrack: ct, Health: ph, Services: svcHealth, Metrics: m, Logf: env.Logf,
+		Dataplane: dp, Conntrack: ct, Health: ph, Services: svcHealth, Metrics: m, Log: env.Log,
 	})
 	if opts.Manifests != "" {
 		ph.SyncNode(standaloneNode(nodeName)) // no Node object: the node is eligible
@@ -118,57 +120,29 @@ func Run(ctx context.Context, opts *config.Options, env Env) error {
 	if env.Started != nil {
 		env.Started(a)
 	}
+	ev := events{client: client, nodeName: nodeName, log: env.Log}
+	healthz := server{name: "healthz", addr: cfg.HealthzBindAddress, port: config.HealthzPort, handler: ph.Handler(),
+		reason: "FailedToStartProxierHealthcheck"}
+	metricsServer := server{name: "metrics", addr: cfg.MetricsBindAddress, port: config.MetricsPort,
+		handler: metricsHandler(opts, m, ph, a), reason: "FailedToStartMetricServer"}
 	return runAll(ctx, env,
-		func(ctx context.Context) error {
-			return serve(ctx, env, cfg.HealthzBindAddress, config.HealthzPort, ph.Handler())
-		},
-		func(ctx context.Context) error {
-			h := metrics.Handler(m, string(set.Mode), func() any { return cfg }, ph.Handler())
-			h = withExplain(h, explain.Handler(string(set.Mode), explainPlan(a)))
-			if cfg.EnableProfiling {
-				h = withProfiling(h)
-			}
-			return serve(ctx, env, cfg.MetricsBindAddress, config.MetricsPort, h)
-		},
-		func(ctx context.Context) error { return runSource(ctx, opts, env, nodeName, a) },
+		func(ctx context.Context) error { return serve(ctx, env, healthz, cfg.BindAddressHardFail, m, ev) },
+		func(ctx context.Context) error { return serve(ctx, env, metricsServer, cfg.BindAddressHardFail, m, ev) },
+		func(ctx context.Context) error { return runSource(ctx, opts, env, client, ev, nodeName, a) },
 		a.Run,
 	)
 }
 
-// withExplain serves `svcproxy status` and `svcproxy trace` their answers
-// under /svcproxy/ on the metrics server.
-func withExplain(h, ex http.Handler) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/", h)
-	mux.Handle("/svcproxy/", ex)
-	return mux
-}
-
-// explainPlan lends the agent's last plan and sync status to the explain
-// handlers.
-func explainPlan(a *agent.Agent) func(fn func(*plan.Plan, explain.SyncStatus)) {
-	return func(fn func(*plan.Plan, explain.SyncStatus)) {
-		a.WithPlan(func(p *plan.Plan, st agent.Status) {
-			sync := explain.SyncStatus{At: st.Last, Took: st.Took.String(), Full: st.Full, Syncs: st.Syncs, Failures: st.Failures}
-			if st.Err != nil {
-				sync.Error = st.Err.Error()
-			}
-			fn(p, sync)
-		})
+// metricsHandler is the metrics server's: kube-proxy's paths, svcproxy's
+// answers to status and trace, pprof with enableProfiling.
+func metricsHandler(opts *config.Options, m *metrics.Metrics, ph *health.ProxyHealth, a *agent.Agent) http.Handler {
+	mode := string(opts.Proxy.Mode)
+	h := metrics.Handler(m, mode, func() any { return opts.Config }, ph.Handler())
+	h = withExplain(h, explain.Handler(mode, explainPlan(a)))
+	if opts.Config.EnableProfiling {
+		h = withProfiling(h)
 	}
-}
-
-// withProfiling adds Go's /debug/pprof/ handlers, as kube-proxy's
-// enableProfiling does on its metrics server.
-func withProfiling(h http.Handler) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/", h)
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
+	return h
 }
 
 // Cleanup removes the rules of every mode svcproxy knows (--cleanup).
@@ -239,58 +213,24 @@ func answerMetric(m *metrics.Metrics, path string, code int) {
 	}
 }
 
-// healthAddrs are the addresses health-check node ports listen on: the
-// NodePort addresses when restricted, else all.
-func healthAddrs(pc plan.Config) []netip.Addr {
-	var out []netip.Addr
-	for _, f := range []plan.Family{plan.IPv4, plan.IPv6} {
-		ips, any := pc.NodePortIPs(f)
-		if any {
-			return nil
-		}
-		out = append(out, ips...)
+// apiClient is the Kubernetes client, nil in standalone mode.
+func apiClient(opts *config.Options, env Env) (kubernetes.Interface, error) {
+	if opts.Manifests != "" || env.Client != nil {
+		return env.Client, nil
 	}
-	return out
-}
-
-// serve runs an HTTP server on addr (":port" defaulting) until ctx ends. An
-// empty address disables the server.
-func serve(ctx context.Context, env Env, addr string, port int, h http.Handler) error {
-	addr, err := config.BindAddress(addr, port)
-	if err != nil || addr == "" {
-		return err
-	}
-	l, err := env.Listen("tcp", addr)
+	rc, err := kube.RestConfig(opts.Config.ClientConnection, opts.Master)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", addr, err)
+		return nil, err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return kubernetes.NewForConfig(rc)
 }
 
 // runSource feeds the agent from the manifests directory or the API.
-func runSource(ctx context.Context, opts *config.Options, env Env, nodeName string, a *agent.Agent) error {
+func runSource(ctx context.Context, opts *config.Options, env Env, client kubernetes.Interface, ev events, nodeName string, a *agent.Agent) error {
 	if opts.Manifests != "" {
-		return manifests.Run(ctx, manifests.Options{Dir: opts.Manifests, Logf: env.Logf}, a)
+		return manifests.Run(ctx, manifests.Options{Dir: opts.Manifests, Log: env.Log}, a)
 	}
-	client := env.Client
-	if client == nil {
-		rc, err := kube.RestConfig(opts.Config.ClientConnection, opts.Master)
-		if err != nil {
-			return err
-		}
-		if client, err = kubernetes.NewForConfig(rc); err != nil {
-			return err
-		}
-	}
-	announceStart(ctx, client, nodeName, env.Logf)
+	ev.started(ctx)
 	return kube.Run(ctx, kube.Options{Client: client, NodeName: nodeName, Resync: opts.Config.ConfigSyncPeriod.Duration}, a)
 }
 

@@ -12,14 +12,15 @@ package agent
 
 import (
 	"context"
-	"log"
 	"net/netip"
 	"reflect"
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
+	"k8s.io/klog/v2"
 
 	"github.com/svcproxy/svcproxy/internal/proxy/conntrack"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane"
@@ -38,9 +39,12 @@ type Options struct {
 	Plan     plan.Config
 	Families []plan.Family
 	// PrimaryNodePorts says nodePortAddresses is "primary": NodePorts are
-	// accepted only on the Node's primary addresses (its InternalIPs), which
-	// become known when the Node arrives.
+	// accepted only on the Node's primary addresses (plan.PrimaryNodeIPs),
+	// which become known when the Node arrives.
 	PrimaryNodePorts bool
+	// BindAddress, when valid, replaces the Node's primary address of its
+	// family (kube-proxy's bindAddress).
+	BindAddress netip.Addr
 	// LocalFromPodCIDRs says detectLocalMode is NodeCIDR: traffic from the
 	// Node's podCIDRs is pod traffic; Plan.ClusterCIDRs follows them.
 	LocalFromPodCIDRs bool
@@ -53,7 +57,9 @@ type Options struct {
 	Health    *health.ProxyHealth
 	Services  *health.ServiceHealth
 	Metrics   *metrics.Metrics
-	Logf      func(format string, args ...any)
+	// Log receives failures and warnings, and at -v=2 and -v=4 each sync;
+	// the zero Logger means klog's.
+	Log logr.Logger
 }
 
 // Agent is a source.Sink feeding the sync loop.
@@ -99,8 +105,8 @@ const AnnotationTriggerTime = v1.EndpointsLastChangeTriggerTime
 
 // New returns an agent; Run starts its loop.
 func New(opts Options) *Agent {
-	if opts.Logf == nil {
-		opts.Logf = log.Printf
+	if opts.Log.GetSink() == nil {
+		opts.Log = klog.Background()
 	}
 	if len(opts.Families) == 0 {
 		opts.Families = []plan.Family{plan.IPv4, plan.IPv6}
@@ -165,13 +171,11 @@ func (a *Agent) configFromNode(node *v1.Node) {
 	cfg := a.opts.Plan
 	if a.opts.PrimaryNodePorts {
 		cfg.NodePortAddresses = nil
-		for _, addr := range node.Status.Addresses {
-			if ip, err := netip.ParseAddr(addr.Address); err == nil && addr.Type == v1.NodeInternalIP {
-				cfg.NodePortAddresses = append(cfg.NodePortAddresses, netip.PrefixFrom(ip, ip.BitLen()))
-			}
+		for _, ip := range plan.PrimaryNodeIPs(node, a.opts.BindAddress) {
+			cfg.NodePortAddresses = append(cfg.NodePortAddresses, netip.PrefixFrom(ip, ip.BitLen()))
 		}
 		if len(cfg.NodePortAddresses) == 0 {
-			a.opts.Logf("node %s has no InternalIP: NodePorts are accepted on every local address", node.Name)
+			a.opts.Log.Info("Warning: the Node has no address; NodePorts are accepted on every local address", "node", node.Name)
 		}
 	}
 	if a.opts.LocalFromPodCIDRs {
@@ -303,7 +307,7 @@ func (a *Agent) waitSynced(ctx context.Context) error {
 	select {
 	case <-a.nodeSeen:
 	case <-time.After(NodeWait):
-		a.opts.Logf("no Node object after %v: syncing without its addresses and podCIDRs", NodeWait)
+		a.opts.Log.Info("Warning: no Node object yet; syncing without its addresses and podCIDRs", "waited", NodeWait)
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}

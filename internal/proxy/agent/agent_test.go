@@ -17,6 +17,7 @@ import (
 	"github.com/svcproxy/svcproxy/internal/proxy/health"
 	"github.com/svcproxy/svcproxy/internal/proxy/metrics"
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
+	"github.com/svcproxy/svcproxy/internal/testkit/logtest"
 	"github.com/svcproxy/svcproxy/internal/testkit/objects"
 )
 
@@ -290,22 +291,57 @@ func TestNodeCIDRDetectLocalFollowsPodCIDRs(t *testing.T) {
 
 func TestInvalidObjectsAreLoggedOnce(t *testing.T) {
 	rec := newRecorder()
-	var mu sync.Mutex
-	var logs []string
-	logf := func(format string, args ...any) {
-		mu.Lock()
-		defer mu.Unlock()
-		logs = append(logs, fmt.Sprintf(format, args...))
-	}
-	a := start(t, Options{Dataplane: rec, SyncPeriod: 100 * time.Millisecond, Logf: logf})
+	logs := logtest.New(0)
+	a := start(t, Options{Dataplane: rec, SyncPeriod: 100 * time.Millisecond, Log: logs.Logger()})
 	bad := objects.Service("default", "bad", objects.ClusterIP("10.96.0.300"), objects.Port("http", v1.ProtocolTCP, 80, 0))
 	a.SetService(bad)
 	a.Synced()
 	rec.next(t)
 	rec.next(t) // a periodic sync: the error is not logged again
-	mu.Lock()
-	defer mu.Unlock()
-	if len(logs) != 1 || !strings.Contains(logs[0], "default/bad") || !strings.Contains(logs[0], "clusterIP") {
-		t.Fatalf("logs = %q, want one line naming default/bad and its clusterIP", logs)
+	if lines := logs.Lines(); len(lines) != 1 || !strings.Contains(lines[0], "default/bad") || !strings.Contains(lines[0], "clusterIP") {
+		t.Fatalf("logs = %q, want one line naming default/bad and its clusterIP", lines)
+	}
+}
+
+// TestSyncLog: at -v=4 each sync logs whether it was full or partial, the
+// service ports it changed (removed ones marked) and how long it took; at
+// the default verbosity a sync that works logs nothing, one that fails
+// logs the error.
+func TestSyncLog(t *testing.T) {
+	for _, v := range []int{0, 4} {
+		logs := logtest.New(v)
+		rec := newRecorder()
+		a := start(t, Options{Dataplane: rec, SyncPeriod: time.Hour, Log: logs.Logger()})
+		svc, slice := web()
+		a.SetService(svc)
+		a.SetSlice(slice)
+		a.Synced()
+		rec.next(t)
+		db := objects.Service("default", "db", objects.ClusterIP("10.96.0.11"), objects.Port("sql", v1.ProtocolTCP, 5432, 0))
+		a.SetService(db)
+		rec.next(t)
+		a.DeleteService(svc)
+		rec.next(t)
+		rec.setFail(errors.New("kernel said no"))
+		a.SetService(svc)
+		rec.next(t)
+		waitFor(t, func() bool { return logs.Count("Sync failed", "kernel said no") == 1 })
+		if v == 0 {
+			if lines := logs.Lines(); len(lines) != 1 {
+				t.Errorf("-v=0 logged %q, want only the failure", lines)
+			}
+			continue
+		}
+		waitFor(t, func() bool { return logs.Count("Synced") == 3 })
+		lines := logs.Lines()
+		for i, want := range [][]string{
+			{"Synced sync=full changed=1 servicePorts=1 took=", "ports=[default/web:http/TCP IPv4]"},
+			{"Synced sync=partial changed=1 servicePorts=2 took=", "ports=[default/db:sql/TCP IPv4]"},
+			{"Synced sync=partial changed=1 servicePorts=1 took=", "ports=[default/web:http/TCP IPv4 (removed)]"},
+		} {
+			if !strings.Contains(lines[i], want[0]) || !strings.Contains(lines[i], want[1]) {
+				t.Errorf("-v=4 line %d = %q, want %q", i, lines[i], want)
+			}
+		}
 	}
 }

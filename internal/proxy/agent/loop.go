@@ -89,13 +89,14 @@ func (a *Agent) sync(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return err // stopping: the sync was cut short, not failed
 		}
-		a.opts.Logf("sync failed (the retry will be full): %v", err)
+		a.opts.Log.Error(err, "Sync failed; the retry will be full", "full", ch.Full, "took", took)
 		a.mu.Lock()
 		a.tracker.MarkFull()
 		a.triggers = append(triggers, a.triggers...)
 		a.mu.Unlock()
 		return err
 	}
+	a.logSync(p, ch, took)
 	a.afterSync(p, ch, triggers)
 	return nil
 }
@@ -132,7 +133,7 @@ func (a *Agent) reportInvalid(errs []error) {
 		msg := err.Error()
 		now[msg] = true
 		if !a.reported[msg] {
-			a.opts.Logf("ignoring invalid object: %s", msg)
+			a.opts.Log.Error(err, "Ignoring an invalid object; the others are programmed")
 		}
 	}
 	a.reported = now
@@ -166,7 +167,7 @@ func (a *Agent) afterSync(p *plan.Plan, ch plan.Changes, triggers []trigger) {
 			a.opts.Metrics.NoLocalEndpoints(f, internal, external)
 		}
 		if err := a.cleanConntrack(p, ch, f); err != nil {
-			a.opts.Logf("conntrack cleanup (%v): %v", f, err)
+			a.opts.Log.Error(err, "Conntrack cleanup failed", "ipFamily", f)
 		}
 	}
 	if a.opts.Metrics != nil {
@@ -176,7 +177,7 @@ func (a *Agent) afterSync(p *plan.Plan, ch plan.Changes, triggers []trigger) {
 	}
 	if a.opts.Services != nil {
 		if err := a.opts.Services.Sync(p); err != nil {
-			a.opts.Logf("health check node ports: %v", err)
+			a.opts.Log.Error(err, "Health check node ports")
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"k8s.io/component-base/featuregate"
 	"k8s.io/kube-proxy/config/v1alpha1"
 )
 
@@ -37,6 +38,11 @@ type Options struct {
 	Verbosity     int                              // -v, from the flag or logging.verbosity
 	Proxy         Settings                         // the mode and the settings of its section
 	Warnings      []string                         // flags that were given but have no effect
+	// Gates are kube-proxy's feature gates as the configuration sets them.
+	Gates featuregate.FeatureGate
+	// FlagLines are every flag and its value, "FLAG: --name=\"value\"", as
+	// kube-proxy logs them at -v=1.
+	FlagLines []string
 }
 
 // Settings are the values the selected mode's section of the config
@@ -51,6 +57,9 @@ type Settings struct {
 	MinSyncPeriod time.Duration
 	MasqueradeAll bool
 	MasqueradeBit int32
+	// LocalhostNodePorts is iptables.localhostNodePorts where it applies:
+	// in iptables mode only, as in kube-proxy.
+	LocalhostNodePorts bool
 }
 
 // Parse reads kube-proxy's flags (and svcproxy's additions) from args, loads
@@ -77,9 +86,10 @@ func Parse(args []string) (*Options, error) {
 	} else {
 		platformDefaults(cfg) // the flags' defaults were applied before parsing
 	}
-	errs := []error{Validate(cfg)}
-	if !opts.Cleanup {
-		errs = append(errs, Supported(cfg))
+	gates, err := FeatureGates(cfg)
+	errs := []error{err, validate(cfg, gates)}
+	if !opts.Cleanup && gates != nil {
+		errs = append(errs, supported(cfg, gates))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -87,6 +97,13 @@ func Parse(args []string) (*Options, error) {
 	opts.Config = cfg
 	opts.Proxy = Resolve(cfg)
 	opts.Verbosity = int(cfg.Logging.Verbosity)
+	opts.Gates = gates
+	fl.set.VisitAll(func(f *pflag.Flag) {
+		if f.Hidden { // the refused flags
+			return
+		}
+		opts.FlagLines = append(opts.FlagLines, fmt.Sprintf("FLAG: --%s=%q", f.Name, f.Value.String()))
+	})
 	return opts, nil
 }
 
@@ -121,6 +138,7 @@ func Resolve(cfg *v1alpha1.KubeProxyConfiguration) Settings {
 		s.SyncPeriod, s.MinSyncPeriod = cfg.IPTables.SyncPeriod.Duration, cfg.IPTables.MinSyncPeriod.Duration
 	}
 	s.MasqueradeAll = cfg.IPTables.MasqueradeAll
+	s.LocalhostNodePorts = s.Mode == ModeIPTables && cfg.IPTables.LocalhostNodePorts != nil && *cfg.IPTables.LocalhostNodePorts
 	if s.Mode == "" {
 		s.Mode = ModeNFTables
 	}

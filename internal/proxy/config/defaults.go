@@ -23,7 +23,8 @@ const (
 	NodePortsPrimary = "primary" // the special nodePortAddresses value
 )
 
-// Default fills every unset field with kube-proxy v1.36's default, including
+// Default fills every unset field with kube-proxy v1.36's default (but
+// iptables.localhostNodePorts, false in svcproxy), including
 // the Linux platform defaults (detectLocalMode ClusterCIDR, and
 // nodePortAddresses "primary" when mode is explicitly nftables). A blank
 // mode stays blank: Resolve maps it to svcproxy's nftables dataplane while
@@ -89,7 +90,9 @@ func defaultModeSections(cfg *v1alpha1.KubeProxyConfiguration) {
 	defaultPeriod(&cfg.NFTables.SyncPeriod, defaultSync)
 	defaultPeriod(&cfg.NFTables.MinSyncPeriod, defaultMinSync)
 	if cfg.IPTables.LocalhostNodePorts == nil {
-		cfg.IPTables.LocalhostNodePorts = ptr(true)
+		// kube-proxy's default is true; svcproxy's is false (CVE-2020-8558,
+		// see the --iptables-localhost-nodeports help).
+		cfg.IPTables.LocalhostNodePorts = ptr(false)
 	}
 	if cfg.IPTables.MasqueradeBit == nil {
 		cfg.IPTables.MasqueradeBit = ptr[int32](defaultMasqBit)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 	logsapi "k8s.io/component-base/logs/api/v1"
+	_ "k8s.io/component-base/logs/json/register" // --logging-format=json, as in kube-proxy
 	"k8s.io/kube-proxy/config/v1alpha1"
 )
 
@@ -105,8 +106,8 @@ func (f *flags) proxyFlags() *pflag.FlagSet {
 	s.DurationVar(&c.IPVS.TCPTimeout.Duration, "ipvs-tcp-timeout", 0, "Idle IPVS TCP timeout, 0 leaves it as is.")
 	s.DurationVar(&c.IPVS.TCPFinTimeout.Duration, "ipvs-tcpfin-timeout", 0, "IPVS TCP timeout after FIN, 0 leaves it as is.")
 	s.DurationVar(&c.IPVS.UDPTimeout.Duration, "ipvs-udp-timeout", 0, "IPVS UDP timeout, 0 leaves it as is.")
-	s.Var(gatesValue(c.FeatureGates), "feature-gates", "key=bool pairs; accepted and reported, not interpreted by svcproxy.")
-	s.Int32Var(c.OOMScoreAdj, "oom-score-adj", *c.OOMScoreAdj, "oom_score_adj of the process, in [-1000, 1000].")
+	s.Var(gatesValue(c.FeatureGates), "feature-gates", "key=bool pairs of kube-proxy v1.36's feature gates. An unknown gate, or a locked one set against its lock, is refused as kube-proxy refuses it; a gate asking for what svcproxy does not do is refused naming it (docs/flags.md lists them); the others have no effect on a Service proxy, as in kube-proxy.")
+	s.Int32Var(c.OOMScoreAdj, "oom-score-adj", *c.OOMScoreAdj, "Written to /proc/self/oom_score_adj at start, in [-1000, 1000]; lowering it needs CAP_SYS_RESOURCE, without which svcproxy warns and keeps the kubelet's value.")
 	return s
 }
 
@@ -119,7 +120,7 @@ func (f *flags) networkingFlags() *pflag.FlagSet {
 	s.StringSliceVar(&c.NodePortAddresses, "nodeport-addresses", nil, `CIDRs of the node IPs that accept NodePorts, or "primary"; empty means all local IPs ("primary" in nftables mode).`)
 	s.BoolVar(&f.masqueradeAll, "masquerade-all", false, "SNAT all traffic sent to Service cluster IPs.")
 	s.Int32Var(c.IPTables.MasqueradeBit, "iptables-masquerade-bit", *c.IPTables.MasqueradeBit, "fwmark bit that marks packets to SNAT (iptables and ipvs modes), in [0, 31].")
-	s.BoolVar(c.IPTables.LocalhostNodePorts, "iptables-localhost-nodeports", *c.IPTables.LocalhostNodePorts, "Accept NodePorts on 127.0.0.1 (iptables mode, IPv4 only).")
+	s.BoolVar(c.IPTables.LocalhostNodePorts, "iptables-localhost-nodeports", *c.IPTables.LocalhostNodePorts, "Accept NodePorts on 127.0.0.1 (iptables mode, IPv4 only; never in nftables mode, as in kube-proxy). NOTE: svcproxy's default is false, kube-proxy's is true. Localhost NodePorts need net.ipv4.conf.all.route_localnet=1, which exposes the node's 127.0.0.1 services to its neighbours (CVE-2020-8558); svcproxy then adds kube-proxy's KUBE-FIREWALL rule against that.")
 	s.Var(ipValue{&c.BindAddress}, "bind-address", "This node's primary IP if the Node object does not say; no socket binds to it.")
 	return s
 }
@@ -128,9 +129,9 @@ func (f *flags) healthFlags() *pflag.FlagSet {
 	s, c := newSet(), f.cfg
 	s.Var(ipPortValue{&c.HealthzBindAddress}, "healthz-bind-address", "IP[:port] of the /healthz and /livez server.")
 	s.Var(ipPortValue{&c.MetricsBindAddress}, "metrics-bind-address", "IP[:port] of the /metrics server.")
-	s.BoolVar(&c.BindAddressHardFail, "bind-address-hard-fail", false, "Exit if a server port cannot be bound.")
+	s.BoolVar(&c.BindAddressHardFail, "bind-address-hard-fail", false, "Exit if the health or metrics server cannot bind its port; otherwise log it and retry every 5 s while the proxy runs.")
 	s.BoolVar(&c.EnableProfiling, "profiling", false, "Serve /debug/pprof on the metrics server.")
-	s.StringVar(&c.ShowHiddenMetricsForVersion, "show-hidden-metrics-for-version", "", "Previous minor version whose hidden metrics to show.")
+	s.StringVar(&c.ShowHiddenMetricsForVersion, "show-hidden-metrics-for-version", "", "Show the metrics hidden since the previous minor version; only "+HiddenMetricsVersion+" is allowed, as in kube-proxy v1.36. svcproxy has no hidden metrics, so it shows every metric either way.")
 	s.Int32Var(&f.healthzPort, "healthz-port", 10256, "Port of the health server, 0 disables it.")
 	s.Int32Var(&f.metricsPort, "metrics-port", 10249, "Port of the metrics server.")
 	_ = s.MarkDeprecated("healthz-port", "use --healthz-bind-address")

@@ -2,10 +2,11 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 
 	"k8s.io/kube-proxy/config/v1alpha1"
@@ -82,11 +83,6 @@ func BindAddress(addr string, defaultPort int) (string, error) {
 	return net.JoinHostPort(ip.String(), port), nil
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
+func sortedKeys[K ~string, V any](m map[K]V) []K {
+	return slices.Sorted(maps.Keys(m))
 }

@@ -21,8 +21,11 @@ How flags and --config combine (as in kube-proxy v1.36):
     ipvs; --ipvs-sync-period and --ipvs-min-sync-period only to ipvs.
   - A blank mode runs svcproxy's nftables dataplane but keeps kube-proxy's
     blank-mode settings: periods and masquerading from the iptables section,
-    NodePorts on all local IPs. mode "nftables" reads the nftables section and
-    defaults nodePortAddresses to "primary". mode "ipvs" is not implemented yet.
+    NodePorts on all local IPs (but never on 127.0.0.1). mode "nftables" reads
+    the nftables section and defaults nodePortAddresses to "primary". mode
+    "ipvs" is not implemented yet.
+  - Where svcproxy differs from kube-proxy, and what it does with each flag and
+    field: docs/flags.md.
   - The file is decoded strictly: unknown or duplicate fields are errors.
 `
 

@@ -1,13 +1,14 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/component-base/featuregate"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/kube-proxy/config/v1alpha1"
 )
@@ -20,6 +21,13 @@ var root = field.NewPath("KubeProxyConfiguration")
 // "KubeProxyConfiguration.iptables.masqueradeBit: Invalid value: 32: must be
 // within the range [0, 31]".
 func Validate(cfg *v1alpha1.KubeProxyConfiguration) error {
+	gates, err := FeatureGates(cfg)
+	return errors.Join(err, validate(cfg, gates))
+}
+
+// validate is Validate with the feature gates already set (nil when they
+// could not be).
+func validate(cfg *v1alpha1.KubeProxyConfiguration, gates featuregate.FeatureGate) error {
 	var errs field.ErrorList
 	errs = append(errs, validateMasqueradeBit(cfg.IPTables.MasqueradeBit, root.Child("iptables", "masqueradeBit"))...)
 	switch cfg.Mode {
@@ -39,21 +47,36 @@ func Validate(cfg *v1alpha1.KubeProxyConfiguration) error {
 	errs = append(errs, validateNodePortAddresses(cfg.NodePortAddresses, root.Child("nodePortAddresses"))...)
 	errs = append(errs, validateDetectLocal(cfg)...)
 	errs = append(errs, validateHiddenMetricsVersion(cfg.ShowHiddenMetricsForVersion)...)
-	errs = append(errs, logsapi.Validate(&cfg.Logging, nil, root.Child("logging"))...)
+	errs = append(errs, logsapi.Validate(&cfg.Logging, gates, root.Child("logging"))...)
 	return joinFieldErrors(errs)
 }
 
-// Supported reports what kube-proxy accepts but svcproxy does not run yet.
+// Supported reports what kube-proxy accepts but svcproxy does not do,
+// each naming the field and why. cfg must be valid.
 func Supported(cfg *v1alpha1.KubeProxyConfiguration) error {
+	gates, err := FeatureGates(cfg)
+	if err != nil {
+		return err
+	}
+	return supported(cfg, gates)
+}
+
+func supported(cfg *v1alpha1.KubeProxyConfiguration, gates featuregate.FeatureGate) error {
+	var errs field.ErrorList
 	switch {
 	case cfg.Mode == ModeIPVS:
-		return field.Invalid(root.Child("mode"), string(cfg.Mode),
-			`kube-proxy's ipvs mode is not implemented in svcproxy yet; use "nftables" (the default) or "iptables"`)
+		errs = append(errs, field.Invalid(root.Child("mode"), string(cfg.Mode),
+			`kube-proxy's ipvs mode is not implemented in svcproxy yet; use "nftables" (the default) or "iptables"`))
 	case cfg.DetectLocalMode == "BridgeInterface" || cfg.DetectLocalMode == "InterfaceNamePrefix":
-		return field.Invalid(root.Child("detectLocalMode"), string(cfg.DetectLocalMode),
-			`svcproxy tells pod traffic by address only; use "ClusterCIDR" or "NodeCIDR"`)
+		errs = append(errs, field.Invalid(root.Child("detectLocalMode"), string(cfg.DetectLocalMode),
+			`svcproxy tells pod traffic by address only; use "ClusterCIDR" or "NodeCIDR"`))
 	}
-	return nil
+	if cfg.Mode == "" && cfg.IPTables.LocalhostNodePorts != nil && *cfg.IPTables.LocalhostNodePorts {
+		errs = append(errs, field.Invalid(root.Child("iptables", "localhostNodePorts"), true,
+			`a blank mode runs svcproxy's nftables dataplane, which (like kube-proxy's nftables mode) never accepts NodePorts on 127.0.0.1; set mode "iptables" for localhost NodePorts`))
+	}
+	errs = append(errs, supportedGates(cfg, gates)...)
+	return joinFieldErrors(errs)
 }
 
 func validateMode(mode v1alpha1.ProxyMode) field.ErrorList {
@@ -219,17 +242,16 @@ func requireNonEmpty(v string, path *field.Path) field.ErrorList {
 	return field.ErrorList{field.Required(path, "must be set for this detectLocalMode")}
 }
 
-// validateHiddenMetricsVersion checks the shape "<major>.<minor>"; which
-// minor is allowed depends on the release and is left to the metrics server.
+// HiddenMetricsVersion is the one value showHiddenMetricsForVersion may
+// have: the minor release before the kube-proxy release svcproxy follows
+// (v1.36), as kube-proxy allows only the previous minor version.
+const HiddenMetricsVersion = "1.35"
+
+// validateHiddenMetricsVersion applies kube-proxy's rule and message.
 func validateHiddenMetricsVersion(v string) field.ErrorList {
-	if v == "" {
+	if v == "" || v == HiddenMetricsVersion {
 		return nil
 	}
-	major, minor, ok := strings.Cut(v, ".")
-	_, errMajor := strconv.ParseUint(major, 10, 32)
-	_, errMinor := strconv.ParseUint(minor, 10, 32)
-	if ok && errMajor == nil && errMinor == nil {
-		return nil
-	}
-	return field.ErrorList{field.Invalid(root.Child("showHiddenMetricsForVersion"), v, "must be <major>.<minor>, e.g. 1.35")}
+	return field.ErrorList{field.Invalid(root.Child("showHiddenMetricsForVersion"), v,
+		fmt.Sprintf("must be omitted or have the value '%s'; only the previous minor version is allowed", HiddenMetricsVersion))}
 }

@@ -83,7 +83,7 @@ func NewFilter(p *plan.Plan, f plan.Family, localIPs []netip.Addr, removed ...*p
 	}
 	for _, ip := range ips {
 		ip = ip.Unmap()
-		if plan.FamilyOf(ip) == f && !(anyLocal && ip.IsLoopback()) {
+		if plan.FamilyOf(ip) == f && !(anyLocal && ip.IsLoopback() && !p.Config.NodePortsOnLoopback(f)) {
 			flt.nodeIPs[ip] = true
 		}
 	}

@@ -169,6 +169,23 @@ func TestFilterUnknownNodeAddresses(t *testing.T) {
 	})
 }
 
+// TestFilterLocalhostNodePorts: with localhost NodePorts (iptables mode),
+// a stale flow to 127.0.0.1:<nodePort> is cleaned like one to a node IP.
+func TestFilterLocalhostNodePorts(t *testing.T) {
+	cfg := testConfig
+	cfg.LocalhostNodePorts = true
+	flt := NewFilter(dnsPlan(t, cfg), plan.IPv4, []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("198.51.100.1")})
+	checkFlows(t, flt, []flowCase{
+		{"node port on loopback", udp("127.0.0.1:1000", "127.0.0.1:30053", "10.244.1.9:5353"), true},
+		{"node port on a node address", udp("192.0.2.1:1000", "198.51.100.1:30053", "10.244.1.9:5353"), true},
+	})
+	cfg.LocalhostNodePorts = false
+	flt = NewFilter(dnsPlan(t, cfg), plan.IPv4, []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("198.51.100.1")})
+	checkFlows(t, flt, []flowCase{
+		{"without localhost NodePorts, loopback is no NodePort address", udp("127.0.0.1:1000", "127.0.0.1:30053", "10.244.1.9:5353"), false},
+	})
+}
+
 func TestFilterEmpty(t *testing.T) {
 	stale := udp("10.244.3.3:40000", "10.96.0.10:53", "10.244.1.9:5353")
 	for name, flt := range map[string]*Filter{

@@ -1,36 +1,43 @@
 package health
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+
+	"github.com/go-logr/logr"
 
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 )
 
 // ServiceOptions configure a ServiceHealth.
 type ServiceOptions struct {
-	// Addresses are the node IPs allowed by nodePortAddresses; each server
-	// listens on each of them. Empty: listen on all addresses (":port").
-	Addresses []netip.Addr
 	// Proxy tells whether the proxy is healthy (usually a *ProxyHealth).
 	// Nil counts as healthy.
 	Proxy interface{ Healthy() bool }
 	// Listen opens a listener; nil means net.Listen. Tests inject one.
 	Listen func(network, address string) (net.Listener, error)
+	// Log receives, at -v=2, each server opened and closed.
+	Log logr.Logger
 }
 
-// ServiceHealth runs one health-check server per Service that needs one.
+// ServiceHealth runs the health-check node ports, as kube-proxy does: one
+// server per Service and IP family, listening where the plan's node-port
+// address set says (plan.Config.HealthCheckIPs), and counting that
+// family's local ready endpoints.
 type ServiceHealth struct {
 	opts ServiceOptions
 
 	mu       sync.Mutex
-	services map[serviceName]*serviceServer
+	services map[serviceKey]*serviceServer
 }
 
 // serviceName is a Service's namespace and name.
@@ -38,19 +45,28 @@ type serviceName struct{ Namespace, Name string }
 
 func (n serviceName) String() string { return n.Namespace + "/" + n.Name }
 
-// serviceServer is the running health check of one Service.
+// serviceKey is one Service in one family: each has its own server.
+type serviceKey struct {
+	serviceName
+	family plan.Family
+}
+
+// serviceServer is the running health check of one Service in one family.
 type serviceServer struct {
 	name    serviceName
 	port    uint16
+	addrs   []string // where it listens
 	proxy   interface{ Healthy() bool }
 	servers []*http.Server
 	count   atomic.Int64 // distinct local ready endpoint IPs
 }
 
-// wanted is what one Service needs: its health port and local ready IPs.
+// wanted is what one Service needs in one family: its health port, the
+// addresses to listen on and its local ready IPs.
 type wanted struct {
-	port uint16
-	ips  map[netip.Addr]struct{}
+	port  uint16
+	addrs []string
+	ips   map[netip.Addr]struct{}
 }
 
 // NewServiceHealth returns a ServiceHealth that runs no server yet.
@@ -58,45 +74,53 @@ func NewServiceHealth(opts ServiceOptions) *ServiceHealth {
 	if opts.Listen == nil {
 		opts.Listen = net.Listen
 	}
-	return &ServiceHealth{opts: opts, services: map[serviceName]*serviceServer{}}
+	return &ServiceHealth{opts: opts, services: map[serviceKey]*serviceServer{}}
 }
 
 // Sync makes the running servers match p: it starts servers for Services
 // whose ports have externalTrafficPolicy Local and a healthCheckNodePort,
-// stops those of Services that no longer need one (or moved port), and sets
-// each Service's count of distinct local ready endpoint IPs over all its
-// ports and families. A port that fails to bind is reported in the returned
-// error and retried on the next Sync; the other Services keep serving.
+// stops those of Services that no longer need one (or moved port or
+// address), and sets each server's count of distinct local ready endpoint
+// IPs over the Service's ports of its family. A port that fails to bind is
+// reported in the returned error and retried on the next Sync; the other
+// Services keep serving.
 func (s *ServiceHealth) Sync(p *plan.Plan) error {
 	want := wantedServices(p)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for name, srv := range s.services {
-		if w, ok := want[name]; !ok || w.port != srv.port {
+	for key, srv := range s.services {
+		if w, ok := want[key]; !ok || w.port != srv.port || !slices.Equal(w.addrs, srv.addrs) {
+			s.opts.Log.V(2).Info("Closing healthcheck", "service", key.serviceName, "ipFamily", key.family, "port", srv.port)
 			srv.close()
-			delete(s.services, name)
+			delete(s.services, key)
 		}
 	}
 	var errs []error
-	for name, w := range want {
-		srv := s.services[name]
+	for _, key := range slices.SortedFunc(maps.Keys(want), compareServiceKeys) {
+		w := want[key]
+		srv := s.services[key]
 		if srv == nil {
 			var err error
-			if srv, err = s.start(name, w.port); err != nil {
+			if srv, err = s.start(key, w); err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			s.services[name] = srv
+			s.services[key] = srv
 		}
 		srv.count.Store(int64(len(w.ips)))
 	}
 	return errors.Join(errs...)
 }
 
-// wantedServices groups the plan's ports by Service. If a Service's ports
-// disagree on the health port (the API does not allow it), the lowest wins.
-func wantedServices(p *plan.Plan) map[serviceName]*wanted {
-	want := map[serviceName]*wanted{}
+func compareServiceKeys(a, b serviceKey) int {
+	return cmp.Or(cmp.Compare(a.String(), b.String()), cmp.Compare(a.family, b.family))
+}
+
+// wantedServices groups the plan's ports by Service and family. If a
+// Service's ports disagree on the health port (the API does not allow it),
+// the lowest wins.
+func wantedServices(p *plan.Plan) map[serviceKey]*wanted {
+	want := map[serviceKey]*wanted{}
 	if p == nil {
 		return want
 	}
@@ -104,20 +128,42 @@ func wantedServices(p *plan.Plan) map[serviceName]*wanted {
 		if !sp.ExternalLocal || sp.HealthCheckNodePort == 0 {
 			continue
 		}
-		name := serviceName{sp.Namespace, sp.Name}
-		w := want[name]
+		key := serviceKey{serviceName{sp.Namespace, sp.Name}, sp.Family}
+		w := want[key]
 		if w == nil {
 			w = &wanted{port: sp.HealthCheckNodePort, ips: map[netip.Addr]struct{}{}}
-			want[name] = w
+			want[key] = w
 		}
 		w.port = min(w.port, sp.HealthCheckNodePort)
 	}
+	for key, w := range want {
+		w.addrs = listenAddresses(p.Config, key.family, w.port)
+	}
 	for _, sp := range p.Ports {
-		if w := want[serviceName{sp.Namespace, sp.Name}]; w != nil {
+		if w := want[serviceKey{serviceName{sp.Namespace, sp.Name}, sp.Family}]; w != nil {
 			addLocalReady(w.ips, sp.Endpoints)
 		}
 	}
 	return want
+}
+
+// listenAddresses are where a health port of family f listens: the
+// family's wildcard address, or each of the node addresses
+// nodePortAddresses selects.
+func listenAddresses(c plan.Config, f plan.Family, port uint16) []string {
+	p := strconv.Itoa(int(port))
+	ips, any := c.HealthCheckIPs(f)
+	if any {
+		if f == plan.IPv6 {
+			return []string{net.JoinHostPort("::", p)}
+		}
+		return []string{net.JoinHostPort("0.0.0.0", p)}
+	}
+	out := make([]string, 0, len(ips))
+	for _, ip := range ips {
+		out = append(out, net.JoinHostPort(ip.String(), p))
+	}
+	return out
 }
 
 // addLocalReady adds the IPs of local ready endpoints. Terminating endpoints
@@ -130,15 +176,22 @@ func addLocalReady(ips map[netip.Addr]struct{}, eps []plan.Endpoint) {
 	}
 }
 
-// start listens on every address for one Service; on a failure it closes
-// what it opened, so the port is free for a retry.
-func (s *ServiceHealth) start(name serviceName, port uint16) (*serviceServer, error) {
-	srv := &serviceServer{name: name, port: port, proxy: s.opts.Proxy}
-	for _, addr := range s.listenAddresses(port) {
-		ln, err := s.opts.Listen("tcp", addr)
+// start listens on every address of one Service's family ("tcp4" or
+// "tcp6", so that the two families' servers share the port as
+// kube-proxy's do); on a failure it closes what it opened, so the port is
+// free for a retry.
+func (s *ServiceHealth) start(key serviceKey, w *wanted) (*serviceServer, error) {
+	srv := &serviceServer{name: key.serviceName, port: w.port, addrs: w.addrs, proxy: s.opts.Proxy}
+	network := "tcp4"
+	if key.family == plan.IPv6 {
+		network = "tcp6"
+	}
+	s.opts.Log.V(2).Info("Opening healthcheck", "service", key.serviceName, "ipFamily", key.family, "port", w.port, "addresses", w.addrs)
+	for _, addr := range w.addrs {
+		ln, err := s.opts.Listen(network, addr)
 		if err != nil {
 			srv.close()
-			return nil, fmt.Errorf("health check of Service %s on port %d: %w", name, port, err)
+			return nil, fmt.Errorf("health check of Service %s (%s) on port %d: %w", key.serviceName, key.family, w.port, err)
 		}
 		hs := &http.Server{Handler: srv}
 		srv.servers = append(srv.servers, hs)
@@ -147,26 +200,14 @@ func (s *ServiceHealth) start(name serviceName, port uint16) (*serviceServer, er
 	return srv, nil
 }
 
-func (s *ServiceHealth) listenAddresses(port uint16) []string {
-	p := strconv.Itoa(int(port))
-	if len(s.opts.Addresses) == 0 {
-		return []string{":" + p}
-	}
-	out := make([]string, 0, len(s.opts.Addresses))
-	for _, a := range s.opts.Addresses {
-		out = append(out, net.JoinHostPort(a.String(), p))
-	}
-	return out
-}
-
 // Close stops every server.
 func (s *ServiceHealth) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var errs []error
-	for name, srv := range s.services {
+	for key, srv := range s.services {
 		errs = append(errs, srv.close())
-		delete(s.services, name)
+		delete(s.services, key)
 	}
 	return errors.Join(errs...)
 }

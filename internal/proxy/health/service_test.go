@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,8 +82,20 @@ func port(ns, name, portName string, f plan.Family, hc uint16, eps ...plan.Endpo
 	}
 }
 
+// planOf is a plan whose health ports listen on 127.0.0.1 (::1 in IPv6).
 func planOf(ports ...*plan.ServicePort) *plan.Plan {
+	return planOn([]string{"127.0.0.1", "::1"}, ports...)
+}
+
+// planOn is a plan whose nodePortAddresses are the given node addresses,
+// each a /32 or /128; none means every address.
+func planOn(addrs []string, ports ...*plan.ServicePort) *plan.Plan {
 	p := &plan.Plan{Ports: map[plan.Key]*plan.ServicePort{}}
+	for _, a := range addrs {
+		ip := netip.MustParseAddr(a)
+		p.Config.NodeIPs = append(p.Config.NodeIPs, ip)
+		p.Config.NodePortAddresses = append(p.Config.NodePortAddresses, netip.PrefixFrom(ip, ip.BitLen()))
+	}
 	for _, sp := range ports {
 		p.Ports[sp.Key] = sp
 	}
@@ -116,7 +129,7 @@ func refused(addr string) bool {
 func TestServiceHealthAnswers(t *testing.T) {
 	lb := newLoopback()
 	proxy := &fakeProxy{}
-	s := NewServiceHealth(ServiceOptions{Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, Proxy: proxy, Listen: lb.listen})
+	s := NewServiceHealth(ServiceOptions{Proxy: proxy, Listen: lb.listen})
 	t.Cleanup(func() { s.Close() })
 	tests := []struct {
 		name      string
@@ -165,27 +178,32 @@ func TestServiceHealthAnswers(t *testing.T) {
 	}
 }
 
-// The shape documented in DESIGN.md §2: two local endpoints of one Service
-// in two families count both IPs.
-func TestServiceHealthDualStackCount(t *testing.T) {
+// TestServiceHealthPerFamily: as in kube-proxy, a dual-stack Service has
+// one server per family on the same port (tcp4 and tcp6 sockets), each
+// counting its family's local endpoints.
+func TestServiceHealthPerFamily(t *testing.T) {
 	lb := newLoopback()
-	s := NewServiceHealth(ServiceOptions{Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, Listen: lb.listen})
+	s := NewServiceHealth(ServiceOptions{Listen: lb.listen})
 	t.Cleanup(func() { s.Close() })
-	p := planOf(port("acc", "lbl", "", plan.IPv4, 32100, ep("10.0.0.1:80", true, true)),
+	p := planOf(port("acc", "lbl", "", plan.IPv4, 32100, ep("10.0.0.1:80", true, true), ep("10.0.0.2:80", true, true)),
 		port("acc", "lbl", "", plan.IPv6, 32100, ep("[fd00::1]:80", true, true)))
 	if err := s.Sync(p); err != nil {
 		t.Fatal(err)
 	}
-	resp, body := get(t, lb.addr("127.0.0.1:32100"), "/")
-	if resp.StatusCode != 200 || resp.Header.Get("X-Load-Balancing-Endpoint-Weight") != "2" || !strings.Contains(body, `"localEndpoints": 2,`) {
-		t.Errorf("got %d %v %s", resp.StatusCode, resp.Header, body)
+	for addr, want := range map[string]string{"127.0.0.1:32100": "2", "[::1]:32100": "1"} {
+		resp, body := get(t, lb.addr(addr), "/")
+		if resp.StatusCode != 200 || resp.Header.Get("X-Load-Balancing-Endpoint-Weight") != want || !strings.Contains(body, `"localEndpoints": `+want+`,`) {
+			t.Errorf("%s: got %d %v %s, want %s local endpoints", addr, resp.StatusCode, resp.Header, body, want)
+		}
 	}
 }
 
 func TestServiceHealthLifecycle(t *testing.T) {
 	lb := newLoopback()
-	addrs := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")}
-	s := NewServiceHealth(ServiceOptions{Addresses: addrs, Listen: lb.listen})
+	s := NewServiceHealth(ServiceOptions{Listen: lb.listen})
+	planOf := func(ports ...*plan.ServicePort) *plan.Plan {
+		return planOn([]string{"127.0.0.1", "127.0.0.2"}, ports...)
+	}
 	t.Cleanup(func() { s.Close() })
 	a := port("ns", "a", "", plan.IPv4, 32001, ep("10.0.0.1:80", true, true))
 	b := port("ns", "b", "", plan.IPv4, 32002, ep("10.0.0.2:80", true, true))
@@ -241,8 +259,11 @@ func TestServiceHealthLifecycle(t *testing.T) {
 
 func TestServiceHealthBindFailure(t *testing.T) {
 	lb := newLoopback()
-	s := NewServiceHealth(ServiceOptions{Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")}, Listen: lb.listen})
+	s := NewServiceHealth(ServiceOptions{Listen: lb.listen})
 	t.Cleanup(func() { s.Close() })
+	planOf := func(ports ...*plan.ServicePort) *plan.Plan {
+		return planOn([]string{"127.0.0.1", "127.0.0.2"}, ports...)
+	}
 
 	// Someone else holds the port b's second address would take.
 	squatter, err := net.Listen("tcp", "127.0.0.2:0")
@@ -255,7 +276,7 @@ func TestServiceHealthBindFailure(t *testing.T) {
 	a := port("ns", "a", "", plan.IPv4, 32001, ep("10.0.0.1:80", true, true))
 	b := port("ns", "b", "", plan.IPv4, 32002, ep("10.0.0.2:80", true, true))
 	err = s.Sync(planOf(a, b))
-	if err == nil || !strings.Contains(err.Error(), "Service ns/b on port 32002") || !strings.Contains(err.Error(), "address already in use") {
+	if err == nil || !strings.Contains(err.Error(), "Service ns/b (IPv4) on port 32002") || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("Sync error %v, want one naming ns/b and port 32002", err)
 	}
 	if strings.Contains(err.Error(), "ns/a") {
@@ -280,18 +301,33 @@ func TestServiceHealthBindFailure(t *testing.T) {
 	}
 }
 
-func TestServiceHealthListensOnAllAddresses(t *testing.T) {
+// TestServiceHealthListensWhereThePlanSays: with every address accepting
+// NodePorts, each family's wildcard address, on a socket of that family
+// only; when the plan's addresses change (the Node arrived with its
+// primary IP), the server moves there.
+func TestServiceHealthListensWhereThePlanSays(t *testing.T) {
+	var mu sync.Mutex
 	var got []string
 	s := NewServiceHealth(ServiceOptions{Listen: func(network, address string) (net.Listener, error) {
+		mu.Lock()
+		defer mu.Unlock()
 		got = append(got, network+" "+address)
 		return net.Listen("tcp", "127.0.0.1:0")
 	}})
 	t.Cleanup(func() { s.Close() })
-	if err := s.Sync(planOf(port("ns", "a", "", plan.IPv4, 32001))); err != nil {
+	ports := []*plan.ServicePort{port("ns", "a", "", plan.IPv4, 32001), port("ns", "a", "", plan.IPv6, 32001)}
+	if err := s.Sync(planOn(nil, ports...)); err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 1 || got[0] != "tcp :32001" {
-		t.Errorf("listened on %q, want [tcp :32001]", got)
+	if want := []string{"tcp4 0.0.0.0:32001", "tcp6 [::]:32001"}; !slices.Equal(got, want) {
+		t.Errorf("listened on %q, want %q", got, want)
+	}
+	got = nil
+	if err := s.Sync(planOn([]string{"198.51.100.1"}, ports...)); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"tcp4 198.51.100.1:32001"}; !slices.Equal(got, want) {
+		t.Errorf("after the addresses changed, listened on %q, want %q (IPv6 unchanged: no IPv6 prefix)", got, want)
 	}
 	if err := s.Sync(nil); err != nil || len(s.services) != 0 {
 		t.Errorf("nil plan: %v, %d servers left", err, len(s.services))

@@ -78,6 +78,7 @@ type Metrics struct {
 	healthz             *prometheus.CounterVec
 	livez               *prometheus.CounterVec
 	fallbacks           prometheus.Counter
+	listenFailures      *prometheus.CounterVec
 	endpointChanges     changes
 	serviceChanges      changes
 }
@@ -109,6 +110,10 @@ func NewForMode(mode string) *Metrics {
 			Name: "svcproxy_nftables_netlink_fallbacks_total",
 			Help: "Cumulative nftables writes that fell back from netlink to the nft binary",
 		}),
+		listenFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "svcproxy_server_listen_failures_total",
+			Help: "Cumulative failures of the healthz or metrics server to listen on its address (retried every 5 s unless bindAddressHardFail)",
+		}, []string{"server"}),
 		endpointChanges: newChanges("endpoint", "Endpoint"),
 		serviceChanges:  newChanges("service", "Service"),
 	}
@@ -117,7 +122,7 @@ func NewForMode(mode string) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.syncDuration, m.syncFullDuration, m.syncPartialDuration,
 		m.lastSync, m.lastQueued, m.syncFailures, m.networkProgramming,
-		m.noLocalEndpoints, m.healthz, m.livez, m.fallbacks,
+		m.noLocalEndpoints, m.healthz, m.livez, m.fallbacks, m.listenFailures,
 		m.endpointChanges.pending, m.endpointChanges.total,
 		m.serviceChanges.pending, m.serviceChanges.total,
 	)
@@ -197,6 +202,10 @@ func (m *Metrics) LivezAnswer(code int) { m.livez.WithLabelValues(codeString(cod
 // Fallback counts one nftables write that fell back from netlink to the nft
 // binary.
 func (m *Metrics) Fallback() { m.fallbacks.Inc() }
+
+// ListenFailed counts one failure of a server ("healthz" or "metrics") to
+// listen on its address.
+func (m *Metrics) ListenFailed(server string) { m.listenFailures.WithLabelValues(server).Inc() }
 
 func codeString(code int) string { return strconv.Itoa(code) }
 

@@ -86,10 +86,17 @@ func (p *Plan) addressKind(sp *ServicePort, dst netip.AddrPort) string {
 	return ""
 }
 
+// acceptsNodePort reports whether the node address a accepts NodePorts:
+// every local address (all of 127.0.0.0/8 with localhost NodePorts), or
+// exactly the listed ones (127.0.0.1 the only loopback one).
 func (p *Plan) acceptsNodePort(a netip.Addr) bool {
-	ips, anyLocal := p.Config.NodePortIPs(FamilyOf(a))
+	f := FamilyOf(a)
+	if a.IsLoopback() && !p.Config.NodePortsOnLoopback(f) {
+		return false
+	}
+	ips, anyLocal := p.Config.NodePortIPs(f)
 	if anyLocal {
-		return !a.IsLoopback() && slices.Contains(p.Config.NodeIPs, a)
+		return a.IsLoopback() || slices.Contains(p.Config.NodeIPs, a)
 	}
 	return slices.Contains(ips, a)
 }

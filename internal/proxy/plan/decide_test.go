@@ -243,12 +243,30 @@ func TestDecide(t *testing.T) {
 		{name: "NodePort on loopback: never by default", pkt: fromHost("127.0.0.1:30007"), want: pass},
 		{name: "NodePort on loopback, even when a node IP", cfg: func(c *Config) { c.NodeIPs = append(c.NodeIPs, netip.MustParseAddr("127.0.0.1")) },
 			pkt: fromHost("127.0.0.1:30007"), want: pass},
-		{name: "NodePort on loopback when asked",
+		{name: "NodePort on loopback: not from nodePortAddresses alone (kube-proxy skips it)",
+			cfg: func(c *Config) { c.NodePortAddresses = prefixes("127.0.0.0/8", "198.51.100.0/24") },
+			pkt: fromHost("127.0.0.1:30007"), want: pass},
+		{name: "localhost NodePorts: 127.0.0.1 accepts",
+			cfg: func(c *Config) { c.LocalhostNodePorts = true },
+			pkt: fromHost("127.0.0.1:30007"), svc: "ext", want: fwd("10.244.1.2:8080+masq", "10.244.2.2:8080+masq")},
+		{name: "localhost NodePorts: all of 127.0.0.0/8 is local",
+			cfg: func(c *Config) { c.LocalhostNodePorts = true },
+			pkt: fromHost("127.0.0.2:30007"), svc: "ext", want: fwd("10.244.1.2:8080+masq", "10.244.2.2:8080+masq")},
+		{name: "localhost NodePorts: listed 127.0.0.0/8 accepts 127.0.0.1",
 			cfg: func(c *Config) {
-				c.NodeIPs = append(c.NodeIPs, netip.MustParseAddr("127.0.0.1"))
+				c.LocalhostNodePorts = true
 				c.NodePortAddresses = prefixes("127.0.0.0/8")
 			},
 			pkt: fromHost("127.0.0.1:30007"), svc: "ext", want: fwd("10.244.1.2:8080+masq", "10.244.2.2:8080+masq")},
+		{name: "localhost NodePorts: not when nodePortAddresses leaves loopback out",
+			cfg: func(c *Config) {
+				c.LocalhostNodePorts = true
+				c.NodePortAddresses = prefixes("198.51.100.0/24")
+			},
+			pkt: fromHost("127.0.0.1:30007"), want: pass},
+		{name: "localhost NodePorts: never on IPv6",
+			cfg: func(c *Config) { c.LocalhostNodePorts = true },
+			pkt: tcpP("::1", "[::1]:30011"), want: pass},
 		{name: "nodePortAddresses: listed address accepts", cfg: func(c *Config) { c.NodePortAddresses = prefixes("198.51.100.1/32") },
 			pkt: tcpP(client, host+":30007"), svc: "ext", want: fwd("10.244.1.2:8080+masq", "10.244.2.2:8080+masq")},
 		{name: "nodePortAddresses: unlisted node address refuses",
@@ -257,8 +275,16 @@ func TestDecide(t *testing.T) {
 				c.NodePortAddresses = prefixes("198.51.100.3/32")
 			},
 			pkt: tcpP(client, host+":30007"), want: pass},
-		{name: "nodePortAddresses: the other family refuses", cfg: func(c *Config) { c.NodePortAddresses = prefixes("198.51.100.0/24") },
+		{name: "nodePortAddresses: a family without prefixes accepts on every address, as kube-proxy",
+			cfg: func(c *Config) { c.NodePortAddresses = prefixes("198.51.100.0/24") },
+			pkt: tcpP("2001:db8:1::100", "[2001:db8:1::1]:30011"), svc: "v6",
+			want: fwd("[fd00:10:244:1::2]:8080+masq", "[fd00:10:244:2::2]:8080+masq")},
+		{name: "nodePortAddresses: a family's prefixes restrict it",
+			cfg: func(c *Config) { c.NodePortAddresses = prefixes("198.51.100.0/24", "2001:db8:9::/64") },
 			pkt: tcpP("2001:db8:1::100", "[2001:db8:1::1]:30011"), want: pass},
+		{name: "nodePortAddresses: a /0 accepts every address of its family",
+			cfg: func(c *Config) { c.NodePortAddresses = prefixes("0.0.0.0/0", "2001:db8:9::/64") },
+			pkt: tcpP(client, host+":30007"), svc: "ext", want: fwd("10.244.1.2:8080+masq", "10.244.2.2:8080+masq")},
 		{name: "nodePortAddresses: does not restrict external IPs", cfg: func(c *Config) { c.NodePortAddresses = prefixes("192.168.0.0/16") },
 			pkt: tcpP(client, "203.0.113.7:80"), svc: "ext", want: fwd("10.244.1.2:8080+masq", "10.244.2.2:8080+masq")},
 	}

@@ -197,9 +197,15 @@ type Config struct {
 	MasqueradeAll bool
 	// NodeIPs are this node's addresses.
 	NodeIPs []netip.Addr
-	// NodePortAddresses restricts the node addresses that accept NodePorts.
-	// Empty: every local address except loopback.
+	// NodePortAddresses restricts the node addresses that accept NodePorts,
+	// family by family as kube-proxy's nodePortAddresses do: a family with
+	// no prefix here, or with a /0, accepts them on every local address
+	// but loopback.
 	NodePortAddresses []netip.Prefix
+	// LocalhostNodePorts lets IPv4 loopback addresses accept NodePorts
+	// where NodePortAddresses allows them (kube-proxy's iptables
+	// localhostNodePorts; never in nftables mode, never for IPv6).
+	LocalhostNodePorts bool
 }
 
 // ClusterCIDRsOf returns the cluster CIDRs of one family.
@@ -211,20 +217,6 @@ func (c *Config) ClusterCIDRsOf(f Family) []netip.Prefix {
 		}
 	}
 	return out
-}
-
-// NodePortIPs returns the node addresses of one family that accept NodePorts,
-// and whether every local address except loopback does.
-func (c *Config) NodePortIPs(f Family) (ips []netip.Addr, anyLocal bool) {
-	if len(c.NodePortAddresses) == 0 {
-		return nil, true
-	}
-	for _, ip := range c.NodeIPs {
-		if FamilyOf(ip) == f && containsAddr(c.NodePortAddresses, ip) {
-			ips = append(ips, ip)
-		}
-	}
-	return ips, false
 }
 
 func containsAddr(prefixes []netip.Prefix, a netip.Addr) bool {

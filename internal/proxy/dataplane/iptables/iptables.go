@@ -265,6 +265,10 @@ func (d *Dataplane) fullSync(ctx context.Context, p *plan.Plan, f plan.Family, s
 				declare(dc.chain, fixed[dc])
 			}
 		}
+		localnet := table == "filter" && p.Config.NodePortsOnLoopback(f)
+		if localnet {
+			declare(chainLocalnetFirewall, []string{localnetFirewall})
+		}
 		if table == "nat" {
 			if !chunked {
 				var all []*Chain
@@ -279,6 +283,9 @@ func (d *Dataplane) fullSync(ctx context.Context, p *plan.Plan, f plan.Family, s
 		}
 		b.Write(rules.Bytes())
 		writeJumps(&b, table, existing[table])
+		if localnet {
+			ensureLocalnetJumps(&b, existing[table])
+		}
 		if table == "nat" {
 			for _, name := range stale {
 				b.WriteString("-X " + name + "\n")
@@ -512,6 +519,21 @@ func writeJumps(b *bytes.Buffer, table string, t *Table) {
 		if j.table == table {
 			pos[j.chain]++
 			fmt.Fprintf(b, "-I %s %d %s\n", j.chain, pos[j.chain], j.rule)
+		}
+	}
+}
+
+// ensureLocalnetJumps puts a jump to KUBE-FIREWALL first in filter INPUT
+// and OUTPUT where there is none, as kube-proxy does; an existing one
+// stays where it is.
+func ensureLocalnetJumps(b *bytes.Buffer, filter *Table) {
+	for _, chain := range []string{"INPUT", "OUTPUT"} {
+		var rules []string
+		if filter != nil && filter.Chains[chain] != nil {
+			rules = filter.Chains[chain].Rules
+		}
+		if !slices.ContainsFunc(rules, func(r string) bool { return jumpTarget(r) == chainLocalnetFirewall }) {
+			fmt.Fprintf(b, "-I %s 1 -j %s\n", chain, chainLocalnetFirewall)
 		}
 	}
 }

@@ -18,6 +18,11 @@ const (
 	chainExternalServices = "KUBE-EXTERNAL-SERVICES"
 	chainForward          = "KUBE-FORWARD"
 	chainFirewall         = "KUBE-PROXY-FIREWALL"
+	// chainLocalnetFirewall is kube-proxy's (once the kubelet's) filter
+	// chain dropping martian packets to 127.0.0.0/8. Not owned: like
+	// kube-proxy, svcproxy never deletes it, because route_localnet=1
+	// stays set once written and the chain is what keeps it safe.
+	chainLocalnetFirewall = "KUBE-FIREWALL"
 )
 
 // Prefixes of the per-service-port chains.

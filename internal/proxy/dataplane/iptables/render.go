@@ -262,13 +262,25 @@ func (r *renderer) nodePortTail(p *plan.Plan) []string {
 	}
 	var np []string
 	if anyLocal {
-		np = append(np, "! -d "+loop+" "+comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")+" -m addrtype --dst-type LOCAL -j "+chainNodePorts)
+		notLoopback := "! -d " + loop + " "
+		if p.Config.NodePortsOnLoopback(r.fam) {
+			notLoopback = ""
+		}
+		np = append(np, notLoopback+comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")+" -m addrtype --dst-type LOCAL -j "+chainNodePorts)
 	}
 	for _, ip := range ips {
 		np = append(np, "-d "+hostPrefix(ip)+" "+comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")+" -j "+chainNodePorts)
 	}
 	return np
 }
+
+// localnetFirewall is kube-proxy's KUBE-FIREWALL rule, written in IPv4
+// when NodePorts answer on loopback: route_localnet=1, which they need,
+// would also let in packets for 127.0.0.0/8 from other hosts
+// (CVE-2020-8558); this drops them unless they are replies or were
+// DNATed (a NodePort on 127.0.0.1 from the node itself is neither
+// dropped: its source is loopback).
+var localnetFirewall = comment("block incoming localnet connections") + " -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"
 
 // rejectRule is filter KUBE-SERVICES's catch-all for undefined ports of a
 // ClusterIP; these end that chain, one per ClusterIP, sorted.

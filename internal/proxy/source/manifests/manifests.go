@@ -34,9 +34,11 @@ package manifests
 import (
 	"context"
 	"fmt"
-	"log"
 	"os"
 	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/klog/v2"
 
 	"github.com/svcproxy/svcproxy/internal/proxy/source"
 )
@@ -47,8 +49,9 @@ type Options struct {
 	Dir string
 	// Interval is the poll period; 0 means one second.
 	Interval time.Duration
-	// Logf reports errors and warnings; nil means log.Printf.
-	Logf func(format string, args ...any)
+	// Log reports files that are not applied, and their recovery; the zero
+	// Logger means klog's.
+	Log logr.Logger
 }
 
 // Run scans Dir, delivers its objects to sink, reports Synced once after the
@@ -64,10 +67,10 @@ func Run(ctx context.Context, opts Options, sink source.Sink) error {
 	if opts.Interval <= 0 {
 		opts.Interval = time.Second
 	}
-	if opts.Logf == nil {
-		opts.Logf = log.Printf
+	if opts.Log.GetSink() == nil {
+		opts.Log = klog.Background()
 	}
-	w := newWatcher(opts.Dir, opts.Logf, sink)
+	w := newWatcher(opts.Dir, opts.Log, sink)
 	w.scan()
 	sink.Synced()
 	t := time.NewTicker(opts.Interval)

@@ -13,17 +13,21 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
+
+	"github.com/svcproxy/svcproxy/internal/testkit/logtest"
 )
 
-// recorder is a source.Sink that records its calls, and a Logf.
+// recorder is a source.Sink that records its calls, and a logger's lines.
 type recorder struct {
 	mu       sync.Mutex
 	events   []string
 	services map[string]*v1.Service
-	logs     []string
+	logs     *logtest.Recorder
 }
 
-func newRecorder() *recorder { return &recorder{services: map[string]*v1.Service{}} }
+func newRecorder() *recorder {
+	return &recorder{services: map[string]*v1.Service{}, logs: logtest.New(0)}
+}
 
 func (r *recorder) record(e string) {
 	r.mu.Lock()
@@ -49,16 +53,10 @@ func (r *recorder) DeleteSlice(s *discovery.EndpointSlice) {
 func (r *recorder) SetNode(*v1.Node) { r.record("SetNode") }
 func (r *recorder) Synced()          { r.record("Synced") }
 
-func (r *recorder) logf(format string, args ...any) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.logs = append(r.logs, fmt.Sprintf(format, args...))
-}
-
 func (r *recorder) snapshot() (events, logs []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return slices.Clone(r.events), slices.Clone(r.logs)
+	return slices.Clone(r.events), r.logs.Lines()
 }
 
 // eventsSince returns the events from index n on.
@@ -77,25 +75,7 @@ func (r *recorder) port(name string) int32 {
 }
 
 // logged counts the log lines holding every one of subs.
-func (r *recorder) logged(subs ...string) int {
-	_, logs := r.snapshot()
-	n := 0
-	for _, l := range logs {
-		if containsAll(l, subs...) {
-			n++
-		}
-	}
-	return n
-}
-
-func containsAll(s string, subs ...string) bool {
-	for _, sub := range subs {
-		if !strings.Contains(s, sub) {
-			return false
-		}
-	}
-	return true
-}
+func (r *recorder) logged(subs ...string) int { return r.logs.Count(subs...) }
 
 // waitFor polls cond for at most five seconds.
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -115,7 +95,7 @@ func start(t *testing.T, dir string) *recorder {
 	r := newRecorder()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, Options{Dir: dir, Interval: 20 * time.Millisecond, Logf: r.logf}, r) }()
+	go func() { done <- Run(ctx, Options{Dir: dir, Interval: 20 * time.Millisecond, Log: r.logs.Logger()}, r) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -267,7 +247,7 @@ func TestBadFileKeepsLastGoodState(t *testing.T) {
 			}
 			write(t, dir, "web.yaml", webFile(82, "10.0.0.1"))
 			waitFor(t, "the fix", func() bool { return r.port("default/web") == 82 })
-			waitFor(t, "recovery log", func() bool { return r.logged("web.yaml: valid again") == 1 })
+			waitFor(t, "recovery log", func() bool { return r.logged("valid again", "file=web.yaml") == 1 })
 		})
 	}
 }
@@ -310,7 +290,7 @@ func TestRunErrorsAndCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	r := newRecorder()
-	go func() { done <- Run(ctx, Options{Dir: dir, Interval: time.Hour, Logf: r.logf}, r) }()
+	go func() { done <- Run(ctx, Options{Dir: dir, Interval: time.Hour, Log: r.logs.Logger()}, r) }()
 	waitFor(t, "Synced", func() bool { e, _ := r.snapshot(); return slices.Contains(e, "Synced") })
 	cancel()
 	select {
@@ -330,7 +310,7 @@ func TestMoveBetweenFilesIsNoConflict(t *testing.T) {
 	write(t, dir, "a.yaml", service("web", 80)+"---\n"+service("x", 80))
 	write(t, dir, "b.yaml", service("other", 80))
 	r := newRecorder()
-	w := newWatcher(dir, r.logf, r)
+	w := newWatcher(dir, r.logs.Logger(), r)
 	w.scan()
 	write(t, dir, "a.yaml", service("web", 80)+"# moved\n")
 	write(t, dir, "b.yaml", service("other", 80)+"---\n"+service("x", 80))

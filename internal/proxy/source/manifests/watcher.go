@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
+
 	"github.com/svcproxy/svcproxy/internal/proxy/source"
 )
 
@@ -39,15 +41,15 @@ type fileState struct {
 // watcher holds the state between scans. Only Run's goroutine uses it.
 type watcher struct {
 	dir    string
-	logf   func(string, ...any)
+	log    logr.Logger
 	sink   source.Sink
 	files  map[string]*fileState
 	sent   map[key]object // what the sink has been given
 	dirErr string
 }
 
-func newWatcher(dir string, logf func(string, ...any), sink source.Sink) *watcher {
-	return &watcher{dir: dir, logf: logf, sink: sink, files: map[string]*fileState{}, sent: map[key]object{}}
+func newWatcher(dir string, log logr.Logger, sink source.Sink) *watcher {
+	return &watcher{dir: dir, log: log, sink: sink, files: map[string]*fileState{}, sent: map[key]object{}}
 }
 
 // scan reads what changed, decides what is in force and tells the sink.
@@ -55,7 +57,7 @@ func (w *watcher) scan() {
 	infos, err := w.list()
 	if err != nil {
 		if msg := err.Error(); msg != w.dirErr {
-			w.logf("manifests: %v (keeping the objects in force)", err)
+			w.log.Error(err, "Cannot read the manifests directory; the objects in force stay", "dir", w.dir)
 			w.dirErr = msg
 		}
 		return
@@ -190,7 +192,7 @@ func conflicts(file string, objs []object, owner map[key]string) error {
 func (w *watcher) report(name string, st *fileState, err error) {
 	if err == nil {
 		if st.logged != "" {
-			w.logf("manifests: %s: valid again, now in force", name)
+			w.log.Info("Manifest valid again, now in force", "file", name)
 		}
 		st.logged = ""
 		return
@@ -200,10 +202,7 @@ func (w *watcher) report(name string, st *fileState, err error) {
 		return
 	}
 	st.logged = msg
-	for line := range strings.SplitSeq(msg, "\n") {
-		w.logf("manifests: %s", line)
-	}
-	w.logf("manifests: %s: not applied; the %d objects it last defined stay in force", name, len(st.inForce))
+	w.log.Error(err, "Manifest not applied; the objects it last defined stay in force", "file", name, "objectsInForce", len(st.inForce))
 }
 
 // apply tells the sink of objects added, changed and gone since last time.
