@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -105,4 +107,31 @@ func trimNL(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// ConfigPoll is how often the --config file is read again.
+const ConfigPoll = 5 * time.Second
+
+// errConfigChanged ends the proxy when its --config file changes, as
+// kube-proxy exits then: restarted by its DaemonSet, it reads the new one.
+var errConfigChanged = errors.New("content of the proxy server's configuration file was updated")
+
+// watchConfig returns errConfigChanged once path's content, read again
+// at each tick, differs from what it was at start; a file that cannot be
+// read is no change.
+func watchConfig(ctx context.Context, path string, tick <-chan time.Time) error {
+	start, err := os.ReadFile(path)
+	if err != nil {
+		return nil // Parse read it; nothing to compare with
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick:
+		}
+		if now, err := os.ReadFile(path); err == nil && !bytes.Equal(now, start) {
+			return fmt.Errorf("%s: %w", path, errConfigChanged)
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/vishvananda/netlink"
@@ -129,6 +130,11 @@ func Run(ctx context.Context, opts *config.Options, env Env) error {
 		func(ctx context.Context) error { return serve(ctx, env, healthz, cfg.BindAddressHardFail, m, ev) },
 		func(ctx context.Context) error { return serve(ctx, env, metricsServer, cfg.BindAddressHardFail, m, ev) },
 		func(ctx context.Context) error { return runSource(ctx, opts, env, client, ev, nodeName, a) },
+		func(ctx context.Context) error {
+			t := time.NewTicker(ConfigPoll)
+			defer t.Stop()
+			return watchConfig(ctx, opts.ConfigFile, t.C)
+		},
 		a.Run,
 	)
 }

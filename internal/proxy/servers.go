@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
+
+	"k8s.io/component-base/logs"
 
 	"github.com/svcproxy/svcproxy/internal/proxy/agent"
 	"github.com/svcproxy/svcproxy/internal/proxy/config"
@@ -103,15 +107,39 @@ func explainPlan(a *agent.Agent) func(fn func(*plan.Plan, explain.SyncStatus)) {
 	}
 }
 
-// withProfiling adds Go's /debug/pprof/ handlers, as kube-proxy's
+// withProfiling adds Go's /debug/pprof/ handlers and PUT /debug/flags/v,
+// which sets the log verbosity of the running process, as kube-proxy's
 // enableProfiling does on its metrics server.
 func withProfiling(h http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", h)
+	mux.HandleFunc("/debug/flags/v", setVerbosity)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
+}
+
+// setVerbosity answers PUT /debug/flags/v with a verbosity in the body.
+func setVerbosity(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if r.Method != http.MethodPut {
+		w.WriteHeader(http.StatusNotAcceptable)
+		fmt.Fprint(w, "unsupported http method")
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 64))
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprintf(w, "error reading request body: %v", err)
+		return
+	}
+	msg, err := logs.GlogSetter(strings.TrimSpace(string(body)))
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		msg = err.Error()
+	}
+	fmt.Fprint(w, msg)
 }

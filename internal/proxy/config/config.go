@@ -94,6 +94,7 @@ func Parse(args []string) (*Options, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	opts.Warnings = append(opts.Warnings, noEffectWarnings(fl.set)...)
 	opts.Config = cfg
 	opts.Proxy = Resolve(cfg)
 	opts.Verbosity = int(cfg.Logging.Verbosity)

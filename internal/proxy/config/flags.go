@@ -42,6 +42,7 @@ var appliesWithConfig = map[string]bool{
 	"v": true, "vmodule": true, "logging-format": true, "log-flush-frequency": true,
 	"log-text-split-stream": true, "log-text-info-buffer-size": true,
 	"log-json-split-stream": true, "log-json-info-buffer-size": true,
+	"boot-id-file": true, "machine-id-file": true,
 }
 
 func newFlags() *flags {
@@ -61,6 +62,7 @@ func newFlags() *flags {
 		f.set.AddFlagSet(g.set)
 	}
 	f.set.AddFlagSet(refusedFlags())
+	f.set.AddFlagSet(noEffect())
 	return f
 }
 

@@ -20,6 +20,34 @@ var refusedFlagReasons = map[string]string{
 	"log-file":                "klog's file flags were removed from Kubernetes components in v1.26; svcproxy logs to stderr",
 }
 
+// noEffectFlags are flags kube-proxy's command line carries without using
+// them: accepted, hidden from the help, and said at start to do nothing.
+var noEffectFlags = map[string]string{
+	"boot-id-file":    "cAdvisor's flag, which kube-proxy's command line carries but never reads",
+	"machine-id-file": "cAdvisor's flag, which kube-proxy's command line carries but never reads",
+}
+
+// noEffect registers the no-effect flags, hidden from the help text.
+func noEffect() *pflag.FlagSet {
+	s := newSet()
+	for name, why := range noEffectFlags {
+		s.String(name, "", why)
+		_ = s.MarkHidden(name)
+	}
+	return s
+}
+
+// noEffectWarnings says which no-effect flags were given.
+func noEffectWarnings(set *pflag.FlagSet) []string {
+	var out []string
+	set.Visit(func(f *pflag.Flag) {
+		if why, ok := noEffectFlags[f.Name]; ok {
+			out = append(out, "flag --"+f.Name+" has no effect: "+why+"; as in kube-proxy")
+		}
+	})
+	return out
+}
+
 // refusedFlags registers the refused flags, hidden from the help text; any
 // use of one fails with its reason.
 func refusedFlags() *pflag.FlagSet {
