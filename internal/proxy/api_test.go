@@ -78,32 +78,11 @@ func newNetRig(t *testing.T) *rig {
 // start runs the proxy for node1 with kube-proxy's flags.
 func (r *rig) start(extra ...string) {
 	r.t.Helper()
-	args := append([]string{
-		"--hostname-override=node1", "--proxy-mode=nftables",
-		"--cluster-cidr=" + testnet.ClusterCIDRv4.String() + "," + testnet.ClusterCIDRv6.String(),
-		"--healthz-bind-address=" + healthzAddr.String(), "--metrics-bind-address=" + metricsAddr.String(),
-		"--conntrack-max-per-core=0",
-	}, extra...)
-	if r.cp != nil {
-		args = append(args, "--kubeconfig="+r.cp.Kubeconfig())
-	}
-	opts, err := config.Parse(args)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	node1 := r.net.Node1
-	env := Env{
-		Do: node1.Do,
-		Listen: func(network, addr string) (l net.Listener, err error) {
-			err = node1.Do(func() error { l, err = net.Listen(network, addr); return err })
-			return l, err
-		},
-		Started: func(a *agent.Agent) { r.agent.Store(a) },
-		Log:     testr.NewWithOptions(r.t, testr.Options{Verbosity: 4}),
-	}
+	opts := r.parse(append(r.args(), extra...)...)
+	r.agent.Store(nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, opts, env) }()
+	go func() { done <- Run(ctx, opts, r.env()) }()
 	r.stop = func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -115,6 +94,40 @@ func (r *rig) start(extra ...string) {
 			r.stop()
 		}
 	})
+}
+
+// synced waits until the running proxy has synced once.
+func (r *rig) synced() {
+	r.t.Helper()
+	waitUntil(r.t, func() bool { a := r.agent.Load(); return a != nil && a.Status().Syncs > 0 })
+}
+
+// args are the flags every proxy of the rig starts with.
+func (r *rig) args() []string {
+	args := []string{
+		"--hostname-override=node1", "--proxy-mode=nftables",
+		"--cluster-cidr=" + testnet.ClusterCIDRv4.String() + "," + testnet.ClusterCIDRv6.String(),
+		"--healthz-bind-address=" + healthzAddr.String(), "--metrics-bind-address=" + metricsAddr.String(),
+		"--conntrack-max-per-core=0",
+	}
+	if r.cp != nil {
+		args = append(args, "--kubeconfig="+r.cp.Kubeconfig())
+	}
+	return args
+}
+
+// env runs the proxy's kernel work and servers in node1.
+func (r *rig) env() Env {
+	node1 := r.net.Node1
+	return Env{
+		Do: node1.Do,
+		Listen: func(network, addr string) (l net.Listener, err error) {
+			err = node1.Do(func() error { l, err = net.Listen(network, addr); return err })
+			return l, err
+		},
+		Started: func(a *agent.Agent) { r.agent.Store(a) },
+		Log:     testr.NewWithOptions(r.t, testr.Options{Verbosity: 4}),
+	}
 }
 
 func (r *rig) parse(args ...string) *config.Options {

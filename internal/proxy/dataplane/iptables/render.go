@@ -280,7 +280,7 @@ func (r *renderer) nodePortTail(p *plan.Plan) []string {
 // (CVE-2020-8558); this drops them unless they are replies or were
 // DNATed (a NodePort on 127.0.0.1 from the node itself is neither
 // dropped: its source is loopback).
-var localnetFirewall = comment("block incoming localnet connections") + " -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"
+var localnetFirewall = "! -s 127.0.0.0/8 -d 127.0.0.0/8 " + comment("block incoming localnet connections") + " -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"
 
 // rejectRule is filter KUBE-SERVICES's catch-all for undefined ports of a
 // ClusterIP; these end that chain, one per ClusterIP, sorted.
