@@ -66,7 +66,9 @@ type State struct {
 	BinDir     string // control-plane binaries, kubectl among them
 	Self       string // the svcproxy executable every lab process runs
 	ProxyMode  string // nftables or iptables
-	Nodes      []Node
+	// ProxyVerbosity is the -v of every node's svcproxy.
+	ProxyVerbosity int
+	Nodes          []Node
 }
 
 // Node is one node of the lab.

@@ -24,6 +24,9 @@ type Options struct {
 	Name      string // the lab's name, "lab" by default
 	Nodes     int    // 3 by default
 	ProxyMode string // nftables (default) or iptables
+	// ProxyVerbosity is each node's svcproxy -v: 0 logs starts, warnings
+	// and failures, 2 also a line per sync, 4 the service ports it changed.
+	ProxyVerbosity int
 	// Self is the svcproxy executable the lab's processes run; the running
 	// one by default.
 	Self string
@@ -51,6 +54,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
+	st.ProxyVerbosity = opts.ProxyVerbosity
 	if err := st.checkFree(); err != nil {
 		return nil, err
 	}
@@ -160,6 +164,7 @@ func (s *State) proxyArgs(n Node) []string {
 		"--hostname-override=" + n.Name,
 		"--proxy-mode=" + s.ProxyMode,
 		"--cluster-cidr=" + ClusterCIDR.String() + "," + ClusterCIDRv6.String(),
+		"-v=" + strconv.Itoa(s.ProxyVerbosity),
 	}
 }
 
