@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 
 	"github.com/go-logr/logr"
+	clientfeatures "k8s.io/client-go/features"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/klog/v2"
 
@@ -42,6 +43,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	clientfeatures.ReplaceFeatureGates(config.ClientGoGates(opts.Gates))
 	defer klog.Flush()
 	env := proxy.Env{Log: log}
 	if opts.Netns != "" {
@@ -68,8 +70,8 @@ func startLogging(opts *config.Options, stdout, stderr io.Writer) (logr.Logger, 
 	}
 	log := klog.Background()
 	log.Info("Starting svcproxy", "version", Version, "kubeProxyCompatible", compatible, "mode", opts.Proxy.Mode, "node", opts.Config.HostnameOverride)
-	for _, line := range opts.FlagLines {
-		log.V(1).Info(line)
+	for _, f := range opts.Flags {
+		log.V(1).Info("Flag", "name", "--"+f.Name, "value", f.Value)
 	}
 	for _, note := range config.StartNotes(opts) {
 		log.Info("Warning: " + note)

@@ -40,10 +40,12 @@ type Options struct {
 	Warnings      []string                         // flags that were given but have no effect
 	// Gates are kube-proxy's feature gates as the configuration sets them.
 	Gates featuregate.FeatureGate
-	// FlagLines are every flag and its value, "FLAG: --name=\"value\"", as
-	// kube-proxy logs them at -v=1.
-	FlagLines []string
+	// Flags are every flag and its value, which kube-proxy logs at -v=1.
+	Flags []Flag
 }
+
+// Flag is one flag and its value, as given or by default.
+type Flag struct{ Name, Value string }
 
 // Settings are the values the selected mode's section of the config
 // supplies, resolved the way kube-proxy resolves them.
@@ -103,7 +105,7 @@ func Parse(args []string) (*Options, error) {
 		if f.Hidden { // the refused flags
 			return
 		}
-		opts.FlagLines = append(opts.FlagLines, fmt.Sprintf("FLAG: --%s=%q", f.Name, f.Value.String()))
+		opts.Flags = append(opts.Flags, Flag{f.Name, f.Value.String()})
 	})
 	return opts, nil
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	clientfeatures "k8s.io/client-go/features"
 	"k8s.io/component-base/featuregate"
 	"k8s.io/kube-proxy/config/v1alpha1"
 )
@@ -26,8 +27,9 @@ type gateRule struct {
 }
 
 // gateRules are the gates that change kube-proxy's behaviour. The logging
-// gates (LoggingAlphaOptions, LoggingBetaOptions, ContextualLogging) are
-// not here: the logging configuration reads them, as in kube-proxy.
+// gates (LoggingAlphaOptions, LoggingBetaOptions, ContextualLogging) and
+// client-go's (WatchListClient, ...) are not here: the logging
+// configuration and client-go read them, as in kube-proxy.
 var gateRules = map[featuregate.Feature]gateRule{
 	"AllowServiceExternalIPs": {implements: []bool{true},
 		why: "svcproxy always programs a Service's externalIPs; to refuse them, use the DenyServiceExternalIPs admission plugin"},
@@ -49,6 +51,35 @@ var gateRules = map[featuregate.Feature]gateRule{
 // loggingGates are read by the logging configuration (component-base's
 // logs/api/v1), as kube-proxy's are.
 var loggingGates = []featuregate.Feature{"LoggingAlphaOptions", "LoggingBetaOptions", "ContextualLogging"}
+
+// ClientGoGates lets client-go read the configuration's feature gates, as
+// kube-proxy's does: --feature-gates=WatchListClient=false reaches the
+// informers. Install it with client-go's features.ReplaceFeatureGates
+// before the first client is made.
+func ClientGoGates(g featuregate.FeatureGate) clientfeatures.Gates { return clientGates{g} }
+
+type clientGates struct{ gates featuregate.FeatureGate }
+
+func (c clientGates) Enabled(f clientfeatures.Feature) bool {
+	return c.gates.Enabled(featuregate.Feature(f))
+}
+
+// clientGoGates are the names of the gates client-go reads.
+func clientGoGates() map[string]bool {
+	names := gateNames{}
+	_ = clientfeatures.AddFeaturesToExistingFeatureGates(names)
+	return names
+}
+
+// gateNames is a client-go feature registry that keeps only the names.
+type gateNames map[string]bool
+
+func (n gateNames) Add(specs map[clientfeatures.Feature]clientfeatures.FeatureSpec) error {
+	for f := range specs {
+		n[string(f)] = true
+	}
+	return nil
+}
 
 // newGates returns kube-proxy v1.36's feature gates, unset.
 func newGates() featuregate.MutableFeatureGate {
@@ -93,13 +124,14 @@ func supportedGates(cfg *v1alpha1.KubeProxyConfiguration, g featuregate.FeatureG
 // were set: those with no effect on a Linux Service proxy.
 func GateNotes(cfg *v1alpha1.KubeProxyConfiguration) []string {
 	var notes []string
+	client := clientGoGates()
 	for _, name := range sortedKeys(cfg.FeatureGates) {
 		f := featuregate.Feature(name)
 		rule, proxy := gateRules[f]
 		switch {
 		case rule.windows:
 			notes = append(notes, fmt.Sprintf("feature gate %s changes only kube-proxy's Windows dataplane: no effect on Linux, as in kube-proxy", name))
-		case !proxy && !slices.Contains(loggingGates, f) && name != "AllAlpha" && name != "AllBeta":
+		case !proxy && !slices.Contains(loggingGates, f) && !client[name] && name != "AllAlpha" && name != "AllBeta":
 			notes = append(notes, fmt.Sprintf("feature gate %s does not concern a Service proxy: no effect, as in kube-proxy", name))
 		}
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -33,6 +34,7 @@ func TestFeatureGates(t *testing.T) {
 		{"ComponentFlagz=false,ComponentStatusz=false", ""},
 		{"AllowServiceExternalIPs=true,PreferSameTrafficDistribution=true,NFTablesProxyMode=true", ""},
 		{"LoggingBetaOptions=false,ContextualLogging=false", ""},
+		{"WatchListClient=false,InOrderInformersBatchProcess=false", ""}, // client-go reads them
 		{"WinDSR=true", "feature gate WinDSR changes only kube-proxy's Windows dataplane: no effect on Linux"},
 		{"APIResponseCompression=false", "feature gate APIResponseCompression does not concern a Service proxy: no effect, as in kube-proxy"},
 	}
@@ -47,7 +49,11 @@ func TestFeatureGates(t *testing.T) {
 			t.Errorf("--feature-gates=%s: notes %q, want %q", tt.gates, notes, tt.note)
 		}
 	}
-	opts, err := Parse([]string{"--config=" + writeFile(t, header+"featureGates:\n  LoggingBetaOptions: false\n")})
+	opts, err := Parse([]string{"--feature-gates=WatchListClient=false"})
+	if err != nil || ClientGoGates(opts.Gates).Enabled("WatchListClient") || !ClientGoGates(opts.Gates).Enabled("InOrderInformersBatchProcess") {
+		t.Errorf("client-go does not read the gates as set: %v", err)
+	}
+	opts, err = Parse([]string{"--config=" + writeFile(t, header+"featureGates:\n  LoggingBetaOptions: false\n")})
 	if err != nil || opts.Gates.Enabled("LoggingBetaOptions") {
 		t.Errorf("featureGates in the file: %v, LoggingBetaOptions still on", err)
 	}
@@ -70,8 +76,8 @@ func TestHonouredSettings(t *testing.T) {
 	if notes := strings.Join(StartNotes(opts), "\n"); !strings.Contains(notes, "showHiddenMetricsForVersion 1.35: svcproxy hides no metric") {
 		t.Errorf("notes %q lack what showHiddenMetricsForVersion does", notes)
 	}
-	if !strings.Contains(strings.Join(opts.FlagLines, "\n"), `FLAG: --iptables-localhost-nodeports="true"`) {
-		t.Errorf("FlagLines %q lack the flags as given", opts.FlagLines)
+	if !slices.Contains(opts.Flags, Flag{"iptables-localhost-nodeports", "true"}) {
+		t.Errorf("Flags %q lack the flags as given", opts.Flags)
 	}
 }
 

@@ -165,6 +165,9 @@ func (s *State) proxyArgs(n Node) []string {
 		"--proxy-mode=" + s.ProxyMode,
 		"--cluster-cidr=" + ClusterCIDR.String() + "," + ClusterCIDRv6.String(),
 		"-v=" + strconv.Itoa(s.ProxyVerbosity),
+		// A node's namespace cannot set nf_conntrack_max (the machine's);
+		// kind runs kube-proxy so too.
+		"--conntrack-max-per-core=0",
 	}
 }
 
