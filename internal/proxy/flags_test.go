@@ -90,7 +90,7 @@ func TestBindAddressHardFail(t *testing.T) {
 	}
 	defer squatter.Close()
 
-	err := r.run(5*time.Minute, "--bind-address-hard-fail")
+	err := r.run(time.Minute, "--bind-address-hard-fail")
 	if err == nil || !strings.Contains(err.Error(), "healthz server: listen on "+healthzAddr.String()) || !strings.Contains(err.Error(), "bindAddressHardFail") {
 		t.Fatalf("with the port taken and hard fail: %v, want the healthz server's listen error", err)
 	}
