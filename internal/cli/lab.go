@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"strings"
 
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/svcproxy/svcproxy/internal/proxy/explain"
 	"github.com/svcproxy/svcproxy/internal/tools/lab"
 	"github.com/svcproxy/svcproxy/internal/tools/lab/kubelet"
@@ -138,11 +140,7 @@ node's network namespace.`,
 			name := labName(fs)
 			node := fs.String("node", "", "the node to play")
 			return func(ctx context.Context, _ []string, _, stderr io.Writer) error {
-				st, err := lab.Load(*name)
-				if err != nil {
-					return err
-				}
-				client, err := st.ClientIn("") // lab up starts it inside the node's namespace
+				st, client, err := labClient(*name)
 				if err != nil {
 					return err
 				}
@@ -157,11 +155,7 @@ control plane.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {
 			name := labName(fs)
 			return func(ctx context.Context, _ []string, _, stderr io.Writer) error {
-				st, err := lab.Load(*name)
-				if err != nil {
-					return err
-				}
-				client, err := st.ClientIn("")
+				st, client, err := labClient(*name)
 				if err != nil {
 					return err
 				}
@@ -217,6 +211,17 @@ func labOptions(fs *flag.FlagSet) *lab.Options {
 	fs.StringVar(&o.ProxyMode, "proxy-mode", "nftables", "svcproxy's mode on the nodes: nftables or iptables")
 	fs.IntVar(&o.ProxyVerbosity, "proxy-verbosity", 2, "svcproxy's -v on the nodes: 2 logs a line per sync, 4 also the service ports it changed (logs in /run/svcproxy-lab/NAME/logs/svcproxy-NODE.log)")
 	return o
+}
+
+// labClient loads a lab and a client of its API server, for the processes
+// lab up starts inside the lab's namespaces.
+func labClient(name string) (*lab.State, kubernetes.Interface, error) {
+	st, err := lab.Load(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := st.ClientIn("")
+	return st, client, err
 }
 
 func labLogf(w io.Writer) func(string, ...any) {
