@@ -167,8 +167,8 @@ func Cleanup(ctx context.Context, opts *config.Options, env Env) error {
 // other modes, whose rules it removes.
 func dataplanes(set config.Settings, fams []plan.Family, env Env) (dataplane.Dataplane, []dataplane.Dataplane) {
 	bit := uint(set.MasqueradeBit)
-	nft := inNetns{nftables.New(nftables.Options{Families: fams, MasqueradeBit: bit}), env.Do}
-	ipt := inNetns{iptables.New(iptables.Options{Families: fams, MasqueradeBit: bit}), env.Do}
+	nft := inNetns{nftables.New(nftables.Options{Families: fams, MasqueradeBit: bit, Log: env.Log}), env.Do}
+	ipt := inNetns{iptables.New(iptables.Options{Families: fams, MasqueradeBit: bit, Log: env.Log}), env.Do}
 	if set.Mode == config.ModeIPTables {
 		return ipt, []dataplane.Dataplane{nft}
 	}
