@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/go-logr/logr"
+
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 )
 
@@ -37,6 +39,9 @@ type Options struct {
 	Backend string
 	// Run runs the binaries; default os/exec. Tests pass a fake kernel.
 	Run Runner
+	// Log receives, at -v=9, every iptables-restore input, as kube-proxy
+	// logs them; the zero Logger discards.
+	Log logr.Logger
 }
 
 // Dataplane programs iptables. Not safe for concurrent use.
@@ -301,6 +306,9 @@ func (d *Dataplane) fullSync(ctx context.Context, p *plan.Plan, f plan.Family, s
 }
 
 func (d *Dataplane) restore(ctx context.Context, f plan.Family, backend string, in []byte) ([]byte, error) {
+	if v := d.opts.Log.V(9); v.Enabled() {
+		v.Info("Running iptables-restore", "ipFamily", f, "backend", backend, "input", string(in))
+	}
 	return d.opts.Run(ctx, in, binary(f, backend, "-restore"), "--noflush", "-w", "5")
 }
 

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/go-logr/logr"
 	"sigs.k8s.io/knftables"
 
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
@@ -34,6 +35,9 @@ type Options struct {
 	Families []plan.Family
 	// NewInterface opens a table; default knftables.New. Tests pass fakes.
 	NewInterface func(family knftables.Family, table string) (knftables.Interface, error)
+	// Log receives, at -v=9, every transaction sent with nft, as
+	// kube-proxy logs them; the zero Logger discards.
+	Log logr.Logger
 }
 
 // Dataplane programs nftables. Not safe for concurrent use.
@@ -119,8 +123,21 @@ func (d *Dataplane) open(f *family) error {
 	if err != nil {
 		return fmt.Errorf("nftables %s: %w", f.fam, err)
 	}
-	f.nft = nft
+	f.nft = loggedTransactions{nft, d.opts.Log.WithValues("ipFamily", f.fam)}
 	return nil
+}
+
+// loggedTransactions logs each transaction at -v=9 before running it.
+type loggedTransactions struct {
+	knftables.Interface
+	log logr.Logger
+}
+
+func (l loggedTransactions) Run(ctx context.Context, tx *knftables.Transaction) error {
+	if v := l.log.V(9); v.Enabled() {
+		v.Info("Running nftables transaction", "transaction", tx.String())
+	}
+	return l.Interface.Run(ctx, tx)
 }
 
 // family is the state of one family's table: what the last successful sync
