@@ -136,7 +136,9 @@ func TestFakeApplyChangesOnlyTheDifference(t *testing.T) {
 	}{
 		{"weight", func(s *State) { s.Services[0].Reals[1].Weight = 3 },
 			[]string{"update real TCP 10.96.0.10:80 -> 10.244.1.3:8080 weight 3"}},
-		{"new real", func(s *State) { s.Services[0].Reals = append(s.Services[0].Reals, RealServer{Address: podC, Port: 8080, Weight: 1}) },
+		{"new real", func(s *State) {
+			s.Services[0].Reals = append(s.Services[0].Reals, RealServer{Address: podC, Port: 8080, Weight: 1})
+		},
 			[]string{"add real TCP 10.96.0.10:80 -> 10.244.2.2:8080 weight 1"}},
 		{"scheduler", func(s *State) { s.Services[0].Scheduler = "lc" },
 			[]string{"update service TCP 10.96.0.10:80 lc"}},
@@ -332,6 +334,10 @@ func randomState(rng *rand.Rand) State {
 			Scheduler: Schedulers[rng.Intn(len(Schedulers))]}
 		if rng.Intn(3) == 0 {
 			vs.PersistenceTimeout = time.Duration(1+rng.Intn(3)) * time.Hour
+			vs.PersistenceMask = []int{0, 24, 32}[rng.Intn(3)]
+		}
+		if vs.Scheduler == "sh" || vs.Scheduler == "mh" {
+			vs.Flags = []Flags{0, FlagSched1, FlagSched2, FlagSched1 | FlagSched2}[rng.Intn(4)]
 		}
 		for j := range 4 {
 			if rng.Intn(2) == 0 {

@@ -14,6 +14,7 @@ import (
 
 	libipvs "github.com/moby/ipvs"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -26,9 +27,10 @@ import (
 // named with Options.SetPrefix.
 type Netlink struct {
 	applier
-	mu   sync.Mutex
-	ipvs *libipvs.Handle
-	nl   *netlink.Handle
+	mu        sync.Mutex
+	ipvs      *libipvs.Handle
+	nl        *netlink.Handle
+	ipsetSock *nl.NetlinkSocket // for bitmapPortEntry
 }
 
 // NewNetlink returns the kernel of opts.NetNS; it opens nothing until
@@ -91,7 +93,8 @@ func (k *Netlink) Close() {
 	}
 	if k.nl != nil {
 		k.nl.Close()
-		k.nl = nil
+		k.ipsetSock.Close()
+		k.nl, k.ipsetSock = nil, nil
 	}
 }
 
@@ -114,14 +117,20 @@ func (k *Netlink) open() error {
 	if err != nil {
 		return fmt.Errorf("netlink: %w", err)
 	}
+	sock, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_NETFILTER)
+	if err != nil {
+		h.Close()
+		return fmt.Errorf("netfilter netlink: %w", err)
+	}
 	// moby/ipvs finds the IPVS generic netlink family once per process;
 	// it fails, and says so only in a log line, if ip_vs is not loaded.
 	iv, err := libipvs.New(k.opts.NetNS)
 	if err != nil {
 		h.Close()
+		sock.Close()
 		return fmt.Errorf("ipvs netlink: %w", err)
 	}
-	k.ipvs, k.nl = iv, h
+	k.ipvs, k.nl, k.ipsetSock = iv, h, sock
 	return nil
 }
 
@@ -233,14 +242,28 @@ func (k *Netlink) do(_ context.Context, op Op) error {
 		return k.nl.IpsetCreate(op.Set.Name, string(op.Set.Type), createOptions(op.Set))
 	case DestroySet:
 		return k.nl.IpsetDestroy(op.Set.Name)
+	case AddEntry, ReplaceEntry, DeleteEntry:
+		return k.doEntry(op)
+	}
+	return fmt.Errorf("unknown change %d", op.Kind)
+}
+
+func (k *Netlink) doEntry(op Op) error {
+	if op.Set.Type == BitmapPort {
+		cmd := nl.IPSET_CMD_ADD
+		if op.Kind == DeleteEntry {
+			cmd = nl.IPSET_CMD_DEL
+		}
+		return k.bitmapPortEntry(cmd, op.Set.Name, op.Entry, op.Kind == ReplaceEntry)
+	}
+	switch op.Kind {
 	case AddEntry:
 		return k.nl.IpsetAdd(op.Set.Name, toIpsetEntry(op.Set.Type, op.Entry, false))
 	case ReplaceEntry:
 		return k.nl.IpsetAdd(op.Set.Name, toIpsetEntry(op.Set.Type, op.Entry, true))
-	case DeleteEntry:
+	default:
 		return k.nl.IpsetDel(op.Set.Name, toIpsetEntry(op.Set.Type, op.Entry, false))
 	}
-	return fmt.Errorf("unknown change %d", op.Kind)
 }
 
 // doAddress binds or unbinds a Service address. The interface stays
@@ -375,8 +398,6 @@ func toIpsetEntry(t SetType, e Entry, replace bool) *netlink.IPSetEntry {
 		}
 	case HashNet:
 		out.IP, out.CIDR = e.Net.Addr().AsSlice(), uint8(e.Net.Bits())
-	case BitmapPort:
-		out.Port = &port
 	}
 	return out
 }
