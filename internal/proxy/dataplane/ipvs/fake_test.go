@@ -339,6 +339,9 @@ func randomState(rng *rand.Rand) State {
 		if vs.Scheduler == "sh" || vs.Scheduler == "mh" {
 			vs.Flags = []Flags{0, FlagSched1, FlagSched2, FlagSched1 | FlagSched2}[rng.Intn(4)]
 		}
+		if vs.Protocol == UDP && rng.Intn(2) == 0 {
+			vs.Flags |= FlagOnePacket
+		}
 		for j := range 4 {
 			if rng.Intn(2) == 0 {
 				vs.Reals = append(vs.Reals, RealServer{Address: netip.AddrFrom4([4]byte{10, 244, 1, byte(2 + j)}), Port: 8080, Weight: rng.Intn(3)})

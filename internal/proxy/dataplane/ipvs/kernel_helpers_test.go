@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -261,4 +262,71 @@ func (c *ipvsCluster) addSources(t *testing.T, n int) []netip.Addr {
 		}
 	}
 	return srcs
+}
+
+// checkIpvsadm holds the virtual servers as `ipvsadm -Sn` saves them
+// against the layer's own reading: ipvsadm parses the kernel's answer
+// itself, so a value both our writing and our reading get wrong (a byte
+// order, a flag) shows here.
+func checkIpvsadm(t *testing.T, c *ipvsCluster, k *Netlink) {
+	t.Helper()
+	out, err := c.Node1.Exec(context.Background(), "ipvsadm", "-Sn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := k.read(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Split(strings.TrimSpace(out), "\n")
+	want := ipvsadmSave(o)
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("ipvsadm -Sn:\n%s\nwant, from the layer's reading:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// ipvsadmSave renders virtual servers as `ipvsadm -Sn` prints them.
+func ipvsadmSave(o *observed) []string {
+	var lines []string
+	for key, svc := range o.services {
+		vs := svc.vs
+		proto := map[Protocol]string{TCP: "-t", UDP: "-u", SCTP: "--sctp-service"}[key.Protocol]
+		line := fmt.Sprintf("-A %s %s -s %s", proto, key.AddrPort, vs.Scheduler)
+		if secs := vs.persistenceSeconds(); secs > 0 {
+			line += fmt.Sprintf(" -p %d", secs)
+			if m := vs.mask(); m != vs.Address.BitLen() && vs.Address.Is4() {
+				line += " -M " + net.IP(net.CIDRMask(m, 32)).String()
+			} else if m != vs.Address.BitLen() {
+				line += fmt.Sprintf(" -M %d", m)
+			}
+		}
+		if vs.Flags&FlagOnePacket != 0 {
+			line += " -o"
+		}
+		if names := schedFlagNames(vs.Scheduler, vs.Flags); names != "" {
+			line += " -b " + names
+		}
+		lines = append(lines, line)
+		for ap, rs := range svc.reals {
+			lines = append(lines, fmt.Sprintf("-a %s %s -r %s -m -w %d", proto, key.AddrPort, ap, rs.Weight))
+		}
+	}
+	return lines
+}
+
+// schedFlagNames are the scheduler flags as ipvsadm names them.
+func schedFlagNames(scheduler string, f Flags) string {
+	names := []string{"flag-1", "flag-2", "flag-3"}
+	if scheduler == "sh" || scheduler == "mh" {
+		names = []string{scheduler + "-fallback", scheduler + "-port", "flag-3"}
+	}
+	var out []string
+	for i, bit := range []Flags{FlagSched1, FlagSched2, FlagSched3} {
+		if f&bit != 0 {
+			out = append(out, names[i])
+		}
+	}
+	return strings.Join(out, ",")
 }

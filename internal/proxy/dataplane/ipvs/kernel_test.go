@@ -182,6 +182,7 @@ func testMatchesFake(t *testing.T, c *ipvsCluster) {
 		if dump != fake.Dump() {
 			t.Fatalf("step %d: kernel:\n%s\nfake:\n%s", i, dump, fake.Dump())
 		}
+		checkIpvsadm(t, c, k)
 	}
 	checkIpset(t, c, k)
 }
