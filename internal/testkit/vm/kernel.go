@@ -15,7 +15,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
+
+	"github.com/svcproxy/svcproxy/internal/filelock"
 )
 
 // Kernel is a Debian kernel with its modules and our initramfs, unpacked
@@ -51,7 +52,7 @@ func Prepare(ctx context.Context, cacheDir string, log io.Writer) (*Kernel, erro
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return nil, err
 	}
-	unlock, err := lockFile(filepath.Join(cacheDir, "lock"))
+	unlock, err := filelock.Lock(filepath.Join(cacheDir, "lock"))
 	if err != nil {
 		return nil, err
 	}
@@ -176,19 +177,6 @@ func command(ctx context.Context, dir, name string, args ...string) ([]byte, err
 		return out, fmt.Errorf("vm: %s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return out, nil
-}
-
-// lockFile takes an exclusive flock on path, waiting for other holders.
-func lockFile(path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("vm: lock %s: %w", path, err)
-	}
-	return func() { f.Close() }, nil
 }
 
 // moduleDeps reads modules.dep and returns the files (relative to the
