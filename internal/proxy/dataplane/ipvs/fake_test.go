@@ -329,6 +329,11 @@ func randomState(rng *rand.Rand) State {
 			continue
 		}
 		addr := netip.AddrFrom4([4]byte{10, 96, 0, byte(10 + i)})
+		realAddr := func(j int) netip.Addr { return netip.AddrFrom4([4]byte{10, 244, 1, byte(2 + j)}) }
+		if i == 3 { // one IPv6 service
+			addr = netip.MustParseAddr("fd00:10:96::a")
+			realAddr = func(j int) netip.Addr { return netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x10, 0x2, 0x44, 0, 1, 15: byte(2 + j)}) }
+		}
 		s.Addresses = append(s.Addresses, addr)
 		vs := VirtualServer{Address: addr, Protocol: []Protocol{TCP, UDP}[rng.Intn(2)], Port: 80,
 			Scheduler: Schedulers[rng.Intn(len(Schedulers))]}
@@ -344,7 +349,7 @@ func randomState(rng *rand.Rand) State {
 		}
 		for j := range 4 {
 			if rng.Intn(2) == 0 {
-				vs.Reals = append(vs.Reals, RealServer{Address: netip.AddrFrom4([4]byte{10, 244, 1, byte(2 + j)}), Port: 8080, Weight: rng.Intn(3)})
+				vs.Reals = append(vs.Reals, RealServer{Address: realAddr(j), Port: 8080, Weight: rng.Intn(3)})
 			}
 		}
 		s.Services = append(s.Services, vs)
