@@ -332,7 +332,9 @@ func randomState(rng *rand.Rand) State {
 		realAddr := func(j int) netip.Addr { return netip.AddrFrom4([4]byte{10, 244, 1, byte(2 + j)}) }
 		if i == 3 { // one IPv6 service
 			addr = netip.MustParseAddr("fd00:10:96::a")
-			realAddr = func(j int) netip.Addr { return netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x10, 0x2, 0x44, 0, 1, 15: byte(2 + j)}) }
+			realAddr = func(j int) netip.Addr {
+				return netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x10, 0x2, 0x44, 0, 1, 15: byte(2 + j)})
+			}
 		}
 		s.Addresses = append(s.Addresses, addr)
 		vs := VirtualServer{Address: addr, Protocol: []Protocol{TCP, UDP}[rng.Intn(2)], Port: 80,
