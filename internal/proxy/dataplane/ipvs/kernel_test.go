@@ -66,6 +66,35 @@ func TestKernel(t *testing.T) {
 	t.Run("matches fake", func(t *testing.T) { testMatchesFake(t, c) })
 	t.Run("graceful removal", func(t *testing.T) { testGracefulRemoval(t, c) })
 	t.Run("schedulers", func(t *testing.T) { testSchedulers(t, c) })
+	t.Run("cleanup", func(t *testing.T) { testCleanup(t, c) })
+}
+
+// testCleanup: Cleanup removes every virtual server, the interface and
+// the sets, and leaves what is not ours.
+func testCleanup(t *testing.T, c *ipvsCluster) {
+	k := c.kernel(t, Options{})
+	c.apply(t, k, c.webState())
+	ctx := context.Background()
+	for _, args := range [][]string{
+		{"iptables", "-t", "nat", "-F"}, // the glue holds the node port sets
+		{"ipset", "create", "OTHER-SET", "hash:ip"},
+	} {
+		if _, err := c.Node1.Exec(ctx, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := k.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if dump, err := k.Dump(ctx); err != nil || dump != "" {
+		t.Errorf("after Cleanup: %v\n%s", err, dump)
+	}
+	if out, err := c.Node1.Exec(ctx, "ipset", "list", "-n"); err != nil || strings.TrimSpace(out) != "OTHER-SET" {
+		t.Errorf("sets after Cleanup: %v %q, want only OTHER-SET", err, out)
+	}
+	if out, err := c.Node1.Exec(ctx, "ip", "link", "show", "kube-ipvs0"); err == nil {
+		t.Errorf("kube-ipvs0 is still there: %s", out)
+	}
 }
 
 // testTraffic sends real TCP and UDP through IPVS to a ClusterIP
