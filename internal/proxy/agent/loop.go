@@ -15,9 +15,12 @@ const minRetry = time.Second
 // Run waits for the source's initial state, then syncs until ctx ends.
 // It returns nil when ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
-	if a.opts.Health != nil {
-		for _, f := range a.opts.Families {
+	for _, f := range a.opts.Families {
+		if a.opts.Health != nil {
 			a.opts.Health.Updated(f)
+		}
+		if a.opts.Metrics != nil {
+			a.opts.Metrics.ShowFamily(f)
 		}
 	}
 	if err := a.waitSynced(ctx); err != nil {
@@ -193,6 +196,9 @@ func (a *Agent) cleanConntrack(p *plan.Plan, ch plan.Changes, f plan.Family) err
 		}
 	}
 	n, err := a.opts.Conntrack.CleanUDP(p, f, removed...)
+	if a.opts.Metrics != nil {
+		a.opts.Metrics.ConntrackCleaned(f, n, err)
+	}
 	if err != nil {
 		return fmt.Errorf("after deleting %d entries: %w", n, err)
 	}
