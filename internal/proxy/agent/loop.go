@@ -116,6 +116,7 @@ func (a *Agent) takeChanges() (*plan.Plan, plan.Changes, []trigger) {
 	}
 	p, ch := a.tracker.Sync()
 	a.current = p
+	a.status.InProgress = true
 	a.reportInvalid(a.tracker.Errors())
 	if ch.Full {
 		a.lastFull = time.Now()
@@ -149,6 +150,7 @@ func (a *Agent) record(full bool, start time.Time, took time.Duration, err error
 		a.status.Failures++
 	}
 	a.status.Last, a.status.Took, a.status.Full, a.status.Err = start, took, full, err
+	a.status.InProgress = false
 	a.mu.Unlock()
 	if a.opts.Metrics != nil {
 		for _, f := range a.opts.Families {

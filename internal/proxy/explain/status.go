@@ -33,6 +33,9 @@ type SyncStatus struct {
 	Syncs    int       `json:"syncs"`
 	Failures int       `json:"failures"`
 	Error    string    `json:"error,omitempty"`
+	// InProgress: the ports shown are being synced; the kernel may not
+	// hold all of them yet.
+	InProgress bool `json:"inProgress,omitempty"`
 }
 
 // Port is one service port: its addresses, policies and endpoints.
