@@ -328,3 +328,36 @@ func TestInvalidObjectsAreLoggedOnce(t *testing.T) {
 		t.Fatalf("logs = %q, want one line naming default/bad and its clusterIP", logs)
 	}
 }
+
+// gate is a dataplane whose Syncs say they began and wait for release.
+type gate struct{ entered, release chan struct{} }
+
+func (g gate) Sync(context.Context, *plan.Plan, plan.Changes) error {
+	select {
+	case g.entered <- struct{}{}:
+	default:
+	}
+	<-g.release
+	return nil
+}
+
+func (g gate) Cleanup(context.Context) error { return nil }
+
+// TestStatusSaysWhileSyncing: the plan WithPlan shows is marked in
+// progress until the dataplane has applied it, so that a status reader
+// does not take it for what the kernel holds.
+func TestStatusSaysWhileSyncing(t *testing.T) {
+	g := gate{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	a := start(t, Options{Dataplane: g, SyncPeriod: time.Hour})
+	svc, _ := web()
+	a.SetService(svc)
+	a.Synced()
+	<-g.entered
+	a.WithPlan(func(p *plan.Plan, st Status) {
+		if p == nil || len(p.Ports) != 1 || !st.InProgress {
+			t.Errorf("during the first sync: plan %v, status %+v, want the plan with InProgress", p, st)
+		}
+	})
+	close(g.release)
+	waitFor(t, func() bool { st := a.Status(); return st.Syncs == 1 && !st.InProgress })
+}
