@@ -40,9 +40,9 @@ func (n serviceName) String() string { return n.Namespace + "/" + n.Name }
 
 // serviceServer is the running health check of one Service.
 type serviceServer struct {
-	name    serviceName
-	port    uint16
-	proxy   interface{ Healthy() bool }
+	name      serviceName
+	port      uint16
+	proxy     interface{ Healthy() bool }
 	servers   []*http.Server
 	listeners []net.Listener
 	count     atomic.Int64 // distinct local ready endpoint IPs
