@@ -26,7 +26,7 @@ import (
 // never does it) it is refused.
 func TestLocalhostNodePorts(t *testing.T) {
 	testnet.RequireKernel(t, "iptables-restore")
-	r := newRig(t)
+	r := newRig(t, "nftables")
 	r.createWeb("pod1a", "pod2a")
 	loopback := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), nodePort)
 	for _, c := range []struct {
@@ -82,7 +82,7 @@ func (r *rig) sysctl(name string) string {
 // without it svcproxy programs Services all the same, counts the failure,
 // and serves /healthz once the port is free.
 func TestBindAddressHardFail(t *testing.T) {
-	r := newRig(t)
+	r := newRig(t, "nftables")
 	r.createWeb("pod1a")
 	var squatter net.Listener
 	if err := r.net.Node1.Do(func() (err error) { squatter, err = net.Listen("tcp", healthzAddr.String()); return err }); err != nil {
@@ -94,7 +94,7 @@ func TestBindAddressHardFail(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "healthz server: listen on "+healthzAddr.String()) || !strings.Contains(err.Error(), "bindAddressHardFail") {
 		t.Fatalf("with the port taken and hard fail: %v, want the healthz server's listen error", err)
 	}
-	waitUntil(t, func() bool {
+	waitUntil(t, "the Warning event FailedToStartProxierHealthcheck", func() bool {
 		events, err := r.client.EventsV1().Events("default").List(context.Background(), metav1.ListOptions{})
 		return err == nil && hasEvent(events.Items, "FailedToStartProxierHealthcheck", "node1")
 	})

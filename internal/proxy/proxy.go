@@ -8,6 +8,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
@@ -47,6 +49,9 @@ type Env struct {
 	Started func(*agent.Agent)
 	// Log is where the proxy logs; the zero Logger means klog's.
 	Log logr.Logger
+	// OpenConntrack overrides how the conntrack cleaner is opened (tests
+	// make it fail); it returns the cleaner and what closes it.
+	OpenConntrack func() (*conntrack.Cleaner, func(), error)
 }
 
 // InNetns is the Env of a node whose kernel is the named network
@@ -70,6 +75,9 @@ func (e *Env) defaults() {
 	if e.Log.GetSink() == nil {
 		e.Log = klog.Background()
 	}
+	if e.OpenConntrack == nil {
+		e.OpenConntrack = func() (*conntrack.Cleaner, func(), error) { return conntrackCleaner(*e) }
+	}
 }
 
 // Run runs the proxy until ctx ends.
@@ -92,20 +100,28 @@ func Run(ctx context.Context, opts *config.Options, env Env) error {
 		return err
 	}
 	fams := families()
-	dp, others := dataplanes(set, fams, env)
+	m := metrics.NewForMode(string(set.Mode))
+	dp, others := dataplanes(set, fams, env, func(err error) {
+		env.Log.Error(err, "An nftables write fell back from netlink to nft")
+		m.Fallback()
+	})
 	for _, o := range others {
 		if err := o.Cleanup(ctx); err != nil {
 			env.Log.Error(err, "Removing the other proxy mode's rules")
 		}
 	}
-	m := metrics.NewForMode(string(set.Mode))
 	ph := health.NewProxyHealth(fams, set.SyncPeriod, nil)
 	ph.OnAnswer = func(path string, code int) { answerMetric(m, path, code) }
 	svcHealth := health.NewServiceHealth(health.ServiceOptions{Proxy: ph, Listen: env.Listen, Log: env.Log})
 	defer svcHealth.Close()
-	ct, closeCT, err := conntrackCleaner(env)
+	ct, closeCT, err := env.OpenConntrack()
 	if err != nil {
-		env.Log.Error(err, "Conntrack cleanup disabled: no netlink handle")
+		// Without it UDP clients stay stuck on removed endpoints: run on
+		// (the rules are still right), but as unhealthy, saying why.
+		why := "conntrack cleanup is off (stale UDP flows will not be deleted)"
+		env.Log.Error(err, why)
+		ph.Broken(fmt.Sprintf("%s: %v", why, err))
+		ct, closeCT = nil, func() {}
 	}
 	defer closeCT()
 
@@ -155,7 +171,7 @@ func metricsHandler(opts *config.Options, m *metrics.Metrics, ph *health.ProxyHe
 func Cleanup(ctx context.Context, opts *config.Options, env Env) error {
 	env.defaults()
 	fams := families()
-	dp, others := dataplanes(opts.Proxy, fams, env)
+	dp, others := dataplanes(opts.Proxy, fams, env, func(err error) { env.Log.Error(err, "An nftables write fell back from netlink to nft") })
 	var errs []error
 	for _, d := range append([]dataplane.Dataplane{dp}, others...) {
 		errs = append(errs, d.Cleanup(ctx))
@@ -164,10 +180,11 @@ func Cleanup(ctx context.Context, opts *config.Options, env Env) error {
 }
 
 // dataplanes returns the dataplane of the mode to run and those of the
-// other modes, whose rules it removes.
-func dataplanes(set config.Settings, fams []plan.Family, env Env) (dataplane.Dataplane, []dataplane.Dataplane) {
+// other modes, whose rules it removes; fallback hears of each nftables
+// write that netlink refused.
+func dataplanes(set config.Settings, fams []plan.Family, env Env, fallback func(error)) (dataplane.Dataplane, []dataplane.Dataplane) {
 	bit := uint(set.MasqueradeBit)
-	nft := inNetns{nftables.New(nftables.Options{Families: fams, MasqueradeBit: bit, Log: env.Log}), env.Do}
+	nft := inNetns{nftables.New(nftables.Options{Families: fams, MasqueradeBit: bit, Fallback: fallback, Log: env.Log}), env.Do}
 	ipt := inNetns{iptables.New(iptables.Options{Families: fams, MasqueradeBit: bit, Log: env.Log}), env.Do}
 	if set.Mode == config.ModeIPTables {
 		return ipt, []dataplane.Dataplane{nft}
@@ -198,15 +215,18 @@ func families() []plan.Family {
 	return []plan.Family{plan.IPv4, plan.IPv6}
 }
 
-// conntrackCleaner opens a netlink handle in the node's namespace.
+// conntrackCleaner opens a netlink handle in the node's namespace, with
+// the two netlink families the cleaner uses: netfilter for conntrack,
+// route for the node's addresses. (All families would also need xfrm,
+// which a kernel may lack.)
 func conntrackCleaner(env Env) (*conntrack.Cleaner, func(), error) {
 	var h *netlink.Handle
 	err := env.Do(func() (err error) {
-		h, err = netlink.NewHandle()
+		h, err = netlink.NewHandle(unix.NETLINK_NETFILTER, unix.NETLINK_ROUTE)
 		return err
 	})
 	if err != nil {
-		return nil, func() {}, err
+		return nil, func() {}, fmt.Errorf("opening a netlink socket: %w", err)
 	}
 	return conntrack.New(h), h.Close, nil
 }

@@ -98,7 +98,7 @@ func withExplain(h, ex http.Handler) http.Handler {
 func explainPlan(a *agent.Agent) func(fn func(*plan.Plan, explain.SyncStatus)) {
 	return func(fn func(*plan.Plan, explain.SyncStatus)) {
 		a.WithPlan(func(p *plan.Plan, st agent.Status) {
-			sync := explain.SyncStatus{At: st.Last, Took: st.Took.String(), Full: st.Full, Syncs: st.Syncs, Failures: st.Failures}
+			sync := explain.SyncStatus{At: st.Last, Took: st.Took.String(), Full: st.Full, Syncs: st.Syncs, Failures: st.Failures, InProgress: st.InProgress}
 			if st.Err != nil {
 				sync.Error = st.Err.Error()
 			}

@@ -25,7 +25,7 @@ import (
 // nodePortAddresses leaves the family unrestricted, else on each node
 // address it selects; "primary" selects the Node's primary IPs.
 func TestListeningSockets(t *testing.T) {
-	r := newRig(t)
+	r := newRig(t, "nftables")
 	const hc = 32123
 	svc := objects.Service("default", "local", objects.ClusterIPs("10.96.0.20", "fd00:10:96::20"), objects.IPFamilies(v1.IPFamilyPolicyRequireDualStack),
 		objects.Type(v1.ServiceTypeLoadBalancer), objects.Port("http", v1.ProtocolTCP, 80, 31080), objects.ExternalTrafficPolicyLocal(hc))

@@ -53,12 +53,13 @@ type serviceKey struct {
 
 // serviceServer is the running health check of one Service in one family.
 type serviceServer struct {
-	name    serviceName
-	port    uint16
-	addrs   []string // where it listens
-	proxy   interface{ Healthy() bool }
-	servers []*http.Server
-	count   atomic.Int64 // distinct local ready endpoint IPs
+	name      serviceName
+	port      uint16
+	addrs     []string // where it listens
+	proxy     interface{ Healthy() bool }
+	servers   []*http.Server
+	listeners []net.Listener
+	count     atomic.Int64 // distinct local ready endpoint IPs
 }
 
 // wanted is what one Service needs in one family: its health port, the
@@ -194,7 +195,7 @@ func (s *ServiceHealth) start(key serviceKey, w *wanted) (*serviceServer, error)
 			return nil, fmt.Errorf("health check of Service %s (%s) on port %d: %w", key.serviceName, key.family, w.port, err)
 		}
 		hs := &http.Server{Handler: srv}
-		srv.servers = append(srv.servers, hs)
+		srv.servers, srv.listeners = append(srv.servers, hs), append(srv.listeners, ln)
 		go func() { _ = hs.Serve(ln) }() // returns ErrServerClosed on close
 	}
 	return srv, nil
@@ -212,10 +213,18 @@ func (s *ServiceHealth) Close() error {
 	return errors.Join(errs...)
 }
 
+// close stops the servers and closes their listeners now: a Serve that
+// has not started yet would close its listener only when it runs, and the
+// port must be free when close returns (a failed start is retried).
 func (srv *serviceServer) close() error {
 	var errs []error
 	for _, hs := range srv.servers {
 		errs = append(errs, hs.Close())
+	}
+	for _, ln := range srv.listeners {
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"testing"
 
 	"github.com/go-logr/logr"
 )
@@ -24,6 +25,10 @@ func New(v int) *Recorder { return &Recorder{verbosity: v} }
 
 // Logger returns a logger writing to r.
 func (r *Recorder) Logger() logr.Logger { return logr.New(&sink{r: r}) }
+
+// LoggerTo returns a logger writing to r and to t's log, so that a failing
+// test shows what the code under test said.
+func (r *Recorder) LoggerTo(t testing.TB) logr.Logger { return logr.New(&sink{r: r, echo: t.Log}) }
 
 // Lines returns a copy of the lines so far, each "msg key=value ...", an
 // error as err=<its text>.
@@ -58,6 +63,7 @@ func (r *Recorder) add(line string) {
 // can look for an error's text as it is.
 type sink struct {
 	r      *Recorder
+	echo   func(args ...any) // also gets each line, if set
 	name   string
 	values []any
 }
@@ -66,11 +72,18 @@ func (s *sink) Init(logr.RuntimeInfo)  {}
 func (s *sink) Enabled(level int) bool { return level <= s.r.verbosity }
 
 func (s *sink) Info(level int, msg string, kv ...any) {
-	s.r.add(s.format(msg, kv))
+	s.add(s.format(msg, kv))
 }
 
 func (s *sink) Error(err error, msg string, kv ...any) {
-	s.r.add(s.format(msg, append(kv, "err", err)))
+	s.add(s.format(msg, append(kv, "err", err)))
+}
+
+func (s *sink) add(line string) {
+	s.r.add(line)
+	if s.echo != nil {
+		s.echo(line)
+	}
 }
 
 func (s *sink) format(msg string, kv []any) string {
@@ -87,12 +100,12 @@ func (s *sink) format(msg string, kv []any) string {
 }
 
 func (s *sink) WithValues(kv ...any) logr.LogSink {
-	return &sink{r: s.r, name: s.name, values: append(append([]any{}, s.values...), kv...)}
+	return &sink{r: s.r, echo: s.echo, name: s.name, values: append(append([]any{}, s.values...), kv...)}
 }
 
 func (s *sink) WithName(name string) logr.LogSink {
 	if s.name != "" {
 		name = s.name + "/" + name
 	}
-	return &sink{r: s.r, name: name, values: s.values}
+	return &sink{r: s.r, echo: s.echo, name: name, values: s.values}
 }

@@ -77,10 +77,10 @@ func (r *recorder) port(name string) int32 {
 // logged counts the log lines holding every one of subs.
 func (r *recorder) logged(subs ...string) int { return r.logs.Count(subs...) }
 
-// waitFor polls cond for at most five seconds.
+// waitFor polls cond for at most 20 seconds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -103,7 +103,7 @@ func start(t *testing.T, dir string) *recorder {
 			if err != nil {
 				t.Errorf("Run: %v", err)
 			}
-		case <-time.After(5 * time.Second):
+		case <-time.After(20 * time.Second):
 			t.Error("Run did not return after cancel")
 		}
 	})
@@ -298,7 +298,7 @@ func TestRunErrorsAndCancel(t *testing.T) {
 		if err != nil {
 			t.Errorf("Run: %v", err)
 		}
-	case <-time.After(2 * time.Second):
+	case <-time.After(20 * time.Second):
 		t.Fatal("Run did not return after cancel")
 	}
 }
