@@ -67,6 +67,8 @@ type State struct {
 	Self       string // the svcproxy executable every lab process runs
 	ProxyMode  string // nftables or iptables
 	Nodes      []Node
+	// UI is the address of the lab's page, http://127.0.0.1:PORT/.
+	UI string `json:",omitempty"`
 }
 
 // Node is one node of the lab.

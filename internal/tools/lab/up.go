@@ -69,7 +69,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		}
 		return nil, errors.Join(err, Down(cleanup, st.Name))
 	}
-	p.say("ready: %d nodes, proxy mode %s (svcproxy lab status | kubectl | exec POD -- CMD)", len(st.Nodes), st.ProxyMode)
+	p.say("ready: %d nodes, proxy mode %s; the page: %s (svcproxy lab ui | status | kubectl | exec POD -- CMD)", len(st.Nodes), st.ProxyMode, st.UI)
 	return st, nil
 }
 
@@ -132,6 +132,9 @@ func (s *State) bringUp(ctx context.Context, p progress) error {
 	if err := s.startNodes(); err != nil {
 		return err
 	}
+	if err := s.startUI(); err != nil {
+		return err
+	}
 	if err := createDNS(ctx, cp.Client(), cp.RestConfig().CAData); err != nil {
 		return err
 	}
@@ -172,6 +175,7 @@ func (s *State) waitReady(ctx context.Context, client kubernetes.Interface, p pr
 		{"nodes registered and Ready", func(ctx context.Context) error { return s.nodesReady(ctx, client) }},
 		{"svcproxy healthy on every node (/healthz on :10256)", s.proxiesHealthy},
 		{"cluster DNS: kube-system/coredns available behind Service kube-dns " + DNSIP.String(), func(ctx context.Context) error { return dnsReady(ctx, client) }},
+		{"the page answers at " + s.UI, s.uiAnswers},
 	}
 	for _, step := range steps {
 		if err := Poll(ctx, readyTimeout, func() error { return step.ok(ctx) }); err != nil {
