@@ -9,12 +9,14 @@ import (
 	"log"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"github.com/svcproxy/svcproxy/internal/proxy/explain"
 	"github.com/svcproxy/svcproxy/internal/tools/lab"
 	"github.com/svcproxy/svcproxy/internal/tools/lab/kubelet"
 	"github.com/svcproxy/svcproxy/internal/tools/lab/lbpool"
+	"github.com/svcproxy/svcproxy/internal/tools/lab/ui"
 	"github.com/svcproxy/svcproxy/internal/tools/lab/walkthrough"
 )
 
@@ -22,6 +24,8 @@ const labUsage = `Usage:
   svcproxy lab up [--nodes 3] [--proxy-mode nftables|iptables]
                                   bring up a cluster of network namespaces:
                                   real control plane, svcproxy on every node
+  svcproxy lab ui                 the address of the lab's page: a live picture
+                                  of the nodes, pods, Services and traffic
   svcproxy lab status [--node N]  processes, nodes, pods and Services; with
                                   --node, that node's svcproxy status
   svcproxy lab trace --node N --src IP --dst IP:PORT [--proto tcp]
@@ -73,7 +77,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return lab.Down(context.WithoutCancel(ctx), *name)
 	case "demo":
 		return walkthrough.Run(ctx, opts, *keep, stdout)
-	case "status", "exec", "kubelet", "lbpool", "trace":
+	case "status", "exec", "kubelet", "lbpool", "trace", "ui", "ui-server":
 		st, err := lab.Load(*name)
 		if err != nil {
 			return err
@@ -94,16 +98,56 @@ func runInLab(ctx context.Context, st *lab.State, cmd string, args []string, nam
 		return st.Status(ctx, stdout)
 	case "exec":
 		return labExec(ctx, st, namespace, args, stdout, stderr)
+	case "ui":
+		return labUI(st, stdout)
+	}
+	logf := log.New(stderr, "", log.LstdFlags|log.Lmicroseconds).Printf
+	if cmd == "ui-server" {
+		return serveUI(ctx, st, logf)
 	}
 	client, err := st.ClientIn("") // `lab up` starts both inside their namespaces
 	if err != nil {
 		return err
 	}
-	logf := log.New(stderr, "", log.LstdFlags|log.Lmicroseconds).Printf
 	if cmd == "kubelet" {
 		return kubelet.Run(ctx, st, node, client, logf)
 	}
 	return lbpool.Run(ctx, st, client, logf)
+}
+
+// labUI prints the address of the lab's page.
+func labUI(st *lab.State, stdout io.Writer) error {
+	if st.UI == "" {
+		return fmt.Errorf("lab %s has no page (brought up by an older svcproxy?)", st.Name)
+	}
+	procs, err := st.Processes()
+	if err != nil {
+		return err
+	}
+	for _, p := range procs {
+		if p.Name == "ui" && !p.Running {
+			return fmt.Errorf("the page's server (lab process ui) has exited: see %s", filepath.Join(st.Dir, "logs", "ui.log"))
+		}
+	}
+	fmt.Fprintln(stdout, st.UI)
+	return nil
+}
+
+// serveUI serves the page on the listener `lab up` handed over; it runs
+// in the machine's namespace and reaches the API server from the control
+// plane's.
+func serveUI(ctx context.Context, st *lab.State, logf func(string, ...any)) error {
+	l, err := lab.UIListener()
+	if err != nil {
+		return err
+	}
+	client, err := st.Client()
+	if err != nil {
+		return err
+	}
+	nodes := ui.NewLabNodes(st)
+	defer nodes.Close()
+	return ui.New(ui.Options{Lab: st, Client: client, Nodes: nodes, Logf: logf}).Run(ctx, l)
 }
 
 // explainNode runs `status` or `trace` against a lab node's svcproxy.
