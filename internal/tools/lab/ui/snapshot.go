@@ -129,8 +129,8 @@ type Route struct {
 	Nodes   []string `json:"nodes"`
 }
 
-// objects are the cluster's objects, as the informers hold them.
-type objects struct {
+// apiObjects are the cluster's objects, as the informers hold them.
+type apiObjects struct {
 	nodes    []*corev1.Node
 	pods     []*corev1.Pod
 	services []*corev1.Service
@@ -146,7 +146,7 @@ type probes struct {
 }
 
 // build makes the snapshot from the objects, the probes and the traffic.
-func build(st *lab.State, obj objects, pr probes, tr *Traffic, at time.Time) Snapshot {
+func build(st *lab.State, obj apiObjects, pr probes, tr *Traffic, at time.Time) Snapshot {
 	s := Snapshot{
 		Lab: st.Name, Mode: st.ProxyMode, At: at, ClientIP: lab.ClientIP.String(), LBPool: lab.LBPool.String(),
 		Window: tr.WindowSeconds(), Routes: pr.routes, Unscheduled: []PodView{},
@@ -226,7 +226,7 @@ func podView(p *corev1.Pod, tr *Traffic) PodView {
 }
 
 // serviceViews describes every Service with the endpoints of its slices.
-func serviceViews(obj objects, tr *Traffic) []ServiceView {
+func serviceViews(obj apiObjects, tr *Traffic) []ServiceView {
 	slicesOf := map[string][]*discovery.EndpointSlice{}
 	for _, sl := range obj.slices {
 		name := sl.Labels[discovery.LabelServiceName]

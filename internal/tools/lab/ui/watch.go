@@ -36,8 +36,8 @@ func watch(factory informers.SharedInformerFactory, poke func()) (listers, error
 }
 
 // objects lists everything from the caches.
-func (l listers) objects() (objects, error) {
-	var o objects
+func (l listers) objects() (apiObjects, error) {
+	var o apiObjects
 	var err error
 	if o.nodes, err = l.nodes.List(labels.Everything()); err != nil {
 		return o, err

@@ -7,7 +7,8 @@ const page = {
   snapshot: null,   // the latest snapshot
   selected: "",     // "namespace/name" of the selected Service
   draws: 0,         // snapshots drawn, for tests
-  lastDrawMs: 0,    // how long the latest draw took
+  firstDrawMs: 0,   // how long the first (complete) drawing took
+  lastDrawMs: 0,    // how long the latest took
 };
 window.svcproxyPage = page;
 
@@ -31,7 +32,16 @@ function ago(from, to) {
 
 // --- the picture -----------------------------------------------------------
 
-const layout = {width: 1200, margin: 16, top: 104, podH: 40, podGap: 6, headH: 70};
+const layout = {width: 1200, margin: 16, podH: 40, podGap: 6, headH: 70, maxRoutes: 4};
+
+// routeLines are the load balancer's routes in words, at most maxRoutes.
+function routeLines(snap) {
+  const lines = snap.routes.map(r => `${r.address} → ${r.nodes.join(", ") || "no node"}`);
+  if (lines.length > layout.maxRoutes) {
+    return lines.slice(0, layout.maxRoutes - 1).concat(`… and ${lines.length - layout.maxRoutes + 1} more`);
+  }
+  return lines.length ? lines : ["no address routed"];
+}
 
 function drawCluster(snap) {
   const svg = document.getElementById("cluster");
@@ -43,46 +53,83 @@ function drawCluster(snap) {
   const rows = Math.max(1, ...snap.nodes.map(nd => Math.ceil(nd.pods.length / cols)));
   const hcRows = Math.max(0, ...snap.nodes.map(nd => nd.healthChecks.length));
   const nodeH = layout.headH + rows * (layout.podH + layout.podGap) + (hcRows ? 20 + hcRows * 16 : 0) + 8;
-  const height = layout.top + nodeH + layout.margin;
+  const lbH = 26 + 14 * routeLines(snap).length;
+  const top = Math.max(90, lbH + 36);
+  const height = top + nodeH + layout.margin;
   const endpointPods = selectedPods(snap);
   const maxWindow = Math.max(1, ...snap.nodes.flatMap(nd => nd.pods.map(p => p.window)));
   const parts = [
-    `<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0L10,5L0,10z" fill="#b89a6b"/></marker></defs>`,
-    drawOutside(snap, width, nodeW),
+    ["defs", `<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0L10,5L0,10z" fill="#b89a6b"/></marker></defs>`],
+    ["outside", `<g>${drawOutside(snap, width, nodeW, top, lbH)}</g>`],
   ];
   snap.nodes.forEach((nd, i) => {
     const x = layout.margin + i * (nodeW + layout.margin);
-    parts.push(drawNode(nd, snap, {x, y: layout.top, w: nodeW, h: nodeH, cols, podW, endpointPods, maxWindow}));
+    parts.push(["node " + nd.name, drawNode(nd, snap, {x, y: top, w: nodeW, h: nodeH, cols, podW, endpointPods, maxWindow})]);
   });
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("height", height);
-  svg.innerHTML = parts.join("");
+  patch(svg, parts, true);
+}
+
+// patch makes a container's children the elements of items, [key, html]
+// pairs in order, and replaces only those whose html changed: most of the
+// page stays as it is from one second to the next, and the browser redraws
+// only what moved.
+function patch(container, items, svg) {
+  const old = new Map([...container.children].map(el => [el.dataset.key, el]));
+  let prev = null;
+  for (const [key, html] of items) {
+    let el = old.get(key);
+    old.delete(key);
+    if (!el || el.svcproxyHTML !== html) {
+      const fresh = parseElement(html, svg);
+      fresh.dataset.key = key;
+      fresh.svcproxyHTML = html;
+      if (el) el.replaceWith(fresh);
+      el = fresh;
+    }
+    const next = prev ? prev.nextSibling : container.firstChild;
+    if (next !== el) container.insertBefore(el, next);
+    prev = el;
+  }
+  for (const el of old.values()) el.remove();
+}
+
+function parseElement(html, svg) {
+  const t = document.createElement("template");
+  if (!svg) {
+    t.innerHTML = html;
+    return t.content.firstElementChild;
+  }
+  t.innerHTML = `<svg xmlns="http://www.w3.org/2000/svg">${html}</svg>`;
+  return t.content.firstElementChild.firstElementChild;
 }
 
 // drawOutside draws the client, the load balancer, the LAN and the load
 // balancer's routes to the nodes that passed its health checks.
-function drawOutside(snap, width, nodeW) {
+function drawOutside(snap, width, nodeW, top, lbH) {
   const nodeX = name => {
     const i = snap.nodes.findIndex(nd => nd.name === name);
     return layout.margin + i * (nodeW + layout.margin) + nodeW / 2;
   };
   const lbX = width / 2 - 170, lbW = 340;
-  const routes = snap.routes.map(r => `${r.address} → ${r.nodes.join(", ") || "no node"}`);
+  const routes = routeLines(snap);
   const out = [
-    `<line class="lan" x1="${layout.margin}" y1="${layout.top - 14}" x2="${width - layout.margin}" y2="${layout.top - 14}"/>`,
-    `<text class="small" x="${width - layout.margin}" y="${layout.top - 20}" text-anchor="end">LAN 198.51.100.0/24</text>`,
+    `<line class="lan" x1="${layout.margin}" y1="${top - 14}" x2="${width - layout.margin}" y2="${top - 14}"/>`,
+    `<line class="lan" x1="${layout.margin + 115}" y1="66" x2="${layout.margin + 115}" y2="${top - 14}"/>`,
+    `<text class="small" x="${width - layout.margin}" y="${top - 20}" text-anchor="end">LAN 198.51.100.0/24</text>`,
     `<g data-client="${esc(snap.clientIP)}"><rect class="outside" x="${layout.margin}" y="8" width="230" height="58" rx="6"/>`,
     `<text class="title" x="${layout.margin + 10}" y="28">client</text>`,
     `<text x="${layout.margin + 10}" y="46">${esc(snap.clientIP)}: the outside world</text></g>`,
-    `<g data-lb="${esc(snap.lbPool)}"><rect class="outside" x="${lbX}" y="8" width="${lbW}" height="${26 + 14 * Math.max(1, routes.length)}" rx="6"/>`,
+    `<g data-lb="${esc(snap.lbPool)}"><rect class="outside" x="${lbX}" y="8" width="${lbW}" height="${lbH}" rx="6"/>`,
     `<text class="title" x="${lbX + 10}" y="26">load balancer <tspan class="small">pool ${esc(snap.lbPool)}</tspan></text>`,
   ];
-  (routes.length ? routes : ["no address routed"]).forEach((r, i) =>
+  routes.forEach((r, i) =>
     out.push(`<text class="small" x="${lbX + 10}" y="${42 + 14 * i}">${esc(r)}</text>`));
   out.push("</g>");
   const routed = new Set(snap.routes.flatMap(r => r.nodes));
   for (const name of routed) {
-    out.push(`<line class="route" x1="${width / 2}" y1="${22 + 14 * Math.max(1, routes.length)}" x2="${nodeX(name)}" y2="${layout.top - 2}"/>`);
+    out.push(`<line class="route" x1="${width / 2}" y1="${8 + lbH}" x2="${nodeX(name)}" y2="${top - 2}"/>`);
   }
   return out.join("");
 }
@@ -121,7 +168,7 @@ function drawPod(pod, x, y, g) {
   const cls = ["pod", pod.terminating ? "terminating" : pod.ready ? "ready" : "notready"];
   if (g.endpointPods.has(key)) cls.push("selected");
   const barW = (g.podW - 40) * Math.min(1, pod.window / g.maxWindow);
-  const chars = Math.floor((g.podW - 10) / 6.6);
+  const chars = Math.floor((g.podW - 10) / 7.4);
   return `<g class="${cls.join(" ")}" data-pod="${esc(key)}" data-window="${pod.window}"><title>${esc(key)} ${esc(pod.ip)} ${esc(pod.phase)}</title>` +
     `<rect class="body" x="${x}" y="${y}" width="${g.podW}" height="${layout.podH}" rx="4"/>` +
     `<text x="${x + 5}" y="${y + 14}">${esc(shorten(pod.name, chars))}</text>` +
@@ -140,7 +187,7 @@ function selectedPods(snap) {
 
 function drawServices(snap) {
   const max = Math.max(1, ...snap.services.flatMap(s => s.endpoints.map(e => e.window)));
-  document.getElementById("services").innerHTML = snap.services.map(s => drawService(s, max)).join("");
+  patch(document.getElementById("services"), snap.services.map(s => [s.namespace + "/" + s.name, drawService(s, max)]), false);
 }
 
 function serviceAddresses(s) {
@@ -349,7 +396,10 @@ function draw(snap) {
   drawTraceForm(snap);
   page.draws++;
   page.lastDrawMs = performance.now() - start;
-  if (page.draws === 1) performance.mark("svcproxy-first-draw");
+  if (page.draws === 1) {
+    page.firstDrawMs = page.lastDrawMs;
+    performance.mark("svcproxy-first-draw");
+  }
   const live = document.getElementById("live");
   live.textContent = "live · " + new Date(snap.at).toLocaleTimeString();
   live.className = "";
