@@ -53,6 +53,7 @@ func walk(t *testing.T, self, mode string) {
 	}
 	checkReport(t, st, report)
 	checkBadInput(ctx, t, st, self)
+	checkPage(ctx, t, st)
 	explainFailure(t, st, self)
 	procs, err := st.Processes()
 	if err != nil {

@@ -186,7 +186,8 @@ function selectedPods(snap) {
 // --- the Services -----------------------------------------------------------
 
 function drawServices(snap) {
-  const max = Math.max(1, ...snap.services.flatMap(s => s.endpoints.map(e => e.window)));
+  const eps = snap.services.flatMap(s => s.endpoints);
+  const max = {window: Math.max(1, ...eps.map(e => e.window)), second: Math.max(1, ...eps.flatMap(e => e.recent))};
   patch(document.getElementById("services"), snap.services.map(s => [s.namespace + "/" + s.name, drawService(s, max)]), false);
 }
 
@@ -213,15 +214,15 @@ function drawService(s, max) {
 function drawEndpoint(e, max) {
   const state = e.terminating ? "terminating" : e.ready ? "ready" : "notready";
   const spark = e.recent.map((n, i) => {
-    const h = n ? Math.max(2, 14 * Math.min(1, n / max)) : 0;
+    const h = n ? Math.max(2, 14 * n / max.second) : 0;
     return `<rect x="${i * 3}" y="${14 - h}" width="2" height="${h}" fill="#2760d8"/>`;
   }).join("");
   return `<tr data-endpoint="${esc(e.key)}" data-window="${e.window}" data-total="${e.total}">` +
     `<td>${esc(e.key)}</td><td title="${esc(e.pod)}">${esc(e.node || "")}</td>` +
     `<td class="state-${state}">${state === "notready" ? "not ready" : state}</td>` +
-    `<td class="barcell"><div class="ep-bar" style="width:${100 * e.window / max}%"></div></td>` +
+    `<td class="barcell"><div class="ep-bar" style="width:${100 * e.window / max.window}%"></div></td>` +
     `<td class="count">${e.window}</td>` +
-    `<td><svg width="90" height="14" aria-label="per second">${spark}</svg></td></tr>`;
+    `<td class="spark"><svg width="90" height="14" aria-label="per second">${spark}</svg></td></tr>`;
 }
 
 // --- the trace form --------------------------------------------------------
@@ -305,29 +306,37 @@ async function trace(ev) {
 // --- a trace ---------------------------------------------------------------
 
 // drawTrace draws the paths through the node's rules: the steps all paths
-// share, then one branch per path with its probability and outcome. A path
+// share first, then one branch per path with its probability, the steps
+// only it meets and its outcome, then the steps all paths meet last. A path
 // whose outcome the plan does not allow is red, as are the verdicts when
 // the kernel and the plan disagree.
 function drawTrace(answer) {
   const r = answer.result;
   const paths = r.paths || [];
-  const shared = commonPrefix(paths.map(p => p.steps));
+  const steps = paths.map(p => p.steps);
+  const head = commonPrefix(steps);
+  const tail = paths.length > 1 ? commonPrefix(steps.map(s => s.slice(head).reverse())) : 0;
   const out = [`<p class="trace-head">${esc(r.packet)}, through the ${esc(r.mode)} rules of <b>${esc(answer.node)}</b>:</p>`,
-    `<div class="chain">`, drawSteps(paths.length ? paths[0].steps.slice(0, shared) : []), `</div>`];
+    `<div class="chain">`, drawSteps(paths.length ? paths[0].steps.slice(0, head) : []), `</div>`];
   if (paths.length > 1) out.push(`<div class="arrow">↓ ${paths.length} ways, one picked at random per connection</div>`);
   out.push(`<div class="branches">`);
   for (const p of paths) {
     const bad = !allowed(p, r.plan);
+    const own = paths.length > 1 ? p.steps.slice(head, p.steps.length - tail) : p.steps.slice(head);
     out.push(`<div class="branch${bad ? " disagree" : ""}" data-path-action="${esc(p.action)}">` +
       (paths.length > 1 ? `<div class="prob">p = ${p.probability.toFixed(3)}</div>` : "") +
-      `<div class="chain">${drawSteps(p.steps.slice(shared))}</div><div class="arrow">↓</div>` +
+      `<div class="chain">${drawSteps(own)}</div><div class="arrow">⇒</div>` +
       `<span class="verdict ${esc(p.action)}">${esc(pathOutcome(p))}</span></div>`);
   }
   out.push(`</div>`);
+  if (tail) {
+    out.push(`<div class="arrow">↓ then, on every path:</div><div class="chain">${drawSteps(paths[0].steps.slice(-tail))}</div>`);
+  }
   out.push(drawVerdicts(r));
   return out.join("");
 }
 
+// commonPrefix is how many first elements all the lists share.
 function commonPrefix(lists) {
   if (lists.length < 2) return lists.length ? lists[0].length : 0;
   let n = 0;
