@@ -183,7 +183,11 @@ func (f *fakeNodes) Trace(_ context.Context, n lab.Node, pkt plan.Packet) (*expl
 		paths = append(paths, explain.Path{Probability: 1.0 / 3, Action: "FORWARD", Endpoint: ep,
 			Steps: append(append([]string(nil), steps...), fmt.Sprintf("  @endpoints-tcp-g0: %s . 80 . %d : %s", pkt.Dst.Addr(), i, ep))})
 	}
-	return &explain.Result{Packet: "tcp " + pkt.Src.String() + " -> " + pkt.Dst.String(), Mode: "nftables", Paths: paths,
+	from := pkt.Src.String()
+	if pkt.FromHost {
+		from += " (this node)"
+	}
+	return &explain.Result{Packet: "tcp " + from + " -> " + pkt.Dst.String(), Mode: "nftables", Paths: paths,
 		Kernel:   explain.Verdict{Action: "FORWARD", Endpoints: eps},
 		Plan:     explain.Verdict{Action: "FORWARD", Endpoints: eps[:2], Reason: "cluster IP from outside the cluster"},
 		Problems: []string{"the kernel sends to 10.244.3.2:8080, which the plan does not"}}, nil

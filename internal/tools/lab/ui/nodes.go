@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -235,6 +234,3 @@ func nodeNamed(st *lab.State, ip net.IP) string {
 func (l *LabNodes) Trace(ctx context.Context, n lab.Node, pkt plan.Packet) (*explain.Result, error) {
 	return explain.Node{Netns: n.Netns, Metrics: metricsAddr}.Trace(ctx, pkt)
 }
-
-// probeTimeout bounds one tick's questions to one node.
-const probeTimeout = 800 * time.Millisecond

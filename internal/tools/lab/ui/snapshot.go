@@ -3,7 +3,6 @@ package ui
 import (
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -328,6 +327,3 @@ func nonNil(ss []string) []string {
 func EndpointKey(protocol string, ap netip.AddrPort) string {
 	return protocol + " " + ap.String()
 }
-
-// portString is "port/PROTO" for messages.
-func portString(p int, proto string) string { return strconv.Itoa(p) + "/" + proto }
