@@ -23,7 +23,7 @@ import (
 )
 
 // EnvScreenshot names a file to which checkPage writes a picture of the
-// page once its checks pass (the README's docs/lab-ui.png).
+// nftables lab's page once its checks pass (the README's docs/lab-ui.png).
 const EnvScreenshot = "SVCPROXY_UI_SCREENSHOT"
 
 // clientPod is the walkthrough's client pod; it serves the jobs API on
@@ -51,7 +51,7 @@ func checkPage(ctx context.Context, t *testing.T, st *lab.State) {
 	checkCounters(ctx, t, p, st)
 	endpointNode, nodePort := localNodePort(ctx, t, client)
 	checkLocalNodePort(ctx, t, p, st, endpointNode, nodePort)
-	if path := os.Getenv(EnvScreenshot); path != "" {
+	if path := os.Getenv(EnvScreenshot); path != "" && st.ProxyMode == "nftables" {
 		picture(ctx, t, p, st, path)
 	}
 }
