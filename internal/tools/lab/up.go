@@ -193,11 +193,7 @@ func (s *State) nodesReady(ctx context.Context, client kubernetes.Interface) err
 		if err != nil {
 			return err
 		}
-		ready := false
-		for _, c := range node.Status.Conditions {
-			ready = ready || c.Type == "Ready" && c.Status == "True"
-		}
-		if !ready {
+		if !NodeReady(node) {
 			return fmt.Errorf("node %s is not Ready", n.Name)
 		}
 	}

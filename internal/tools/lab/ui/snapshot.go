@@ -178,7 +178,7 @@ func build(st *lab.State, obj apiObjects, pr probes, tr *Traffic, at time.Time) 
 			nv.HealthChecks = []HealthCheckView{}
 		}
 		if node := byName[n.Name]; node != nil {
-			nv.Ready = nodeReady(node)
+			nv.Ready = lab.NodeReady(node)
 			nv.Zone = node.Labels[corev1.LabelTopologyZone]
 			nv.PodCIDR = strings.Join(node.Spec.PodCIDRs, ", ")
 		}
@@ -186,15 +186,6 @@ func build(st *lab.State, obj apiObjects, pr probes, tr *Traffic, at time.Time) 
 	}
 	s.Services = serviceViews(obj, tr)
 	return s
-}
-
-func nodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 func sortedPods(pods []*corev1.Pod) []*corev1.Pod {
