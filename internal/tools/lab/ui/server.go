@@ -99,8 +99,10 @@ func (s *Server) Run(ctx context.Context, l net.Listener) error {
 			return errors.New("ui: cache of " + typ.String() + " did not sync")
 		}
 	}
+	s.tick(ctx) // the first snapshot has the nodes' answers
 	go s.askNodes(ctx, poke)
 	go s.publish(ctx, changed)
+	poke()
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -113,24 +115,28 @@ func (s *Server) Run(ctx context.Context, l net.Listener) error {
 	return nil
 }
 
-// askNodes asks every node each period, all nodes at once, then ends the
-// traffic's tick and pokes the publisher.
+// askNodes asks every node each period, then pokes the publisher.
 func (s *Server) askNodes(ctx context.Context, poke func()) {
 	t := time.NewTicker(s.opts.Period)
 	defer t.Stop()
 	for {
-		pr := s.ask(ctx)
-		s.traffic.Tick()
-		s.mu.Lock()
-		s.probes = pr
-		s.mu.Unlock()
-		poke()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		s.tick(ctx)
+		poke()
 	}
+}
+
+// tick asks every node and ends the traffic's tick.
+func (s *Server) tick(ctx context.Context) {
+	pr := s.ask(ctx)
+	s.traffic.Tick()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.probes = pr
 }
 
 // ask asks every node, in parallel, bounded by the period.
