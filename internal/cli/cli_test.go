@@ -70,6 +70,7 @@ func TestExplainCommandsExplainTheirErrors(t *testing.T) {
 		{[]string{"status", "--metrics", "127.0.0.1:1"}, "asking svcproxy at 127.0.0.1:1 (is it running"},
 		{[]string{"status", "--metrics", "127.0.0.1:1", "--output", "yaml"}, "asking svcproxy"},
 		{[]string{"lab", "trace", "--name", "nolab", "--node", "node1"}, `lab "nolab": lab is not up`},
+		{[]string{"lab", "ui", "--name", "nolab"}, `lab "nolab": lab is not up`},
 	} {
 		code, _, stderr := run(c.args...)
 		if code == 0 || !strings.Contains(stderr, c.want) {
