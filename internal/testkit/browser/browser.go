@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 )
 
@@ -98,11 +100,28 @@ func (p *Page) Do(actions ...chromedp.Action[chromedp.Void]) error {
 	return chromedp.Do(ctx, actions...)
 }
 
-// Screenshot writes a PNG of the whole page to path.
+// Screenshot writes a PNG of the whole page to path. The window is made as
+// tall as the page first, so that what a page leaves unrendered while off
+// screen (CSS content-visibility) is drawn too.
 func (p *Page) Screenshot(path string) error {
 	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
 	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	size, err := chromedp.Run(ctx, chromedp.Evaluate[[]int64](`[document.documentElement.scrollWidth, document.documentElement.scrollHeight]`))
+	if err != nil {
+		return err
+	}
+	png, err := chromedp.Run(ctx, func(ctx context.Context, t *chromedp.Target) ([]byte, error) {
+		full := emulation.SetDeviceMetricsOverrideParams{Width: size[0], Height: size[1], DeviceScaleFactor: 1}
+		if _, err := cdp.Call(ctx, t, emulation.SetDeviceMetricsOverride, full); err != nil {
+			return nil, err
+		}
+		defer cdp.Call(ctx, t, emulation.ClearDeviceMetricsOverride, cdp.Empty{})
+		afterFrame := `new Promise(done => requestAnimationFrame(() => setTimeout(done)))`
+		if _, err := chromedp.Evaluate[chromedp.Void](afterFrame, chromedp.EvalAwaitPromise)(ctx, t); err != nil {
+			return nil, err
+		}
+		return chromedp.FullScreenshot(100)(ctx, t)
+	})
 	if err != nil {
 		return err
 	}

@@ -102,7 +102,7 @@ func BenchmarkPageRender(b *testing.B) {
 		if err := p.Do(chromedp.Reload()); err != nil {
 			b.Fatal(err)
 		}
-		if err := p.WaitFor(`window.svcproxyPage && svcproxyPage.draws > 0`, 20*time.Second); err != nil {
+		if err := p.WaitFor(`performance.getEntriesByName('svcproxy-first-draw').length > 0`, 20*time.Second); err != nil {
 			b.Fatal(err)
 		}
 		t, err := browser.Eval[[]float64](p, `[performance.getEntriesByName('svcproxy-first-draw')[0].startTime, svcproxyPage.firstDrawMs]`)
