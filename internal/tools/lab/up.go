@@ -43,8 +43,8 @@ const (
 const RequestTimeout = 5 * time.Second
 
 // Up brings up a lab and returns once it is ready: nodes Ready, every node's
-// svcproxy healthy, cluster DNS answering. On error or cancellation it
-// removes everything it made.
+// svcproxy healthy, cluster DNS answering, the page served. On error or
+// cancellation it removes everything it made.
 func Up(ctx context.Context, opts Options) (*State, error) {
 	opts = opts.withDefaults()
 	st, err := NewState(opts.Name, opts.Nodes, opts.Self, opts.ProxyMode)
