@@ -24,7 +24,7 @@ Usage:
                                 kube-proxy: same flags, same --config file)
   svcproxy --manifests DIR      run as a node-local load balancer fed by a
                                 directory of Service and EndpointSlice YAML
-  svcproxy lab up|status|trace|kubectl|exec|demo|down
+  svcproxy lab up|ui|status|trace|kubectl|exec|demo|down
                                 a whole Kubernetes cluster of network
                                 namespaces on this machine, svcproxy on every
                                 node (svcproxy lab help); with no arguments
