@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages svcproxy's tests need on a fresh Debian
-# machine: nft, iptables, ip, conntrack, curl for `svcproxy lab exec`, and
-# chromium (headless, driven by the lab page's browser tests). Does nothing
-# when they are present.
+# machine: nft, iptables, ip, conntrack, and curl for `svcproxy lab exec`;
+# chromium (headless, driven by the lab page's browser tests); for the IPVS
+# tests, which run in a VM (internal/testkit/vm): qemu, busybox-static (the
+# VM's initramfs), kmod (depmod for the VM's kernel), and ipvsadm and
+# ipset, which the tests use inside the VM to cross-check.
+# Does nothing when they are present.
 set -euo pipefail
 need=()
 command -v nft >/dev/null || need+=(nftables)
@@ -11,6 +14,12 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v conntrack >/dev/null || need+=(conntrack)
 command -v curl >/dev/null || need+=(curl ca-certificates)
 command -v chromium >/dev/null || need+=(chromium)
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+# busybox (dynamic) also provides /bin/busybox; the initramfs needs the static one.
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need+=(busybox-static)
+command -v depmod >/dev/null || [ -x /sbin/depmod ] || need+=(kmod)
+command -v ipvsadm >/dev/null || need+=(ipvsadm)
+command -v ipset >/dev/null || need+=(ipset)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -11,7 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
+
+	"github.com/svcproxy/svcproxy/internal/filelock"
 )
 
 // modulePath is the module whose root holds hack/controlplane.sh.
@@ -53,7 +54,7 @@ func Binaries(ctx context.Context, controllers bool, extra ...string) (string, e
 		return "", fmt.Errorf("%w: run from the svcproxy repository (hack/controlplane.sh builds them), or set %s to a directory holding %s",
 			err, EnvBinaries, strings.Join(names, ", "))
 	}
-	unlock, err := lockFile(filepath.Join(root, ".cache", "controlplane.lock"))
+	unlock, err := filelock.Lock(filepath.Join(root, ".cache", "controlplane.lock"))
 	if err != nil {
 		return "", err
 	}
@@ -133,21 +134,4 @@ func isModuleRoot(dir string) bool {
 		}
 	}
 	return false
-}
-
-// lockFile takes an exclusive flock on path, creating it, and returns the
-// function that releases it.
-func lockFile(path string) (func(), error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("controlplane: lock %s: %w", path, err)
-	}
-	return func() { f.Close() }, nil
 }
