@@ -152,14 +152,22 @@ func readRecord(path string) (Process, error) {
 }
 
 // stopProcesses sends SIGTERM to every recorded process still running,
-// then SIGKILL to those left after grace, and forgets them all.
+// then SIGKILL to those left after grace, and forgets them all. A kubelet
+// being stopped may still start (and record) a container's process after
+// the records were read, so they are read again until none runs: the
+// kubelets are gone after the first round, so the second finds the last.
 func (s *State) stopProcesses(grace time.Duration) error {
-	procs, err := s.Processes()
-	if err != nil {
-		return err
-	}
-	if err := stopAll(procs, grace); err != nil {
-		return err
+	for range 3 {
+		procs, err := s.Processes()
+		if err != nil {
+			return err
+		}
+		if !anyRunning(procs) {
+			break
+		}
+		if err := stopAll(procs, grace); err != nil {
+			return err
+		}
 	}
 	return os.RemoveAll(s.path("pids"))
 }
