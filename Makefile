@@ -9,10 +9,12 @@ export GOFLAGS ?= -mod=mod
 
 all: build
 
-VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+PKG := github.com/svcproxy/svcproxy
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
 
 build:
-	$(GO) build -ldflags "-X github.com/svcproxy/svcproxy/internal/cli.Version=$(VERSION)" -o bin/svcproxy ./cmd/svcproxy
+	$(GO) build -ldflags "-X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/internal/version.Commit=$(COMMIT)" -o bin/svcproxy ./cmd/svcproxy
 
 deps:
 	./hack/deps.sh
