@@ -1,24 +1,22 @@
 package controlplane
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
+
+	"github.com/svcproxy/svcproxy/internal/tools/controlplane/pinned"
 )
 
-// modulePath is the module whose root holds hack/controlplane.sh.
+// modulePath is svcproxy's module: a directory whose go.mod declares it is
+// a checkout of the repository.
 const modulePath = "github.com/svcproxy/svcproxy"
 
-// EnvBinaries names a directory with prebuilt etcd and kube-apiserver
-// binaries; when set, Binaries returns it instead of running the build script.
+// EnvBinaries names a directory with prebuilt binaries; when set, Binaries
+// returns it instead of building or looking in the cache.
 const EnvBinaries = "SVCPROXY_CONTROLPLANE_BIN"
 
 // The executables Start needs in Options.Dir, without and with Controllers.
@@ -37,32 +35,38 @@ func (o Options) binaries() []string {
 
 // Binaries returns the directory holding etcd and kube-apiserver and, with
 // controllers, kube-controller-manager, kube-scheduler and kubectl, and
-// the extra tools hack/controlplane.sh knows (the lab adds coredns). It
-// honours SVCPROXY_CONTROLPLANE_BIN; otherwise it runs <repo
-// root>/hack/controlplane.sh, which builds the binaries on first use
-// (minutes) and prints the directory. The script's progress goes to
-// os.Stderr. Concurrent callers in separate processes are serialized with a
-// file lock so only one builds.
+// the extra tools named (the lab adds coredns), each at its pinned version
+// (package pinned). It honours SVCPROXY_CONTROLPLANE_BIN; otherwise the
+// directory is BinariesDir(), and what it lacks is built there on first
+// use with the Go toolchain (minutes), with progress on os.Stderr.
 func Binaries(ctx context.Context, controllers bool, extra ...string) (string, error) {
 	names := slices.Concat(Options{Controllers: controllers}.binaries(), extra)
 	if dir := os.Getenv(EnvBinaries); dir != "" {
 		return dir, checkBinaries(dir, names)
 	}
-	root, err := repoRoot()
-	if err != nil {
-		return "", fmt.Errorf("%w: run from the svcproxy repository (hack/controlplane.sh builds them), or set %s to a directory holding %s",
-			err, EnvBinaries, strings.Join(names, ", "))
-	}
-	unlock, err := lockFile(filepath.Join(root, ".cache", "controlplane.lock"))
+	dir, err := BinariesDir()
 	if err != nil {
 		return "", err
 	}
-	defer unlock()
-	dir, err := runScript(ctx, filepath.Join(root, "hack", "controlplane.sh"), names)
-	if err != nil {
-		return "", err
+	if err := pinned.Ensure(ctx, pinned.Options{Dir: dir, Progress: os.Stderr}, names...); err != nil {
+		return "", fmt.Errorf("controlplane: %w", err)
 	}
 	return dir, checkBinaries(dir, names)
+}
+
+// BinariesDir is where the pinned binaries are cached: .cache/controlplane/
+// of the checkout when run inside one (as `make test` and `make demo` do),
+// else svcproxy/controlplane/ in the user's cache directory
+// ($XDG_CACHE_HOME or ~/.cache), in a subdirectory named by the pins.
+func BinariesDir() (string, error) {
+	if root, ok := checkoutRoot(); ok {
+		return filepath.Join(root, ".cache", "controlplane", pinned.Key()), nil
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("controlplane: no cache directory for the control-plane binaries (%w): set %s, or XDG_CACHE_HOME", err, EnvBinaries)
+	}
+	return filepath.Join(cache, "svcproxy", "controlplane", pinned.Key()), nil
 }
 
 // checkBinaries reports whether dir holds the executables names.
@@ -79,42 +83,20 @@ func checkBinaries(dir string, names []string) error {
 	return nil
 }
 
-// runScript runs the build script for tools and returns the last line it
-// printed.
-func runScript(ctx context.Context, script string, tools []string) (string, error) {
-	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, "bash", append([]string{script}, tools...)...)
-	cmd.Stdout = &out
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("controlplane: %s: %w", script, err)
-	}
-	var last string
-	sc := bufio.NewScanner(&out)
-	for sc.Scan() {
-		if line := strings.TrimSpace(sc.Text()); line != "" {
-			last = line
-		}
-	}
-	if last == "" {
-		return "", fmt.Errorf("controlplane: %s printed no directory", script)
-	}
-	return last, nil
-}
-
-// repoRoot walks up from the working directory to the go.mod of modulePath.
-func repoRoot() (string, error) {
+// checkoutRoot walks up from the working directory to the go.mod of
+// modulePath.
+func checkoutRoot() (string, bool) {
 	dir, err := os.Getwd()
 	if err != nil {
-		return "", err
+		return "", false
 	}
 	for {
 		if isModuleRoot(dir) {
-			return dir, nil
+			return dir, true
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("controlplane: no go.mod of " + modulePath + " above the working directory")
+			return "", false
 		}
 		dir = parent
 	}
@@ -133,21 +115,4 @@ func isModuleRoot(dir string) bool {
 		}
 	}
 	return false
-}
-
-// lockFile takes an exclusive flock on path, creating it, and returns the
-// function that releases it.
-func lockFile(path string) (func(), error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("controlplane: lock %s: %w", path, err)
-	}
-	return func() { f.Close() }, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -172,13 +173,20 @@ func TestStartExit(t *testing.T) {
 	}
 }
 
-func TestRepoRoot(t *testing.T) {
-	root, err := repoRoot()
+// TestBinariesDir: inside a checkout the cache is the checkout's .cache;
+// elsewhere, the user's cache directory.
+func TestBinariesDir(t *testing.T) {
+	dir, err := BinariesDir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(root + "/hack/controlplane.sh"); err != nil {
-		t.Error(err)
+	if _, err := os.Stat(filepath.Join(dir, "..", "..", "..", "hack", "controlplane.sh")); err != nil || !strings.HasSuffix(dir, "/.cache/controlplane/kubernetes-v1.36.3-etcd-v3.6.8") {
+		t.Errorf("in the checkout: %s (%v)", dir, err)
+	}
+	t.Chdir(t.TempDir())
+	t.Setenv("XDG_CACHE_HOME", "/var/cache/someone")
+	if dir, err := BinariesDir(); err != nil || dir != "/var/cache/someone/svcproxy/controlplane/kubernetes-v1.36.3-etcd-v3.6.8" {
+		t.Errorf("outside a checkout: %s, %v", dir, err)
 	}
 }
 
