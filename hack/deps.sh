@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system packages svcproxy's tests need on a fresh Debian
 # machine: nft, iptables, ip, conntrack, and curl for `svcproxy lab exec`. Does nothing when they are present.
+# The image (make image, and its test) fetches Debian packages with
+# apt-get download, which needs apt's package lists: read them once if
+# there are none.
 set -euo pipefail
 need=()
 command -v nft >/dev/null || need+=(nftables)
@@ -8,9 +11,11 @@ command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v conntrack >/dev/null || need+=(conntrack)
 command -v curl >/dev/null || need+=(curl ca-certificates)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing: ${need[*]}"
+if [ ${#need[@]} -gt 0 ] || ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
 fi

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/svcproxy/svcproxy/internal/tools/cachedir"
 	"github.com/svcproxy/svcproxy/internal/tools/controlplane/pinned"
 )
 
@@ -22,7 +23,7 @@ func main() {
 	if len(tools) == 0 {
 		tools = []string{"etcd", "kube-apiserver"}
 	}
-	dir, err := filepath.Abs(filepath.Join(".cache", "controlplane", pinned.Key()))
+	dir, err := controlplaneDir()
 	if err == nil {
 		err = pinned.Ensure(ctx, pinned.Options{Dir: dir, Progress: os.Stderr}, tools...)
 	}
@@ -31,4 +32,11 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Println(dir)
+}
+
+// controlplaneDir is where controlplane.BinariesDir looks: the checkout's
+// .cache/controlplane/<pins>.
+func controlplaneDir() (string, error) {
+	cache, err := cachedir.Dir()
+	return filepath.Join(cache, "controlplane", pinned.Key()), err
 }

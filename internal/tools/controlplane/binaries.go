@@ -6,14 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
+	"github.com/svcproxy/svcproxy/internal/tools/cachedir"
 	"github.com/svcproxy/svcproxy/internal/tools/controlplane/pinned"
 )
-
-// modulePath is svcproxy's module: a directory whose go.mod declares it is
-// a checkout of the repository.
-const modulePath = "github.com/svcproxy/svcproxy"
 
 // EnvBinaries names a directory with prebuilt binaries; when set, Binaries
 // returns it instead of building or looking in the cache.
@@ -54,19 +50,15 @@ func Binaries(ctx context.Context, controllers bool, extra ...string) (string, e
 	return dir, checkBinaries(dir, names)
 }
 
-// BinariesDir is where the pinned binaries are cached: .cache/controlplane/
-// of the checkout when run inside one (as `make test` and `make demo` do),
-// else svcproxy/controlplane/ in the user's cache directory
-// ($XDG_CACHE_HOME or ~/.cache), in a subdirectory named by the pins.
+// BinariesDir is where the pinned binaries are cached: controlplane/<pins>
+// in the cache directory (package cachedir: .cache/ of the checkout, or the
+// user's cache directory).
 func BinariesDir() (string, error) {
-	if root, ok := checkoutRoot(); ok {
-		return filepath.Join(root, ".cache", "controlplane", pinned.Key()), nil
-	}
-	cache, err := os.UserCacheDir()
+	cache, err := cachedir.Dir()
 	if err != nil {
-		return "", fmt.Errorf("controlplane: no cache directory for the control-plane binaries (%w): set %s, or XDG_CACHE_HOME", err, EnvBinaries)
+		return "", fmt.Errorf("controlplane: %w, or %s", err, EnvBinaries)
 	}
-	return filepath.Join(cache, "svcproxy", "controlplane", pinned.Key()), nil
+	return filepath.Join(cache, "controlplane", pinned.Key()), nil
 }
 
 // checkBinaries reports whether dir holds the executables names.
@@ -81,38 +73,4 @@ func checkBinaries(dir string, names []string) error {
 		}
 	}
 	return nil
-}
-
-// checkoutRoot walks up from the working directory to the go.mod of
-// modulePath.
-func checkoutRoot() (string, bool) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", false
-	}
-	for {
-		if isModuleRoot(dir) {
-			return dir, true
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", false
-		}
-		dir = parent
-	}
-}
-
-// isModuleRoot reports whether dir/go.mod declares modulePath.
-func isModuleRoot(dir string) bool {
-	data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) >= 2 && fields[0] == "module" {
-			return strings.Trim(fields[1], `"`) == modulePath
-		}
-	}
-	return false
 }
