@@ -4,6 +4,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"io"
+	"log"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/crane"
+	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
@@ -126,6 +131,31 @@ func TestArchiveReadsAsDockerSaveAndAsOCILayout(t *testing.T) {
 	}
 	if layers, err := img.Layers(); err != nil || len(layers) != 2 {
 		t.Errorf("the layout's image has %d layers (%v)", len(layers), err)
+	}
+}
+
+// TestCranePushesTheArchive pushes the archive as `crane push` does (load
+// the file, push it) to a registry on loopback, and reads back the same
+// digest.
+func TestCranePushesTheArchive(t *testing.T) {
+	opts := testOptions(t)
+	archive := filepath.Join(t.TempDir(), "image.tar")
+	res, err := Build(context.Background(), opts, archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/svcproxy:" + Tag(opts.Version)
+	img, err := crane.Load(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := crane.Push(img, ref); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := crane.Digest(ref); err != nil || got != res.Digest.String() {
+		t.Errorf("the registry has %s as %s (%v), want %s", ref, got, err, res.Digest)
 	}
 }
 
