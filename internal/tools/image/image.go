@@ -44,6 +44,12 @@ const Source = "https://github.com/svcproxy/svcproxy"
 // Entrypoint is where the image holds svcproxy; deploy/daemonset.yaml runs it.
 const Entrypoint = "/usr/local/bin/svcproxy"
 
+// KubeProxyCommand is where kube-proxy's image holds kube-proxy, and
+// where a kube-proxy DaemonSet's command runs it (kubeadm's runs
+// /usr/local/bin/kube-proxy --config=...): the image links it to
+// svcproxy, so that swapping only the image of such a DaemonSet works.
+const KubeProxyCommand = "/usr/local/bin/kube-proxy"
+
 // Options describe one image.
 type Options struct {
 	// Binary is the svcproxy executable (see BuildBinary): static, for
@@ -108,6 +114,7 @@ func Build(ctx context.Context, opts Options, out string) (*Result, error) {
 	}
 	app := tree{}
 	app.addFile(Entrypoint, 0o755, binary)
+	app.addSymlink(KubeProxyCommand, "svcproxy")
 	img, layers, err := assemble(opts, []layerSource{
 		{"Debian " + strings.Join(Roots, ", ") + " and their libraries", base},
 		{"svcproxy " + opts.Version, app},

@@ -71,8 +71,10 @@ func TestImageRunsAsANodesServiceProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkDeployValidates(ctx, t, cluster.Ext, cp, res.Ref+"@"+res.Digest.String())
-	for _, mode := range []string{"nftables", "iptables"} {
-		t.Run(mode, func(t *testing.T) { runMode(ctx, t, cluster, root, cfg, mode) })
+	// iptables mode runs as a kube-proxy DaemonSet whose image was
+	// swapped would: by kube-proxy's path.
+	for _, run := range []struct{ mode, command string }{{"nftables", image.Entrypoint}, {"iptables", image.KubeProxyCommand}} {
+		t.Run(run.mode, func(t *testing.T) { runMode(ctx, t, cluster, root, cfg, run.mode, run.command) })
 	}
 }
 
@@ -157,12 +159,13 @@ func createObjects(ctx context.Context, t *testing.T, client kubernetes.Interfac
 	}
 }
 
-// runMode runs the image's svcproxy on node1 in mode, checks that the
-// Service answers through it from outside and from a pod, stops it, and
-// removes its rules with the image's `svcproxy --cleanup`.
-func runMode(ctx context.Context, t *testing.T, cluster *testnet.Cluster, root string, cfg *v1.ConfigFile, mode string) {
+// runMode runs the image's svcproxy on node1 in mode, by the path
+// command, checks that the Service answers through it from outside and
+// from a pod, stops it, and removes its rules with the image's `svcproxy
+// --cleanup`.
+func runMode(ctx context.Context, t *testing.T, cluster *testnet.Cluster, root string, cfg *v1.ConfigFile, mode, command string) {
 	healthz := netip.AddrPortFrom(testnet.Node1Addrs.LANv4, 10256)
-	proxy := startInImage(ctx, t, cluster.Node1, root, cfg,
+	proxy := startInImage(ctx, t, cluster.Node1, root, cfg, command,
 		"--kubeconfig=/etc/svcproxy/kubeconfig", "--hostname-override=node1", "--proxy-mode="+mode,
 		"--cluster-cidr="+testnet.ClusterCIDRv4.String(), "--healthz-bind-address="+healthz.String(),
 		"--metrics-bind-address="+netip.AddrPortFrom(testnet.Node1Addrs.LANv4, 10249).String(), "--conntrack-max-per-core=0")
@@ -179,7 +182,7 @@ func runMode(ctx context.Context, t *testing.T, cluster *testnet.Cluster, root s
 	}
 	proxy.stop(t)
 
-	cleanup := startInImage(ctx, t, cluster.Node1, root, cfg, "--cleanup")
+	cleanup := startInImage(ctx, t, cluster.Node1, root, cfg, image.Entrypoint, "--cleanup")
 	if err := cleanup.wait(); err != nil {
 		t.Errorf("svcproxy --cleanup from the image: %v\n%s", err, cleanup.out.String())
 	}
@@ -242,11 +245,11 @@ type process struct {
 	done chan error
 }
 
-// startInImage runs the image's entrypoint with args in ns as a container
-// runtime would: in a mount namespace of its own (ip netns exec makes one)
+// startInImage runs argv (the entrypoint and its arguments) from the image
+// in ns as a container runtime would: in a mount namespace of its own (ip netns exec makes one)
 // with /proc, /sys and a /dev holding null, zero and urandom mounted in
 // the root, chrooted there, with the image's environment.
-func startInImage(ctx context.Context, t *testing.T, ns *testnet.NS, root string, cfg *v1.ConfigFile, args ...string) *process {
+func startInImage(ctx context.Context, t *testing.T, ns *testnet.NS, root string, cfg *v1.ConfigFile, argv ...string) *process {
 	t.Helper()
 	for _, d := range []string{"proc", "sys", "dev"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
@@ -262,8 +265,8 @@ mknod -m 666 "$root/dev/null" c 1 3
 mknod -m 666 "$root/dev/zero" c 1 5
 mknod -m 666 "$root/dev/urandom" c 1 9
 exec chroot "$root" "$@"`
-	argv := append([]string{"netns", "exec", ns.Name, "/bin/sh", "-c", runtime, "sh", root}, cfg.Config.Entrypoint...)
-	p := &process{cmd: exec.CommandContext(ctx, "ip", append(argv, args...)...), out: &syncBuffer{}, done: make(chan error, 1)}
+	args := append([]string{"netns", "exec", ns.Name, "/bin/sh", "-c", runtime, "sh", root}, argv...)
+	p := &process{cmd: exec.CommandContext(ctx, "ip", args...), out: &syncBuffer{}, done: make(chan error, 1)}
 	p.cmd.Env = cfg.Config.Env
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -274,7 +277,7 @@ exec chroot "$root" "$@"`
 		p.cmd.Process.Kill()
 		<-p.done
 		if t.Failed() {
-			t.Logf("svcproxy %s in the image:\n%s", strings.Join(args, " "), p.out.String())
+			t.Logf("%s in the image:\n%s", strings.Join(argv, " "), p.out.String())
 		}
 	})
 	return p
