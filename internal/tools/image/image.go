@@ -163,8 +163,9 @@ func debianRoot(ctx context.Context, opts Options) (tree, []Pin, []string, error
 		return nil, nil, nil, err
 	}
 	var used []Pin
+	inRoot := root.packages()
 	for _, p := range pins {
-		if ctl, ok := controls[p.Name]; ok && slices.Contains(root.packages(), p.Name) {
+		if ctl, ok := controls[p.Name]; ok && slices.Contains(inRoot, p.Name) {
 			root.addFile("/var/lib/dpkg/status.d/"+p.Name, 0o644, ctl)
 			used = append(used, p)
 		}
