@@ -39,6 +39,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	commit := fs.String("commit", "", "the commit (label, and `svcproxy version`)")
 	epoch := fs.String("epoch", os.Getenv("SOURCE_DATE_EPOCH"), "the files' and the image's time, in seconds since 1970 (SOURCE_DATE_EPOCH)")
 	updateLock := fs.String("update-lock", "", "instead of building, write the pins of apt's current packages to this lock file")
+	allowNewer := fs.Bool("allow-newer", false, "take apt's version of a package whose pin apt no longer offers, and warn (for tests)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -69,7 +70,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	res, err := image.Build(ctx, image.Options{Binary: binary, Version: *ver, Commit: *commit, Repository: *repo,
-		Epoch: time.Unix(secs, 0), DebCache: debs}, *out)
+		Epoch: time.Unix(secs, 0), DebCache: debs, AllowNewer: *allowNewer}, *out)
 	if err != nil {
 		return err
 	}

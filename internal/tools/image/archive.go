@@ -42,7 +42,7 @@ func assemble(opts Options, sources []layerSource) (v1.Image, []Layer, error) {
 			return nil, nil, err
 		}
 		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil },
-			tarball.WithMediaType(types.DockerLayer), tarball.WithCompressionLevel(gzip.BestCompression), tarball.WithCompressedCaching)
+			tarball.WithMediaType(types.DockerLayer), tarball.WithCompressionLevel(gzip.DefaultCompression), tarball.WithCompressedCaching)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -21,13 +21,12 @@ import (
 
 	"github.com/svcproxy/svcproxy/internal/testkit/objects"
 	"github.com/svcproxy/svcproxy/internal/testkit/testnet"
-	"github.com/svcproxy/svcproxy/internal/tools/cachedir"
 	"github.com/svcproxy/svcproxy/internal/tools/controlplane"
 	"github.com/svcproxy/svcproxy/internal/tools/image"
 )
 
-// The image's end-to-end test: the image is built as `make image` builds
-// it, unpacked as a container runtime would, and svcproxy runs from it by
+// The image's end-to-end test: the image is built by `make image`'s
+// program, unpacked as a container runtime would, and svcproxy runs from it by
 // chroot inside node1 of a testnet cluster, with the image's own nft and
 // iptables, against a real kube-apiserver on the cluster's LAN. Real TCP
 // from the outside client and from a pod must reach the Service's pods
@@ -50,7 +49,7 @@ func TestImageRunsAsANodesServiceProxy(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	archive, res := buildImage(ctx, t)
+	archive, ref := buildImage(ctx, t)
 	root := t.TempDir()
 	cfg, err := image.Unpack(archive, root)
 	if err != nil {
@@ -70,7 +69,7 @@ func TestImageRunsAsANodesServiceProxy(t *testing.T) {
 	if err := copyFile(cp.Kubeconfig(), filepath.Join(root, "etc", "svcproxy", "kubeconfig")); err != nil {
 		t.Fatal(err)
 	}
-	checkDeployValidates(ctx, t, cluster.Ext, cp, res.Ref+"@"+res.Digest.String())
+	checkDeployValidates(ctx, t, cluster.Ext, cp, ref)
 	// iptables mode runs as a kube-proxy DaemonSet whose image was
 	// swapped would: by kube-proxy's path.
 	for _, run := range []struct{ mode, command string }{{"nftables", image.Entrypoint}, {"iptables", image.KubeProxyCommand}} {
@@ -78,26 +77,28 @@ func TestImageRunsAsANodesServiceProxy(t *testing.T) {
 	}
 }
 
-// buildImage builds svcproxy and its image as make image does, once.
-func buildImage(ctx context.Context, t *testing.T) (string, *image.Result) {
+// buildImage builds the image as make image does: hack/image, run by go
+// run, builds svcproxy and the archive. It returns the archive and the
+// image's reference by digest.
+func buildImage(ctx context.Context, t *testing.T) (string, string) {
 	t.Helper()
-	cache, err := cachedir.Dir()
+	archive := filepath.Join(t.TempDir(), "image.tar")
+	out, err := exec.CommandContext(ctx, "go", "run", "github.com/svcproxy/svcproxy/hack/image", "--out", archive,
+		"--version", testVersion, "--commit", testCommit, "--epoch", "1764000000", "--allow-newer").CombinedOutput()
+	t.Logf("make image's program:\n%s", out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	var log bytes.Buffer
-	if err := image.BuildBinary(ctx, filepath.Join(dir, "svcproxy"), testVersion, testCommit, &log); err != nil {
-		t.Fatalf("%v\n%s", err, log.String())
+	fields := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 2 {
+			fields[f[0]] = f[1]
+		}
 	}
-	archive := filepath.Join(dir, "image.tar")
-	res, err := image.Build(ctx, image.Options{Binary: filepath.Join(dir, "svcproxy"), Version: testVersion, Commit: testCommit,
-		Epoch: time.Unix(1764000000, 0), DebCache: filepath.Join(cache, "image", "debs"), AllowNewer: true}, archive)
-	if err != nil {
-		t.Fatal(err)
+	if !strings.HasPrefix(fields["digest"], "sha256:") || fields["image"] != image.DefaultRepository+":"+testVersion {
+		t.Fatalf("no image and digest in its output")
 	}
-	t.Logf("built %s %s, %d bytes; packages not at their pins: %v", res.Ref, res.Digest, res.Size, res.Drift)
-	return archive, res
+	return archive, fields["image"] + "@" + fields["digest"]
 }
 
 // checkVersion runs `svcproxy version` from the image: it must say what the
