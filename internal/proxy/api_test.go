@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +21,8 @@ import (
 
 	"github.com/svcproxy/svcproxy/internal/proxy/agent"
 	"github.com/svcproxy/svcproxy/internal/proxy/config"
+	"github.com/svcproxy/svcproxy/internal/proxy/conntrack"
+	"github.com/svcproxy/svcproxy/internal/proxy/metrics"
 	"github.com/svcproxy/svcproxy/internal/proxy/source"
 	"github.com/svcproxy/svcproxy/internal/testkit/objects"
 	"github.com/svcproxy/svcproxy/internal/testkit/testnet"
@@ -42,18 +46,34 @@ var (
 	metricsAddr = netip.AddrPortFrom(testnet.Node1Addrs.LANv4, config.MetricsPort)
 )
 
+// modes are the proxy modes every API test runs in.
+var modes = []string{"nftables", "iptables"}
+
+// inEveryMode runs test as a subtest per proxy mode.
+func inEveryMode(t *testing.T, test func(t *testing.T, mode string)) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) { test(t, mode) })
+	}
+}
+
 // rig is one cluster, one control plane and a running proxy on node1.
 type rig struct {
 	t      *testing.T
+	mode   string // --proxy-mode
 	cp     *controlplane.ControlPlane
 	client kubernetes.Interface
 	net    *testnet.Cluster
-	stop   func() // stops the running proxy and waits for it
+	stop   func() // checks the proxy's failure counters, stops it and waits for it
 	agent  atomic.Pointer[agent.Agent]
+	// open, when set, replaces how the proxy opens its conntrack cleaner.
+	open func() (*conntrack.Cleaner, func(), error)
+
+	mu   sync.Mutex
+	logs []string // the proxy's log lines
 }
 
-func newRig(t *testing.T) *rig {
-	r := newNetRig(t)
+func newRig(t *testing.T, mode string) *rig {
+	r := newNetRig(t, mode)
 	r.cp = controlplane.New(t)
 	r.client = r.cp.Client()
 	node := objects.Node("node1", "zone-a")
@@ -65,20 +85,23 @@ func newRig(t *testing.T) *rig {
 }
 
 // newNetRig is a rig without a control plane, its pods serving.
-func newNetRig(t *testing.T) *rig {
-	testnet.RequireKernel(t, "nft")
-	r := &rig{t: t, net: testnet.New(t, testnet.Options{})}
+func newNetRig(t *testing.T, mode string) *rig {
+	testnet.RequireKernel(t, "nft", "iptables-restore")
+	r := &rig{t: t, mode: mode, net: testnet.New(t, testnet.Options{})}
 	for _, p := range r.net.PodList {
 		p.Serve(t, podPort)
 	}
 	return r
 }
 
-// start runs the proxy for node1 with kube-proxy's flags.
+// start runs the proxy for node1 with kube-proxy's flags. Stopping it,
+// by r.stop or at the end of the test, first checks that it counted no
+// failure: no failed sync (not even one the retry healed), no netlink
+// fallback, no failed conntrack cleaning.
 func (r *rig) start(extra ...string) {
 	r.t.Helper()
 	args := append([]string{
-		"--hostname-override=node1", "--proxy-mode=nftables",
+		"--hostname-override=node1", "--proxy-mode=" + r.mode,
 		"--cluster-cidr=" + testnet.ClusterCIDRv4.String() + "," + testnet.ClusterCIDRv6.String(),
 		"--healthz-bind-address=" + healthzAddr.String(), "--metrics-bind-address=" + metricsAddr.String(),
 		"--conntrack-max-per-core=0",
@@ -97,13 +120,16 @@ func (r *rig) start(extra ...string) {
 			err = node1.Do(func() error { l, err = net.Listen(network, addr); return err })
 			return l, err
 		},
-		Started: func(a *agent.Agent) { r.agent.Store(a) },
-		Logf:    r.t.Logf,
+		Started:       func(a *agent.Agent) { r.agent.Store(a) },
+		Logf:          r.logf,
+		OpenConntrack: r.open,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, opts, env) }()
 	r.stop = func() {
+		r.t.Helper()
+		r.checkNoFailures()
 		cancel()
 		if err := <-done; err != nil {
 			r.t.Errorf("proxy: %v", err)
@@ -114,6 +140,40 @@ func (r *rig) start(extra ...string) {
 			r.stop()
 		}
 	})
+}
+
+// logf is the proxy's logger: the test's log, and r.logs.
+func (r *rig) logf(format string, args ...any) {
+	r.t.Logf(format, args...)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.logs = append(r.logs, fmt.Sprintf(format, args...))
+}
+
+// waitLog waits, boundedly, until the proxy has logged a line holding
+// want.
+func (r *rig) waitLog(want string) {
+	r.t.Helper()
+	waitUntil(r.t, fmt.Sprintf("the proxy logging %q", want), func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return slices.ContainsFunc(r.logs, func(l string) bool { return strings.Contains(l, want) })
+	})
+}
+
+// checkNoFailures fails the test if the running proxy's metrics count any
+// failure (metrics.Failures), reading them as Prometheus would.
+func (r *rig) checkNoFailures() {
+	r.t.Helper()
+	resp, err := r.net.Ext.Get(metricsAddr, "/metrics")
+	if err != nil || resp.Code != http.StatusOK {
+		r.t.Errorf("reading the proxy's metrics: %d %v", resp.Code, err)
+		return
+	}
+	failures, err := metrics.Failures(strings.NewReader(resp.Body))
+	if err != nil || len(failures) > 0 {
+		r.t.Errorf("the proxy counted failures: %v %v", failures, err)
+	}
 }
 
 func (r *rig) parse(args ...string) *config.Options {
@@ -254,8 +314,10 @@ func (r *rig) waitCode(addr netip.AddrPort, path string, want int) string {
 // TestAPIServiceLifecycle: Services and EndpointSlices written with
 // client-go reach the kernel; scaling, draining and deleting endpoints are
 // followed; metrics and health answer.
-func TestAPIServiceLifecycle(t *testing.T) {
-	r := newRig(t)
+func TestAPIServiceLifecycle(t *testing.T) { inEveryMode(t, testServiceLifecycle) }
+
+func testServiceLifecycle(t *testing.T, mode string) {
+	r := newRig(t, mode)
 	r.createWeb("pod1a", "pod2a")
 	r.start()
 	r.eventually(r.net.Ext, node1Port, "pod1a", "pod2a")
@@ -293,8 +355,8 @@ func TestAPIServiceLifecycle(t *testing.T) {
 	}
 
 	code, _, body := r.get(metricsAddr, "/proxyMode")
-	if code != 200 || body != "nftables" {
-		t.Errorf("/proxyMode = %d %q, want 200 nftables", code, body)
+	if code != 200 || body != mode {
+		t.Errorf("/proxyMode = %d %q, want 200 %s", code, body, mode)
 	}
 	_, _, metricsBody := r.get(metricsAddr, "/metrics")
 	for _, want := range []string{"kubeproxy_sync_proxy_rules_duration_seconds_count", `kubeproxy_network_programming_duration_seconds_count{ip_family="IPv4"}`} {
@@ -406,7 +468,16 @@ func TestAPIServerOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes a minute")
 	}
-	r := newRig(t)
+	// The modes run side by side: each mostly waits, for the minute and
+	// for client-go's backoff.
+	inEveryMode(t, func(t *testing.T, mode string) {
+		t.Parallel()
+		testServerOutage(t, mode)
+	})
+}
+
+func testServerOutage(t *testing.T, mode string) {
+	r := newRig(t, mode)
 	r.createWeb("pod1a")
 	r.start()
 	r.eventually(r.net.Ext, node1Port, "pod1a")
@@ -432,8 +503,10 @@ func TestAPIServerOutage(t *testing.T) {
 // force; a new agent starting over them replaces them atomically. An
 // established UDP flow keeps its backend, and new connections succeed
 // throughout.
-func TestAPIRestartWithoutDisruption(t *testing.T) {
-	r := newRig(t)
+func TestAPIRestartWithoutDisruption(t *testing.T) { inEveryMode(t, testRestartWithoutDisruption) }
+
+func testRestartWithoutDisruption(t *testing.T, mode string) {
+	r := newRig(t, mode)
 	r.createWeb("pod1a", "pod2a")
 	r.start()
 	r.eventually(r.net.Ext, node1Port, "pod1a", "pod2a")
@@ -469,8 +542,10 @@ func TestAPIRestartWithoutDisruption(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // no agent at all for a while
 	old := r.agent.Load()
 	r.start()
-	waitUntil(t, func() bool { a := r.agent.Load(); return a != old && a != nil && a.Status().Syncs > 0 })
-	time.Sleep(500 * time.Millisecond)
+	waitUntil(t, "the new agent's first sync", func() bool { a := r.agent.Load(); return a != old && a != nil && a.Status().Syncs > 0 })
+	// Some more connections over the new agent's rules.
+	since := asked.Load()
+	waitUntil(t, "10 connections after the new agent's first sync", func() bool { return asked.Load() >= since+10 })
 	close(stopAsking)
 	wg.Wait()
 	if failures.Load() > 0 || asked.Load() < 10 {
@@ -485,14 +560,15 @@ func TestAPIRestartWithoutDisruption(t *testing.T) {
 	r.eventually(r.net.Ext, node1Port, "pod1a", "pod2a")
 }
 
-func waitUntil(t *testing.T, ok func() bool) {
+// waitUntil waits, boundedly, until ok; what names the condition.
+func waitUntil(t *testing.T, what string, ok func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if ok() {
 			return
 		}
 	}
-	t.Fatal("condition not met within 20 s")
+	t.Fatalf("%s: not within 20 s", what)
 }
 
 // hasEvent reports whether events holds one with the reason about the named object.

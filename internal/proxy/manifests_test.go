@@ -44,8 +44,10 @@ endpoints:
 // TestManifestsSource: `--manifests DIR` makes node1 a load balancer with
 // Kubernetes semantics, without an apiserver; a bad edit keeps the last
 // good state; --cleanup then removes every rule.
-func TestManifestsSource(t *testing.T) {
-	r := newNetRig(t)
+func TestManifestsSource(t *testing.T) { inEveryMode(t, testManifestsSource) }
+
+func testManifestsSource(t *testing.T, mode string) {
+	r := newNetRig(t, mode)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "web.yaml")
 	write := func(content string) {
@@ -64,8 +66,8 @@ func TestManifestsSource(t *testing.T) {
 	r.eventually(r.net.Ext, nodePort, "pod1a", "pod2a")
 	r.waitCode(healthzAddr, "/healthz", 200)
 
-	write(r.manifest(70000, "pod2b"))   // invalid nodePort: ignored as a whole
-	time.Sleep(2500 * time.Millisecond) // more than two polls
+	write(r.manifest(70000, "pod2b")) // invalid nodePort: ignored as a whole
+	r.waitLog("spec.ports[0].nodePort: must be between 1 and 65535, got 70000")
 	r.eventually(r.net.Ext, nodePort, "pod1a", "pod2a")
 
 	write(r.manifest(30090, "pod2b"))

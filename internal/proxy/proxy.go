@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/svcproxy/svcproxy/internal/nsrun"
@@ -48,6 +49,9 @@ type Env struct {
 	// Started, when set, is called with the agent once it is assembled.
 	Started func(*agent.Agent)
 	Logf    func(format string, args ...any)
+	// OpenConntrack overrides how the conntrack cleaner is opened (tests
+	// make it fail); it returns the cleaner and what closes it.
+	OpenConntrack func() (*conntrack.Cleaner, func(), error)
 }
 
 // InNetns is the Env of a node whose kernel is the named network
@@ -71,6 +75,9 @@ func (e *Env) defaults() {
 	if e.Logf == nil {
 		e.Logf = log.Printf
 	}
+	if e.OpenConntrack == nil {
+		e.OpenConntrack = func() (*conntrack.Cleaner, func(), error) { return conntrackCleaner(*e) }
+	}
 }
 
 // Run runs the proxy until ctx ends.
@@ -86,7 +93,11 @@ func Run(ctx context.Context, opts *config.Options, env Env) error {
 		return err
 	}
 	fams := families()
-	dp, others := dataplanes(set, fams, env)
+	m := metrics.NewForMode(string(set.Mode))
+	dp, others := dataplanes(set, fams, env, func(err error) {
+		env.Logf("%v", err)
+		m.Fallback()
+	})
 	for _, o := range others {
 		if err := o.Cleanup(ctx); err != nil {
 			env.Logf("removing the other proxy mode's rules: %v", err)
@@ -95,14 +106,18 @@ func Run(ctx context.Context, opts *config.Options, env Env) error {
 	if err := env.Do(func() error { return applySysctls(cfg.Conntrack, sysctlRoot) }); err != nil {
 		env.Logf("conntrack settings: %v", err)
 	}
-	m := metrics.NewForMode(string(set.Mode))
 	ph := health.NewProxyHealth(fams, set.SyncPeriod, nil)
 	ph.OnAnswer = func(path string, code int) { answerMetric(m, path, code) }
 	svcHealth := health.NewServiceHealth(health.ServiceOptions{Addresses: healthAddrs(pc), Proxy: ph, Listen: env.Listen})
 	defer svcHealth.Close()
-	ct, closeCT, err := conntrackCleaner(env)
+	ct, closeCT, err := env.OpenConntrack()
 	if err != nil {
-		env.Logf("conntrack cleanup disabled: %v", err)
+		// Without it UDP clients stay stuck on removed endpoints: run on
+		// (the rules are still right), but as unhealthy, saying why.
+		why := fmt.Sprintf("conntrack cleanup is off (stale UDP flows will not be deleted): %v", err)
+		env.Logf("%s", why)
+		ph.Broken(why)
+		ct, closeCT = nil, func() {}
 	}
 	defer closeCT()
 
@@ -149,7 +164,7 @@ func withExplain(h, ex http.Handler) http.Handler {
 func explainPlan(a *agent.Agent) func(fn func(*plan.Plan, explain.SyncStatus)) {
 	return func(fn func(*plan.Plan, explain.SyncStatus)) {
 		a.WithPlan(func(p *plan.Plan, st agent.Status) {
-			sync := explain.SyncStatus{At: st.Last, Took: st.Took.String(), Full: st.Full, Syncs: st.Syncs, Failures: st.Failures}
+			sync := explain.SyncStatus{At: st.Last, Took: st.Took.String(), Full: st.Full, Syncs: st.Syncs, Failures: st.Failures, InProgress: st.InProgress}
 			if st.Err != nil {
 				sync.Error = st.Err.Error()
 			}
@@ -175,7 +190,7 @@ func withProfiling(h http.Handler) http.Handler {
 func Cleanup(ctx context.Context, opts *config.Options, env Env) error {
 	env.defaults()
 	fams := families()
-	dp, others := dataplanes(opts.Proxy, fams, env)
+	dp, others := dataplanes(opts.Proxy, fams, env, func(err error) { env.Logf("%v", err) })
 	var errs []error
 	for _, d := range append([]dataplane.Dataplane{dp}, others...) {
 		errs = append(errs, d.Cleanup(ctx))
@@ -184,10 +199,11 @@ func Cleanup(ctx context.Context, opts *config.Options, env Env) error {
 }
 
 // dataplanes returns the dataplane of the mode to run and those of the
-// other modes, whose rules it removes.
-func dataplanes(set config.Settings, fams []plan.Family, env Env) (dataplane.Dataplane, []dataplane.Dataplane) {
+// other modes, whose rules it removes; fallback hears of each nftables
+// write that netlink refused.
+func dataplanes(set config.Settings, fams []plan.Family, env Env, fallback func(error)) (dataplane.Dataplane, []dataplane.Dataplane) {
 	bit := uint(set.MasqueradeBit)
-	nft := inNetns{nftables.New(nftables.Options{Families: fams, MasqueradeBit: bit}), env.Do}
+	nft := inNetns{nftables.New(nftables.Options{Families: fams, MasqueradeBit: bit, Fallback: fallback}), env.Do}
 	ipt := inNetns{iptables.New(iptables.Options{Families: fams, MasqueradeBit: bit}), env.Do}
 	if set.Mode == config.ModeIPTables {
 		return ipt, []dataplane.Dataplane{nft}
@@ -218,15 +234,18 @@ func families() []plan.Family {
 	return []plan.Family{plan.IPv4, plan.IPv6}
 }
 
-// conntrackCleaner opens a netlink handle in the node's namespace.
+// conntrackCleaner opens a netlink handle in the node's namespace, with
+// the two netlink families the cleaner uses: netfilter for conntrack,
+// route for the node's addresses. (All families would also need xfrm,
+// which a kernel may lack.)
 func conntrackCleaner(env Env) (*conntrack.Cleaner, func(), error) {
 	var h *netlink.Handle
 	err := env.Do(func() (err error) {
-		h, err = netlink.NewHandle()
+		h, err = netlink.NewHandle(unix.NETLINK_NETFILTER, unix.NETLINK_ROUTE)
 		return err
 	})
 	if err != nil {
-		return nil, func() {}, err
+		return nil, func() {}, fmt.Errorf("opening a netlink socket: %w", err)
 	}
 	return conntrack.New(h), h.Close, nil
 }

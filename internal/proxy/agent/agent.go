@@ -84,6 +84,9 @@ type Status struct {
 	Took     time.Duration
 	Full     bool
 	Err      error
+	// InProgress says a sync of the plan WithPlan shows is under way: the
+	// kernel may not hold all of that plan yet.
+	InProgress bool
 }
 
 // trigger is when a change was made to an EndpointSlice, by its

@@ -15,9 +15,12 @@ const minRetry = time.Second
 // Run waits for the source's initial state, then syncs until ctx ends.
 // It returns nil when ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
-	if a.opts.Health != nil {
-		for _, f := range a.opts.Families {
+	for _, f := range a.opts.Families {
+		if a.opts.Health != nil {
 			a.opts.Health.Updated(f)
+		}
+		if a.opts.Metrics != nil {
+			a.opts.Metrics.ShowFamily(f)
 		}
 	}
 	if err := a.waitSynced(ctx); err != nil {
@@ -113,6 +116,7 @@ func (a *Agent) takeChanges() (*plan.Plan, plan.Changes, []trigger) {
 	}
 	p, ch := a.tracker.Sync()
 	a.current = p
+	a.status.InProgress = true
 	a.reportInvalid(a.tracker.Errors())
 	if ch.Full {
 		a.lastFull = time.Now()
@@ -146,6 +150,7 @@ func (a *Agent) record(full bool, start time.Time, took time.Duration, err error
 		a.status.Failures++
 	}
 	a.status.Last, a.status.Took, a.status.Full, a.status.Err = start, took, full, err
+	a.status.InProgress = false
 	a.mu.Unlock()
 	if a.opts.Metrics != nil {
 		for _, f := range a.opts.Families {
@@ -193,6 +198,9 @@ func (a *Agent) cleanConntrack(p *plan.Plan, ch plan.Changes, f plan.Family) err
 		}
 	}
 	n, err := a.opts.Conntrack.CleanUDP(p, f, removed...)
+	if a.opts.Metrics != nil {
+		a.opts.Metrics.ConntrackCleaned(f, n, err)
+	}
 	if err != nil {
 		return fmt.Errorf("after deleting %d entries: %w", n, err)
 	}

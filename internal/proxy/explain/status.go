@@ -33,6 +33,9 @@ type SyncStatus struct {
 	Syncs    int       `json:"syncs"`
 	Failures int       `json:"failures"`
 	Error    string    `json:"error,omitempty"`
+	// InProgress: the ports shown are being synced; the kernel may not
+	// hold all of them yet.
+	InProgress bool `json:"inProgress,omitempty"`
 }
 
 // Port is one service port: its addresses, policies and endpoints.
@@ -121,6 +124,9 @@ func strs(addrs []netip.Addr) []string {
 func (s Status) Write(w io.Writer) {
 	fmt.Fprintf(w, "mode %s; last sync %s (%s, took %s); %d syncs, %d failed", s.Mode,
 		s.Sync.At.Format(time.RFC3339), fullOrPartial(s.Sync.Full), s.Sync.Took, s.Sync.Syncs, s.Sync.Failures)
+	if s.Sync.InProgress {
+		fmt.Fprint(w, "; syncing what follows now")
+	}
 	if s.Sync.Error != "" {
 		fmt.Fprintf(w, "; last error: %s", s.Sync.Error)
 	}

@@ -39,6 +39,7 @@ type ProxyHealth struct {
 	lastUpdated  map[plan.Family]time.Time
 	oldestQueued map[plan.Family]time.Time
 	nodeEligible bool
+	problems     []string
 }
 
 // NewProxyHealth returns the health of a proxy that handles the given
@@ -107,9 +108,24 @@ func nodeEligible(node *v1.Node) bool {
 	return true
 }
 
-// Healthy reports whether every known family is up to date. The Node's
-// eligibility does not count (health-check node ports use this).
-func (h *ProxyHealth) Healthy() bool { return h.snapshot().Healthy }
+// Broken records a duty the proxy cannot do, for as long as it runs (why,
+// as a sentence: "conntrack cleanup is off: ..."). From then on /healthz
+// answers 503 with the reasons under "problems", and Healthy is false, so
+// load balancers send this node no traffic; /livez ignores it, since
+// restarting the proxy would not fix the node.
+func (h *ProxyHealth) Broken(reason string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.problems = append(h.problems, reason)
+}
+
+// Healthy reports whether every known family is up to date and nothing is
+// Broken. The Node's eligibility does not count (health-check node ports
+// use this).
+func (h *ProxyHealth) Healthy() bool {
+	a := h.snapshot()
+	return a.Healthy && len(a.Problems) == 0
+}
 
 // familyStatus is one family's entry in the answer.
 type familyStatus struct {
@@ -125,6 +141,9 @@ type answer struct {
 	NodeEligible *bool                   `json:"nodeEligible,omitempty"`
 	Healthy      bool                    `json:"healthy"`
 	Status       map[string]familyStatus `json:"status,omitempty"`
+	// Problems are ours: what Broken recorded (never in kube-proxy's
+	// answers, and absent from ours while there is none).
+	Problems []string `json:"problems,omitempty"`
 }
 
 // snapshot computes the answer without the Node: lastUpdated is the most
@@ -133,7 +152,7 @@ func (h *ProxyHealth) snapshot() answer {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := h.now()
-	a := answer{CurrentTime: now, Healthy: true, Status: map[string]familyStatus{}}
+	a := answer{CurrentTime: now, Healthy: true, Status: map[string]familyStatus{}, Problems: slices.Clone(h.problems)}
 	for f, last := range h.lastUpdated {
 		if last.After(a.LastUpdated) {
 			a.LastUpdated = last
@@ -170,11 +189,13 @@ func (h *ProxyHealth) serveHealthz(w http.ResponseWriter, r *http.Request) {
 	a := h.snapshot()
 	eligible := h.eligible()
 	a.NodeEligible = &eligible
+	a.Healthy = a.Healthy && len(a.Problems) == 0
 	h.write(w, r.URL.Path, a, a.Healthy && eligible)
 }
 
 func (h *ProxyHealth) serveLivez(w http.ResponseWriter, r *http.Request) {
 	a := h.snapshot()
+	a.Problems = nil
 	h.write(w, r.URL.Path, a, a.Healthy)
 }
 

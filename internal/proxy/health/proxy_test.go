@@ -215,3 +215,18 @@ func TestProxyHealthOtherPaths(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyHealthBroken: a duty the proxy cannot do makes /healthz 503 with
+// the reason, and Healthy false; /livez stays 200, its body kube-proxy's.
+func TestProxyHealthBroken(t *testing.T) {
+	c := &clock{t: start}
+	h := NewProxyHealth([]plan.Family{plan.IPv4}, syncPeriod, c.now)
+	h.SyncNode(objects.Node("node1", ""))
+	h.Updated(plan.IPv4)
+	h.Broken("conntrack cleanup is off: no netlink")
+	checkAnswer(t, h.Handler(), "/healthz", 503, `{"lastUpdated":"2026-11-22T06:25:46.9Z","currentTime":"2026-11-22T06:25:46.9Z","nodeEligible":true,"healthy":false,"status":{"IPv4":{"lastUpdated":"2026-11-22T06:25:46.9Z","healthy":true}},"problems":["conntrack cleanup is off: no netlink"]}`)
+	checkAnswer(t, h.Handler(), "/livez", 200, `{"lastUpdated":"2026-11-22T06:25:46.9Z","currentTime":"2026-11-22T06:25:46.9Z","healthy":true,"status":{"IPv4":{"lastUpdated":"2026-11-22T06:25:46.9Z","healthy":true}}}`)
+	if h.Healthy() {
+		t.Error("Healthy() = true while broken")
+	}
+}

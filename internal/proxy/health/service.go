@@ -40,11 +40,12 @@ func (n serviceName) String() string { return n.Namespace + "/" + n.Name }
 
 // serviceServer is the running health check of one Service.
 type serviceServer struct {
-	name    serviceName
-	port    uint16
-	proxy   interface{ Healthy() bool }
-	servers []*http.Server
-	count   atomic.Int64 // distinct local ready endpoint IPs
+	name      serviceName
+	port      uint16
+	proxy     interface{ Healthy() bool }
+	servers   []*http.Server
+	listeners []net.Listener
+	count     atomic.Int64 // distinct local ready endpoint IPs
 }
 
 // wanted is what one Service needs: its health port and local ready IPs.
@@ -141,7 +142,7 @@ func (s *ServiceHealth) start(name serviceName, port uint16) (*serviceServer, er
 			return nil, fmt.Errorf("health check of Service %s on port %d: %w", name, port, err)
 		}
 		hs := &http.Server{Handler: srv}
-		srv.servers = append(srv.servers, hs)
+		srv.servers, srv.listeners = append(srv.servers, hs), append(srv.listeners, ln)
 		go func() { _ = hs.Serve(ln) }() // returns ErrServerClosed on close
 	}
 	return srv, nil
@@ -171,10 +172,18 @@ func (s *ServiceHealth) Close() error {
 	return errors.Join(errs...)
 }
 
+// close stops the servers and closes their listeners now: a Serve that
+// has not started yet would close its listener only when it runs, and the
+// port must be free when close returns (a failed start is retried).
 func (srv *serviceServer) close() error {
 	var errs []error
 	for _, hs := range srv.servers {
 		errs = append(errs, hs.Close())
+	}
+	for _, ln := range srv.listeners {
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

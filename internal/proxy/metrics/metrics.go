@@ -78,6 +78,8 @@ type Metrics struct {
 	healthz             *prometheus.CounterVec
 	livez               *prometheus.CounterVec
 	fallbacks           prometheus.Counter
+	conntrackDeleted    *prometheus.CounterVec
+	conntrackErrors     *prometheus.CounterVec
 	endpointChanges     changes
 	serviceChanges      changes
 }
@@ -106,9 +108,14 @@ func NewForMode(mode string) *Metrics {
 		healthz:          counter("proxy_healthz_total", "Cumulative proxy healthz HTTP status", codeLabel),
 		livez:            counter("proxy_livez_total", "Cumulative proxy livez HTTP status", codeLabel),
 		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "svcproxy_nftables_netlink_fallbacks_total",
+			Name: FallbacksName,
 			Help: "Cumulative nftables writes that fell back from netlink to the nft binary",
 		}),
+		conntrackDeleted: counter("conntrack_reconciler_deleted_entries_total", "Cumulative conntrack flows deleted by conntrack reconciler", familyLabel),
+		conntrackErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: ConntrackErrorsName,
+			Help: "Cumulative failures to delete stale UDP conntrack entries after a sync",
+		}, []string{familyLabel}),
 		endpointChanges: newChanges("endpoint", "Endpoint"),
 		serviceChanges:  newChanges("service", "Service"),
 	}
@@ -118,6 +125,7 @@ func NewForMode(mode string) *Metrics {
 		m.syncDuration, m.syncFullDuration, m.syncPartialDuration,
 		m.lastSync, m.lastQueued, m.syncFailures, m.networkProgramming,
 		m.noLocalEndpoints, m.healthz, m.livez, m.fallbacks,
+		m.conntrackDeleted, m.conntrackErrors,
 		m.endpointChanges.pending, m.endpointChanges.total,
 		m.serviceChanges.pending, m.serviceChanges.total,
 	)
@@ -197,6 +205,24 @@ func (m *Metrics) LivezAnswer(code int) { m.livez.WithLabelValues(codeString(cod
 // Fallback counts one nftables write that fell back from netlink to the nft
 // binary.
 func (m *Metrics) Fallback() { m.fallbacks.Inc() }
+
+// ConntrackCleaned records one cleaning of stale UDP conntrack entries in
+// family f after a sync: how many it deleted, and whether it failed.
+func (m *Metrics) ConntrackCleaned(f plan.Family, deleted uint, err error) {
+	m.conntrackDeleted.WithLabelValues(f.String()).Add(float64(deleted))
+	if err != nil {
+		m.conntrackErrors.WithLabelValues(f.String()).Inc()
+	}
+}
+
+// ShowFamily makes family f's failure counters appear on the page at zero
+// before anything fails: a page without them could not tell an agent that
+// never failed from one that never counted (see Failures).
+func (m *Metrics) ShowFamily(f plan.Family) {
+	m.syncFailures.WithLabelValues(f.String())
+	m.conntrackErrors.WithLabelValues(f.String())
+	m.conntrackDeleted.WithLabelValues(f.String())
+}
 
 func codeString(code int) string { return strconv.Itoa(code) }
 

@@ -60,6 +60,8 @@ func TestRecordedMetrics(t *testing.T) {
 	m.HealthzAnswer(503)
 	m.LivezAnswer(200)
 	m.Fallback()
+	m.ConntrackCleaned(plan.IPv4, 3, nil)
+	m.ConntrackCleaned(plan.IPv4, 1, errors.New("dump interrupted"))
 
 	body := scrape(t, m)
 	requireLines(t, body,
@@ -99,6 +101,9 @@ func TestRecordedMetrics(t *testing.T) {
 		`kubeproxy_proxy_healthz_total{code="503"} 2`,
 		`kubeproxy_proxy_livez_total{code="200"} 1`,
 		"svcproxy_nftables_netlink_fallbacks_total 1",
+		"# HELP kubeproxy_conntrack_reconciler_deleted_entries_total [ALPHA] Cumulative conntrack flows deleted by conntrack reconciler",
+		`kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family="IPv4"} 4`,
+		`svcproxy_conntrack_cleaning_errors_total{ip_family="IPv4"} 1`,
 	)
 	for _, name := range []string{`kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"} `, `kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds{ip_family="IPv6"} `, "go_goroutines ", "process_start_time_seconds "} {
 		if !strings.Contains(body, "\n"+name) {
@@ -128,6 +133,40 @@ func TestFailureCounterPerMode(t *testing.T) {
 		m := NewForMode(mode)
 		m.SyncDone(plan.IPv4, true, time.Millisecond, errors.New("x"))
 		requireLines(t, scrape(t, m), want)
+	}
+}
+
+// TestFailures: a page with every failure counter at zero has none; each
+// kind of failure is named with its labels; a page without the counters is
+// an error, not a clean record.
+func TestFailures(t *testing.T) {
+	for _, mode := range []string{"nftables", "iptables"} {
+		m := NewForMode(mode)
+		m.ShowFamily(plan.IPv4)
+		m.ShowFamily(plan.IPv6)
+		if got, err := Failures(strings.NewReader(scrape(t, m))); err != nil || len(got) != 0 {
+			t.Errorf("%s, nothing failed: %q, %v", mode, got, err)
+		}
+		m.SyncDone(plan.IPv6, false, time.Millisecond, errors.New("partial sync failed"))
+		m.SyncDone(plan.IPv6, true, time.Millisecond, nil) // the retry healed it: still a failure
+		m.Fallback()
+		m.ConntrackCleaned(plan.IPv4, 0, errors.New("x"))
+		got, err := Failures(strings.NewReader(scrape(t, m)))
+		sync := map[string]string{"nftables": "nftables_sync", "iptables": "iptables_restore"}[mode]
+		want := []string{
+			"svcproxy_nftables_netlink_fallbacks_total 1",
+			`svcproxy_conntrack_cleaning_errors_total{ip_family="IPv4"} 1`,
+			`kubeproxy_sync_proxy_rules_` + sync + `_failures_total{ip_family="IPv6"} 1`,
+		}
+		if err != nil || strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("%s: %q, %v, want %q", mode, got, err, want)
+		}
+	}
+	if got, err := Failures(strings.NewReader(scrape(t, New()))); err == nil {
+		t.Errorf("a page before any family was shown: %q, want an error (no sync failure series)", got)
+	}
+	if _, err := Failures(strings.NewReader("go_goroutines 7\n")); err == nil {
+		t.Error("a page without svcproxy's counters: want an error")
 	}
 }
 

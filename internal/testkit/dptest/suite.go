@@ -128,9 +128,9 @@ func (s *suite) testExternalLocalNoLocalEndpoint(t *testing.T) {
 	np := netip.AddrPortFrom(node1v4, 30004)
 	lb := addrPort("203.0.113.4", svcPort)
 
-	expectDropped(t, s.c.Ext, "tcp", np)
-	expectDropped(t, s.c.Ext, "udp", np)
-	expectDropped(t, s.c.Ext, "tcp", lb)
+	s.expectDropped(t, s.c.Ext, "tcp", np)
+	s.expectDropped(t, s.c.Ext, "udp", np)
+	s.expectDropped(t, s.c.Ext, "tcp", lb)
 
 	for _, dst := range []netip.AddrPort{np, lb} {
 		rs := askN(t, s.pod1a.NS, "tcp", dst, 3)
@@ -171,8 +171,8 @@ func (s *suite) testInternalLocal(t *testing.T) {
 	mixed := service("itp-mixed", objects.ClusterIPs("10.96.6.20"), objects.InternalTrafficPolicyLocal())
 	s.apply(t, remote, endpointsOf(remote, s.pod2a, s.pod2b), mixed, endpointsOf(mixed, s.pod1b, s.pod2a))
 
-	expectDropped(t, s.pod1a.NS, "tcp", addrPort("10.96.6.10", svcPort))
-	expectDropped(t, s.pod1a.NS, "udp", addrPort("10.96.6.10", svcPort))
+	s.expectDropped(t, s.pod1a.NS, "tcp", addrPort("10.96.6.10", svcPort))
+	s.expectDropped(t, s.pod1a.NS, "udp", addrPort("10.96.6.10", svcPort))
 
 	rs := askN(t, s.pod1a.NS, "tcp", addrPort("10.96.6.20", svcPort), 20)
 	onlyFrom(t, "tcp pod1a → 10.96.6.20:80", rs, s.pod1b)
@@ -221,8 +221,8 @@ func (s *suite) testSourceRanges(t *testing.T) {
 	eps := endpointsOf(svc, s.pod2a)
 	s.apply(t, svc, eps)
 	lb := addrPort("203.0.113.9", svcPort)
-	expectDropped(t, s.c.Ext, "tcp", lb)
-	expectDropped(t, s.c.Ext, "udp", lb)
+	s.expectDropped(t, s.c.Ext, "tcp", lb)
+	s.expectDropped(t, s.c.Ext, "udp", lb)
 	onlyFrom(t, "tcp ext → NodePort 30009", askN(t, s.c.Ext, "tcp", netip.AddrPortFrom(node1v4, 30009), 1), s.pod2a)
 
 	svc = svc.DeepCopy()
@@ -381,8 +381,8 @@ func (s *suite) testPartialSync(t *testing.T) {
 		expectRefused(t, s.pod1a.NS, "udp", dst)
 		tr.DeleteService(shrink.Namespace, shrink.Name)
 		partial(shrink)
-		// No longer a Service address: node1 routes it to ext, which drops it.
-		expectDropped(t, s.pod1a.NS, "tcp", dst)
+		// No longer a Service address: node1 routes it to ext.
+		s.expectNotAService(t, s.pod1a.NS, "tcp", dst)
 		// swap is untouched.
 		onlyFrom(t, "tcp pod1a → swap", askN(t, s.pod1a.NS, "tcp", addrPort("10.96.12.20", svcPort), 3), s.pod2b)
 	})
@@ -473,7 +473,7 @@ func (s *suite) testRestart(t *testing.T) {
 	onlyFrom(t, "tcp ext → NodePort after restart", askN(t, s.c.Ext, "tcp", netip.AddrPortFrom(node1v4, 30013), 5), s.pod1b)
 	onlyFrom(t, "tcp pod1a → IPv6 ClusterIP after restart", askN(t, s.pod1a.NS, "tcp", addrPort("fd00:10:96::13:10", svcPort), 10), s.pod1b, s.pod2a)
 	expectRefused(t, s.pod1a.NS, "tcp", addrPort("10.96.13.30", svcPort))
-	expectDropped(t, s.pod1a.NS, "tcp", addrPort("10.96.13.40", svcPort)) // no longer a Service
+	s.expectNotAService(t, s.pod1a.NS, "tcp", addrPort("10.96.13.40", svcPort))
 
 	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
 	defer cancel()
@@ -511,5 +511,102 @@ func (s *suite) testBadInput(t *testing.T) {
 	onlyFrom(t, "udp pod1a → good", askN(t, s.pod1a.NS, "udp", addrPort("10.96.14.10", svcPort), 3), s.pod2a)
 	onlyFrom(t, "tcp ext → good-np", askN(t, s.c.Ext, "tcp", netip.AddrPortFrom(node1v4, 30014), 3), s.pod1b)
 	// bad-port's valid port 80 is not served either: never half-applied.
-	expectDropped(t, s.pod1a.NS, "tcp", addrPort("10.96.14.20", svcPort))
+	s.expectNotAService(t, s.pod1a.NS, "tcp", addrPort("10.96.14.20", svcPort))
+}
+
+// testExternalIPs: ext reaches a Service's externalIPs, which ext routes to
+// node1 and no interface holds: with externalTrafficPolicy Cluster every
+// endpoint answers, masqueraded; with Local only node1's endpoint, which
+// sees ext's address. A port the Service does not define is no Service
+// address there.
+func (s *suite) testExternalIPs(t *testing.T) {
+	cluster := service("eip-cluster", objects.ClusterIPs("10.96.15.10"), objects.ExternalIPs("203.0.113.15"))
+	local := service("eip-local", objects.ClusterIPs("10.96.15.20"), objects.ExternalIPs("203.0.113.16"), objects.ExternalTrafficPolicyLocal(0))
+	s.apply(t, cluster, endpointsOf(cluster, s.pod1a, s.pod2a), local, endpointsOf(local, s.pod1b, s.pod2b))
+	for _, proto := range []string{"tcp", "udp"} {
+		dst := addrPort("203.0.113.15", svcPort)
+		rs := askN(t, s.c.Ext, proto, dst, 20)
+		what := fmt.Sprintf("%s ext → %s (Cluster)", proto, dst)
+		onlyFrom(t, what, rs, s.pod1a, s.pod2a)
+		reachedAll(t, what, rs, s.pod1a, s.pod2a)
+		s.masqueraded(t, what, rs, plan.IPv4)
+
+		dst = addrPort("203.0.113.16", svcPort)
+		rs = askN(t, s.c.Ext, proto, dst, 10)
+		what = fmt.Sprintf("%s ext → %s (Local)", proto, dst)
+		onlyFrom(t, what, rs, s.pod1b)
+		sourceIs(t, what, rs, extv4)
+	}
+	s.expectNotAService(t, s.c.Ext, "tcp", addrPort("203.0.113.15", 81))
+}
+
+// testTopologyHints: hints narrow a pod's traffic to a ClusterIP. Zone
+// hints, with one of node2's endpoints lent to node1's zone: only the
+// endpoints for zone-a answer. Node hints: only node1's own endpoint.
+func (s *suite) testTopologyHints(t *testing.T) {
+	zonal := service("zonal", objects.ClusterIPs("10.96.16.10"))
+	zonalSlices := endpointsOf(zonal, s.pod1b, s.pod2a, s.pod2b)
+	for i, zone := range []string{"zone-a", "zone-a", "zone-b"} {
+		objects.HintZones(zone)(&zonalSlices[0].Endpoints[i])
+	}
+	nodal := service("nodal", objects.ClusterIPs("10.96.16.20"))
+	nodalSlices := endpointsOf(nodal, s.pod1b, s.pod2a)
+	for i, node := range []string{"node1", "node2"} {
+		objects.HintNodes(node)(&nodalSlices[0].Endpoints[i])
+	}
+	s.apply(t, zonal, zonalSlices, nodal, nodalSlices)
+
+	dst := addrPort("10.96.16.10", svcPort)
+	rs := askN(t, s.pod1a.NS, "tcp", dst, 30)
+	what := "tcp pod1a → " + dst.String() + " (zone hints)"
+	onlyFrom(t, what, rs, s.pod1b, s.pod2a)
+	reachedAll(t, what, rs, s.pod1b, s.pod2a)
+	t.Logf("%s: %v", what, byPod(rs))
+
+	dst = addrPort("10.96.16.20", svcPort)
+	onlyFrom(t, "tcp pod1a → "+dst.String()+" (node hints)", askN(t, s.pod1a.NS, "tcp", dst, 10), s.pod1b)
+}
+
+// testSCTP: an SCTP Service with one endpoint, pod2a. This kernel has no
+// SCTP sockets: a raw socket sends an SCTP INIT (with its CRC32c, or
+// conntrack would call it invalid and NAT would skip it) and one in pod2a
+// reads what arrives. Through the ClusterIP it comes from pod1a's own
+// address and port; through node1's NodePort from ext, masqueraded; both
+// times DNATed to pod2a's address and port, the checksum redone.
+func (s *suite) testSCTP(t *testing.T) {
+	svc := objects.Service("default", "sctp", objects.Port("sctp", v1.ProtocolSCTP, svcPort, 0), targetPodPort,
+		objects.ClusterIPs("10.96.17.10"), objects.NodePort(30017))
+	objects.IPFamilies("")(svc)
+	s.apply(t, svc, endpointsOf(svc, s.pod2a))
+	r, err := s.pod2a.NS.ReadSCTP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	want := netip.AddrPortFrom(s.pod2a.IPv4, podPort)
+	for i, c := range []struct {
+		from *testnet.NS
+		dst  netip.AddrPort
+		src  netip.Addr // as pod2a sees it
+	}{
+		{s.pod1a.NS, addrPort("10.96.17.10", svcPort), s.pod1a.IPv4},
+		{s.c.Ext, netip.AddrPortFrom(node1v4, 30017), node1v4},
+	} {
+		srcPort := uint16(40000 + i)
+		if err := c.from.SendSCTPInit(srcPort, c.dst); err != nil {
+			t.Fatal(err)
+		}
+		p, err := r.Next(askTimeout)
+		what := fmt.Sprintf("sctp INIT %s → %s", c.from, c.dst)
+		switch {
+		case err != nil:
+			t.Errorf("%s: %v", what, err)
+		case p.Dst != want || p.Src.Addr() != c.src || p.FirstChunk != 1 || !p.ChecksumOK:
+			t.Errorf("%s: pod2a got %+v, want an INIT from %s to %s with a valid checksum", what, p, c.src, want)
+		case c.from != s.c.Ext && p.Src.Port() != srcPort:
+			t.Errorf("%s: source port %d, want %d (not masqueraded)", what, p.Src.Port(), srcPort)
+		default:
+			t.Logf("%s: pod2a got it from %s to %s", what, p.Src, p.Dst)
+		}
+	}
 }

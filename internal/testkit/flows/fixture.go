@@ -143,6 +143,10 @@ func Fixture() plan.Input {
 			objects.EndpointPort("syslog", v1.ProtocolUDP, 5514),
 		}, endpoint(PodB, NodeName), endpoint(PodC, Node2Name)))
 
+	// SCTP, ClusterIP and NodePort.
+	add(service("sctp", singleStack("10.96.0.30"), port("", v1.ProtocolSCTP, 9999, 30030)),
+		epSlice("sctp", v4, []discovery.EndpointPort{objects.EndpointPort("", v1.ProtocolSCTP, 9999)}, endpoint(PodC, Node2Name)))
+
 	// Topology-aware routing: zone hints, one node2 endpoint lent to zone-a.
 	add(service("zonal", singleStack("10.96.0.29"), port("", v1.ProtocolTCP, 80, 0), func(s *v1.Service) {
 		s.Spec.TrafficDistribution = objects.Ptr(v1.ServiceTrafficDistributionPreferSameZone)

@@ -170,7 +170,7 @@ func (f Flow) Validate() error {
 
 // Flows returns the packet-flow table for Fixture, seen from node1.
 func Flows() []Flow {
-	tcp, udp := v1.ProtocolTCP, v1.ProtocolUDP
+	tcp, udp, sctp := v1.ProtocolTCP, v1.ProtocolUDP, v1.ProtocolSCTP
 	fwd := func(m Masq, eps ...string) Expect {
 		e := Expect{Action: plan.Forward, Masquerade: m}
 		for _, s := range eps {
@@ -298,6 +298,11 @@ func Flows() []Flow {
 		flow("multi-port: second port", PodA, "10.96.0.28:9090", tcp, fwd(MasqNone, "10.244.1.3:9100", "10.244.2.2:9100")),
 		flow("multi-port: UDP port", PodA, "10.96.0.28:514", udp, fwd(MasqNone, "10.244.1.3:5514", "10.244.2.2:5514")),
 		flow("multi-port: undefined port rejected", PodA, "10.96.0.28:8080", tcp, reject),
+
+		// SCTP.
+		flow("pod to SCTP ClusterIP", PodA, "10.96.0.30:9999", sctp, fwd(MasqNone, "10.244.2.2:9999")),
+		flow("client to SCTP NodePort: masqueraded", Client, np("30030"), sctp, fwd(MasqAll, "10.244.2.2:9999")),
+		flow("TCP to an SCTP-only ClusterIP port: rejected", PodA, "10.96.0.30:9999", tcp, reject),
 
 		// Topology.
 		flow("zone hints: endpoints for zone-a only", PodB, "10.96.0.29:80", tcp, fwd(MasqNone, "10.244.1.2:8093", "10.244.2.3:8093")),

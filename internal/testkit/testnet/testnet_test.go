@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -168,13 +169,13 @@ func testTraffic(t *testing.T, c *Cluster) {
 
 	t.Run("timeout", func(t *testing.T) {
 		nobody := netip.AddrPortFrom(netip.MustParseAddr("198.51.100.50"), 80)
-		start := time.Now()
 		_, err := c.Ext.Ask(ctx, "tcp", nobody, 300*time.Millisecond)
 		if !IsTimeout(err) || IsRefused(err) {
 			t.Errorf("tcp to %s: %v, want timeout", nobody, err)
 		}
-		if d := time.Since(start); d > time.Second {
-			t.Errorf("timeout took %v", d)
+		// Ask's own deadline, not the kernel's connect timeout (minutes).
+		if !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("tcp to %s: %v, want Ask's deadline to end it", nobody, err)
 		}
 	})
 

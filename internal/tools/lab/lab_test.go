@@ -123,11 +123,10 @@ func itoa(i int) string { return strconv.Itoa(i) }
 // waitForExec waits until pid runs the program named command.
 func waitForExec(t *testing.T, pid int, command string) {
 	t.Helper()
-	for range 200 {
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if data, _ := os.ReadFile("/proc/" + itoa(pid) + "/comm"); strings.TrimSpace(string(data)) == command {
 			return
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("pid %d never ran %s", pid, command)
 }

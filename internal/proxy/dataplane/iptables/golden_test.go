@@ -19,8 +19,8 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 
 // TestGolden renders the seeds' examples, each alone, from the flow
 // fixture — a ClusterIP with one endpoint ("one") and with three
-// ("three"), a NodePort ("np-cluster") and externalTrafficPolicy Local
-// ("lb-local") — and compares the iptables-save dump of a full sync with
+// ("three"), a NodePort ("np-cluster"), externalTrafficPolicy Local
+// ("lb-local"), and an SCTP ClusterIP and NodePort ("sctp") — and compares the iptables-save dump of a full sync with
 // testdata/<name>.golden (go test -update rewrites them). Each golden is
 // then loaded by the real iptables-restore in a throwaway namespace.
 func TestGolden(t *testing.T) {
@@ -28,7 +28,7 @@ func TestGolden(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	for _, name := range []string{"one", "three", "np-cluster", "lb-local"} {
+	for _, name := range []string{"one", "three", "np-cluster", "lb-local", "sctp"} {
 		t.Run(name, func(t *testing.T) {
 			p := &plan.Plan{Config: full.Config, Zone: full.Zone, Ports: maps.Clone(full.Ports)}
 			maps.DeleteFunc(p.Ports, func(k plan.Key, _ *plan.ServicePort) bool { return k.Name != name || k.Family != plan.IPv4 })

@@ -9,8 +9,10 @@ import (
 )
 
 // TestKernel runs the shared dataplane suite (real traffic through network
-// namespaces) against the nftables dataplane. It skips unless run as root
-// with ip and nft installed.
+// namespaces) against the nftables dataplane, none of whose netlink writes
+// may fall back to nft. It skips unless run as root with ip and nft
+// installed.
 func TestKernel(t *testing.T) {
-	dptest.Run(t, func() dataplane.Dataplane { return nftables.New(nftables.Options{}) })
+	fellBack := func(err error) { t.Errorf("a netlink write fell back to nft: %v", err) }
+	dptest.Run(t, func() dataplane.Dataplane { return nftables.New(nftables.Options{Fallback: fellBack}) })
 }

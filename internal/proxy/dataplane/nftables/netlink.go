@@ -21,6 +21,7 @@ import (
 type elementWriter struct {
 	table  string
 	family gnft.TableFamily
+	sent   int // batches the kernel took, for tests to see that netlink was used
 }
 
 func newElementWriter(table string, f plan.Family) *elementWriter {
@@ -82,7 +83,11 @@ func (w *elementWriter) write(dels, adds []elemDef) error {
 			}
 		}
 	}
-	return conn.Flush()
+	if err := conn.Flush(); err != nil {
+		return err
+	}
+	w.sent++
+	return nil
 }
 
 // writeAll adds the elements of many groups into maps nothing refers to
@@ -165,6 +170,7 @@ func (b *batcher) flush() error {
 	if err != nil {
 		return fmt.Errorf("adding endpoint elements: %w", err)
 	}
+	b.w.sent++
 	return nil
 }
 

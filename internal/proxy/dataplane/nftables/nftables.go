@@ -34,6 +34,10 @@ type Options struct {
 	Families []plan.Family
 	// NewInterface opens a table; default knftables.New. Tests pass fakes.
 	NewInterface func(family knftables.Family, table string) (knftables.Interface, error)
+	// Fallback, when set, is called with netlink's error each time a write
+	// meant for netlink (endpoint map elements) goes through nft instead:
+	// the same result, only slower. The agent logs and counts it.
+	Fallback func(err error)
 }
 
 // Dataplane programs nftables. Not safe for concurrent use.
@@ -65,7 +69,7 @@ func New(opts Options) *Dataplane {
 	}
 	d := &Dataplane{opts: opts}
 	for _, f := range opts.Families {
-		fam := &family{fam: f, w: wordsFor(f), needFull: true}
+		fam := &family{fam: f, w: wordsFor(f), needFull: true, fallback: opts.Fallback}
 		if realKernel {
 			fam.elements = newElementWriter(opts.Table, f)
 		}
@@ -137,6 +141,14 @@ type family struct {
 	gen     int            // generation of the endpoint maps in use
 
 	elements *elementWriter // nil with a fake kernel
+	fallback func(err error)
+}
+
+// fellBack reports that netlink refused a write that nft makes next.
+func (f *family) fellBack(err error) {
+	if f.fallback != nil {
+		f.fallback(fmt.Errorf("nftables %s: netlink: %w (nft writes it instead)", f.fam, err))
+	}
 }
 
 func (f *family) forget() {
@@ -301,11 +313,13 @@ func (f *family) fillEndpointMaps(ctx context.Context, gen int, elems []elemDef)
 		if err := f.nft.Run(ctx, tx); err != nil {
 			return err
 		}
-		if f.elements.writeAll(elems) == nil {
+		err := f.elements.writeAll(elems)
+		if err == nil {
 			return nil
 		}
 		// Netlink refused; nft can still do it, only slower. Adding an
 		// element that a failed batch already added is not an error.
+		f.fellBack(fmt.Errorf("filling the endpoint maps: %w", err))
 		tx = f.nft.NewTransaction()
 	}
 	for _, g := range elems {
@@ -440,10 +454,12 @@ func (f *family) run(ctx context.Context, tx *knftables.Transaction, dels, adds 
 	case tx.NumOperations() == 0:
 		return nil
 	case f.elements != nil && tx.NumOperations() == len(dels)+len(adds) && f.elements.eligible(dels, adds):
-		if f.elements.write(dels, adds) == nil {
+		err := f.elements.write(dels, adds)
+		if err == nil {
 			return nil
 		}
 		// A netlink batch is atomic: nothing of it applied, nft can retry.
+		f.fellBack(fmt.Errorf("writing %d endpoint elements: %w", len(dels)+len(adds), err))
 	}
 	return f.nft.Run(ctx, tx)
 }

@@ -97,10 +97,10 @@ func containsAll(s string, subs ...string) bool {
 	return true
 }
 
-// waitFor polls cond for at most five seconds.
+// waitFor polls cond for at most 20 seconds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -123,7 +123,7 @@ func start(t *testing.T, dir string) *recorder {
 			if err != nil {
 				t.Errorf("Run: %v", err)
 			}
-		case <-time.After(5 * time.Second):
+		case <-time.After(20 * time.Second):
 			t.Error("Run did not return after cancel")
 		}
 	})
@@ -318,7 +318,7 @@ func TestRunErrorsAndCancel(t *testing.T) {
 		if err != nil {
 			t.Errorf("Run: %v", err)
 		}
-	case <-time.After(2 * time.Second):
+	case <-time.After(20 * time.Second):
 		t.Fatal("Run did not return after cancel")
 	}
 }

@@ -30,8 +30,9 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/svcproxy/svcproxy/internal/filelock"
 )
 
 //go:embed modules
@@ -181,9 +182,9 @@ func Ensure(ctx context.Context, opts Options, names ...string) error {
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return fmt.Errorf("pinned: %w", err)
 	}
-	unlock, err := lock(filepath.Join(opts.Dir, ".lock"))
+	unlock, err := filelock.Lock(filepath.Join(opts.Dir, ".lock"))
 	if err != nil {
-		return err
+		return fmt.Errorf("pinned: %w", err)
 	}
 	defer unlock()
 	stale := opts.stale(tools)
@@ -308,18 +309,4 @@ func builtVersion(path, pin string) string {
 		return r.Version
 	}
 	return bi.Deps[i].Version
-}
-
-// lock takes an exclusive flock on path, creating it, and returns the
-// function that releases it.
-func lock(path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("pinned: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("pinned: lock %s: %w", path, err)
-	}
-	return func() { f.Close() }, nil
 }

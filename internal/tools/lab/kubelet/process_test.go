@@ -36,7 +36,7 @@ func TestExecRunsARecordedProcess(t *testing.T) {
 		t.Fatalf("recorded processes %+v, %v", procs, err)
 	}
 	logPath := filepath.Join(k.lab.Dir, "logs", procs[0].Name+".log")
-	for i := 0; i < 100 && !strings.Contains(readFile(logPath), "hello"); i++ {
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(readFile(logPath), "hello") && time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond) // until the shell has run echo
 	}
 	cancel()

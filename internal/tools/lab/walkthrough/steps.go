@@ -304,7 +304,15 @@ func (t *tour) loadBalancer(ctx context.Context) error {
 	if err := t.kubectl(ctx, "get", "service", "frontend-service"); err != nil {
 		return err
 	}
-	if err := t.waitAnswer(ctx, t.st.ClientNetns(), "http://"+ip+"/"); err != nil {
+	// The pool routes the address to every node as soon as it hands it
+	// out, as MetalLB announces it; a node whose svcproxy has not
+	// programmed it yet would forward the first packets to its default
+	// route, and the connections they open would fail. Wait for all.
+	hasIP := func(p explain.Port) bool { return slices.Contains(p.LoadBalancerIPs, ip) }
+	if err := t.waitPlanned(ctx, "default/frontend-service:frontend", "load-balancer IP "+ip, hasIP); err != nil {
+		return err
+	}
+	if err := t.waitAnswer(ctx, t.st.ClientNetns(), "http://"+ip+"/"); err != nil { // and for the route
 		return err
 	}
 	t.say("\nFrom the client to %s:80:", ip)
@@ -492,9 +500,17 @@ func (t *tour) scaleTo(ctx context.Context, tier string, n int) error {
 }
 
 // waitProgrammed waits until every node's svcproxy has synced exactly n
-// endpoints for the service port, all of them ready, asking each one's
-// status.
+// endpoints for the service port, all of them ready.
 func (t *tour) waitProgrammed(ctx context.Context, port string, n int) error {
+	return t.waitPlanned(ctx, port, fmt.Sprintf("%d ready endpoints", n), func(p explain.Port) bool {
+		return len(p.Endpoints) == n && !slices.ContainsFunc(p.Endpoints, func(e explain.Endpoint) bool { return !e.Ready })
+	})
+}
+
+// waitPlanned waits until every node's svcproxy has the service port, as
+// ok wants it (what says how), in a plan it has finished syncing without
+// error, asking each one's status.
+func (t *tour) waitPlanned(ctx context.Context, port, what string, ok func(explain.Port) bool) error {
 	return lab.Poll(ctx, 30*time.Second, func() error {
 		for _, node := range t.st.Nodes {
 			s, err := explain.Node{Netns: node.Netns}.Status(ctx)
@@ -502,9 +518,8 @@ func (t *tour) waitProgrammed(ctx context.Context, port string, n int) error {
 				return err
 			}
 			i := slices.IndexFunc(s.Ports, func(p explain.Port) bool { return p.Service == port })
-			if i < 0 || len(s.Ports[i].Endpoints) != n ||
-				slices.ContainsFunc(s.Ports[i].Endpoints, func(e explain.Endpoint) bool { return !e.Ready }) {
-				return fmt.Errorf("svcproxy on %s has not synced %d ready endpoints of %s yet", node.Name, n, port)
+			if i < 0 || !ok(s.Ports[i]) || s.Sync.InProgress || s.Sync.Error != "" {
+				return fmt.Errorf("svcproxy on %s has not synced %s of %s yet (last sync error: %q)", node.Name, what, port, s.Sync.Error)
 			}
 		}
 		return nil

@@ -2,13 +2,17 @@ package walkthrough_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,6 +20,9 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/svcproxy/svcproxy/internal/nsrun"
+	"github.com/svcproxy/svcproxy/internal/proxy/config"
+	"github.com/svcproxy/svcproxy/internal/proxy/metrics"
 	"github.com/svcproxy/svcproxy/internal/tools/controlplane"
 	"github.com/svcproxy/svcproxy/internal/tools/lab"
 	"github.com/svcproxy/svcproxy/internal/tools/lab/walkthrough"
@@ -53,6 +60,7 @@ func walk(t *testing.T, self, mode string) {
 	}
 	checkReport(t, st, report)
 	checkBadInput(ctx, t, st, self)
+	checkNoFailures(ctx, t, st)
 	explainFailure(t, st, self)
 	procs, err := st.Processes()
 	if err != nil {
@@ -148,6 +156,25 @@ func checkSpread(t *testing.T, what string, spread map[string]int, n, total int)
 	}
 	if len(spread) != n || sum != total {
 		t.Errorf("%s: answers by pod %v, want %d requests spread over %d pods", what, spread, total, n)
+	}
+}
+
+// checkNoFailures reads every node's svcproxy metrics from inside the node
+// (127.0.0.1:10249, where kube-proxy serves them too) and fails on any
+// failure they count: a failed sync, even one the retry healed, a netlink
+// fallback, a failed conntrack cleaning.
+func checkNoFailures(ctx context.Context, t *testing.T, st *lab.State) {
+	t.Helper()
+	for _, n := range st.Nodes {
+		url := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(config.MetricsPort)) + "/metrics"
+		code, body, err := nsrun.Get(ctx, n.Netns, url, lab.RequestTimeout)
+		if err != nil || code != http.StatusOK {
+			t.Errorf("%s: GET %s: %d %v", n.Name, url, code, err)
+			continue
+		}
+		if failures, err := metrics.Failures(bytes.NewReader(body)); err != nil || len(failures) > 0 {
+			t.Errorf("svcproxy on %s counted failures: %v %v", n.Name, failures, err)
+		}
 	}
 }
 

@@ -54,8 +54,8 @@ func start(t *testing.T, program Program, env Env) *running {
 	case <-ready:
 	case err := <-done:
 		t.Fatalf("program returned before it was ready: %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("program not ready after 5s")
+	case <-time.After(20 * time.Second):
+		t.Fatal("program not ready after 20s")
 	}
 	r.stop = sync.OnceValue(func() error {
 		cancel()
