@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"debug/elf"
+	"errors"
 	"fmt"
 	"io"
 	"path"
@@ -203,6 +204,9 @@ func (s selector) findLibrary(name string) string {
 	}
 	return path.Join(libraryDirs[0], name)
 }
+
+// errNotELF marks a file that is not an ELF object (a script, data).
+var errNotELF = errors.New("not ELF")
 
 // elfNeeds returns an ELF object's program interpreter and DT_NEEDED
 // libraries, or errNotELF.
