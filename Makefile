@@ -5,14 +5,31 @@
 GO ?= go
 export GOFLAGS ?= -mod=mod
 
-.PHONY: all build demo lab test bench bench-api bench-ui screenshot fuzz deps controlplane clean
+.PHONY: all build image image-lock demo lab test bench bench-api bench-ui screenshot fuzz deps controlplane clean
 
 all: build
 
-VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+PKG := github.com/svcproxy/svcproxy
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# The time stamped on the image's files and config: the commit's, so that
+# the same commit gives the same image digest.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+IMAGE ?= ghcr.io/svcproxy/svcproxy
 
 build:
-	$(GO) build -ldflags "-X github.com/svcproxy/svcproxy/internal/cli.Version=$(VERSION)" -o bin/svcproxy ./cmd/svcproxy
+	$(GO) build -ldflags "-X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/internal/version.Commit=$(COMMIT)" -o bin/svcproxy ./cmd/svcproxy
+
+# The container image as an OCI archive, bin/svcproxy-image.tar, built
+# without a container daemon from the Debian packages pinned in
+# internal/tools/image/debian.lock (fetched with apt-get download).
+# `make image-lock` moves the pins to what apt offers now.
+image: deps
+	$(GO) run ./hack/image --out bin/svcproxy-image.tar --repository $(IMAGE) \
+		--version $(VERSION) --commit $(COMMIT) --epoch $(SOURCE_DATE_EPOCH)
+
+image-lock: deps
+	$(GO) run ./hack/image --update-lock internal/tools/image/debian.lock
 
 deps:
 	./hack/deps.sh

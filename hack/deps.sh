@@ -6,6 +6,9 @@
 # VM's initramfs), kmod (depmod for the VM's kernel), and ipvsadm and
 # ipset, which the tests use inside the VM to cross-check.
 # Does nothing when they are present.
+# The image (make image, and its test) fetches Debian packages with
+# apt-get download, which needs apt's package lists: read them once if
+# there are none.
 set -euo pipefail
 need=()
 command -v nft >/dev/null || need+=(nftables)
@@ -20,9 +23,11 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'
 command -v depmod >/dev/null || [ -x /sbin/depmod ] || need+=(kmod)
 command -v ipvsadm >/dev/null || need+=(ipvsadm)
 command -v ipset >/dev/null || need+=(ipset)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing: ${need[*]}"
+if [ ${#need[@]} -gt 0 ] || ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
 fi

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/svcproxy/svcproxy/internal/tools/bench"
+	"github.com/svcproxy/svcproxy/internal/version"
 )
 
 const usage = `svcproxy: a Kubernetes Service proxy.
@@ -47,6 +48,8 @@ Usage:
                                 namespace and print a table; with --api, the
                                 network programming latency against a real
                                 kube-apiserver
+  svcproxy version              the version, commit and compatible kube-proxy
+                                release (also --version)
   svcproxy help                 this text
 `
 
@@ -71,6 +74,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = runTrace(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		printHelp(stdout)
+		return 0
+	case "version":
+		version.Get().Print(stdout)
 		return 0
 	default:
 		if strings.HasPrefix(args[0], "-") {

@@ -13,9 +13,11 @@ func run(args ...string) (code int, stdout, stderr string) {
 }
 
 func TestVersion(t *testing.T) {
-	code, out, _ := run("--version")
-	if code != 0 || !strings.HasPrefix(out, "svcproxy ") || !strings.Contains(out, "kube-proxy v1.36 compatible") {
-		t.Fatalf("--version = %d %q", code, out)
+	for _, arg := range []string{"--version", "version"} {
+		code, out, _ := run(arg)
+		if code != 0 || !strings.HasPrefix(out, "svcproxy ") || !strings.Contains(out, "\ncommit: ") || !strings.Contains(out, "kube-proxy: v1.36 compatible") {
+			t.Errorf("%s = %d %q", arg, code, out)
+		}
 	}
 }
 

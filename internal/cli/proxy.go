@@ -10,14 +10,8 @@ import (
 
 	"github.com/svcproxy/svcproxy/internal/proxy"
 	"github.com/svcproxy/svcproxy/internal/proxy/config"
+	"github.com/svcproxy/svcproxy/internal/version"
 )
-
-// Version is svcproxy's version, set at build time with
-// -ldflags "-X github.com/svcproxy/svcproxy/internal/cli.Version=...".
-var Version = "dev"
-
-// compatible is the kube-proxy release whose flags and config svcproxy takes.
-const compatible = "v1.36"
 
 // runProxy runs svcproxy as kube-proxy: args are kube-proxy's flags.
 func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -30,7 +24,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		printHelp(stdout)
 		return nil
 	case opts.Version:
-		fmt.Fprintf(stdout, "svcproxy %s (kube-proxy %s compatible)\n", Version, compatible)
+		version.Get().Print(stdout)
 		return nil
 	}
 	logf := log.New(stderr, "", log.LstdFlags|log.Lmicroseconds).Printf
@@ -50,14 +44,15 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return proxy.Init(opts, env)
 	}
 	tuneGC(logf)
-	logf("svcproxy %s starting: mode %s, node %q", Version, opts.Proxy.Mode, opts.Config.HostnameOverride)
+	v := version.Get()
+	logf("svcproxy %s (commit %s) starting: mode %s, node %q", v.Version, v.Commit, opts.Proxy.Mode, opts.Config.HostnameOverride)
 	return proxy.Run(ctx, opts, env)
 }
 
 // printHelp writes the subcommands, then kube-proxy's flags.
 func printHelp(w io.Writer) {
 	fmt.Fprint(w, usage)
-	fmt.Fprintf(w, "\nRun as a node's Service proxy (kube-proxy %s's flags and config file):\n\n", compatible)
+	fmt.Fprintf(w, "\nRun as a node's Service proxy (kube-proxy %s's flags and config file):\n\n", version.KubeProxy)
 	config.Usage(w)
 }
 

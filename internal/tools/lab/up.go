@@ -51,6 +51,9 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkMachine(opts.ProxyMode, os.Geteuid()); err != nil {
+		return nil, err
+	}
 	if err := st.checkFree(); err != nil {
 		return nil, err
 	}
