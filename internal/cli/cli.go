@@ -13,6 +13,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/svcproxy/svcproxy/internal/version"
 )
 
 const usage = `svcproxy: a Kubernetes Service proxy.
@@ -22,7 +24,7 @@ Usage:
                                 kube-proxy: same flags, same --config file)
   svcproxy --manifests DIR      run as a node-local load balancer fed by a
                                 directory of Service and EndpointSlice YAML
-  svcproxy lab up|status|trace|kubectl|exec|demo|down
+  svcproxy lab up|ui|status|trace|kubectl|exec|demo|down
                                 a whole Kubernetes cluster of network
                                 namespaces on this machine, svcproxy on every
                                 node (svcproxy lab --help); "svcproxy lab
@@ -41,6 +43,8 @@ Usage:
                                 namespace and print a table; with --api, the
                                 network programming latency against a real
                                 kube-apiserver
+  svcproxy version              the version, commit and compatible kube-proxy
+                                release (also --version)
   svcproxy help                 this text
 
 Every subcommand takes --help.
@@ -164,7 +168,19 @@ func (c *command) usage(fs *flag.FlagSet, w io.Writer) {
 
 // topCommands are the subcommands besides lab and the proxy itself.
 var topCommands = map[string]*command{
-	"status": statusCommand,
-	"trace":  traceCommand,
-	"bench":  benchCommand,
+	"status":  statusCommand,
+	"trace":   traceCommand,
+	"bench":   benchCommand,
+	"version": versionCommand,
+}
+
+var versionCommand = &command{
+	name: "version", synopsis: "",
+	about: "Prints svcproxy's version and commit, the kube-proxy release whose flags it takes,\nand the Go toolchain it was built with (as --version does).",
+	flags: func(*flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {
+		return func(_ context.Context, _ []string, stdout, _ io.Writer) error {
+			version.Get().Print(stdout)
+			return nil
+		}
+	},
 }

@@ -13,9 +13,11 @@ func run(args ...string) (code int, stdout, stderr string) {
 }
 
 func TestVersion(t *testing.T) {
-	code, out, _ := run("--version")
-	if code != 0 || !strings.HasPrefix(out, "svcproxy ") || !strings.Contains(out, "kube-proxy v1.36 compatible") {
-		t.Fatalf("--version = %d %q", code, out)
+	for _, arg := range []string{"--version", "version"} {
+		code, out, _ := run(arg)
+		if code != 0 || !strings.HasPrefix(out, "svcproxy ") || !strings.Contains(out, "\ncommit: ") || !strings.Contains(out, "kube-proxy: v1.36 compatible") {
+			t.Errorf("%s = %d %q", arg, code, out)
+		}
 	}
 }
 
@@ -43,7 +45,9 @@ func TestSubcommandFlags(t *testing.T) {
 		{[]string{"status"}, "--src=10.0.0.1"},
 		{[]string{"trace"}, "--node=node1"},
 		{[]string{"bench"}, "--metrics=127.0.0.1:10249"},
+		{[]string{"version"}, "--node=node1"},
 		{[]string{"lab", "up"}, "--keep"},
+		{[]string{"lab", "ui"}, "--nodes=3"},
 		{[]string{"lab", "down"}, "--nodes=3"},
 		{[]string{"lab", "status"}, "--src=10.0.0.1"},
 		{[]string{"lab", "trace"}, "--nodes=3"},
@@ -51,6 +55,7 @@ func TestSubcommandFlags(t *testing.T) {
 		{[]string{"lab", "demo"}, "--node=node1"},
 		{[]string{"lab", "kubelet"}, "--keep"},
 		{[]string{"lab", "lbpool"}, "--node=node1"},
+		{[]string{"lab", "ui-server"}, "--keep"},
 	} {
 		name := strings.Join(c.cmd, " ")
 		for _, help := range []string{"--help", "-h"} {
@@ -82,7 +87,7 @@ func TestSubcommandFlags(t *testing.T) {
 func TestLabUsage(t *testing.T) {
 	code, out, _ := run("lab")
 	internal := strings.Index(out, "Internal")
-	if code != 0 || internal < 0 || strings.Index(out, "lab kubelet") < internal || strings.Index(out, "lab lbpool") < internal ||
+	if code != 0 || internal < 0 || strings.Index(out, "lab kubelet") < internal || strings.Index(out, "lab lbpool") < internal || strings.Index(out, "lab ui-server") < internal ||
 		strings.Index(out, "lab demo") > internal || strings.Index(out, "lab up") > internal {
 		t.Errorf("svcproxy lab: exit %d:\n%s", code, out)
 	}
@@ -135,6 +140,7 @@ func TestExplainCommandsExplainTheirErrors(t *testing.T) {
 		{[]string{"status", "--metrics", "127.0.0.1:1", "--output", "yaml"}, "asking svcproxy"},
 		{[]string{"lab", "trace", "--name", "nolab", "--node", "node1"}, `lab "nolab": lab is not up`},
 		{[]string{"status", "extra"}, `unexpected argument "extra"`},
+		{[]string{"lab", "ui", "--name", "nolab"}, `lab "nolab": lab is not up`},
 	} {
 		code, _, stderr := run(c.args...)
 		if code == 0 || !strings.Contains(stderr, c.want) {

@@ -9,6 +9,7 @@ import (
 	"log"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"k8s.io/client-go/kubernetes"
@@ -17,6 +18,7 @@ import (
 	"github.com/svcproxy/svcproxy/internal/tools/lab"
 	"github.com/svcproxy/svcproxy/internal/tools/lab/kubelet"
 	"github.com/svcproxy/svcproxy/internal/tools/lab/lbpool"
+	"github.com/svcproxy/svcproxy/internal/tools/lab/ui"
 	"github.com/svcproxy/svcproxy/internal/tools/lab/walkthrough"
 )
 
@@ -32,6 +34,21 @@ plane, and on every node the lab's kubelet and svcproxy.`,
 				o.Progress = stdout
 				_, err := lab.Up(ctx, *o)
 				return err
+			}
+		},
+	},
+	{
+		name: "lab ui", synopsis: "[--name lab]",
+		about: `Prints the address of the lab's page: a live picture of the nodes, pods,
+Services and traffic.`,
+		flags: func(fs *flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {
+			name := labName(fs)
+			return func(_ context.Context, _ []string, stdout, _ io.Writer) error {
+				st, err := lab.Load(*name)
+				if err != nil {
+					return err
+				}
+				return labUI(st, stdout)
 			}
 		},
 	},
@@ -149,6 +166,20 @@ node's network namespace.`,
 		},
 	},
 	{
+		name: "lab ui-server", synopsis: "--name lab", internal: true,
+		about: `Internal: the lab's page, served on the listener lab up hands over.`,
+		flags: func(fs *flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {
+			name := labName(fs)
+			return func(ctx context.Context, _ []string, _, stderr io.Writer) error {
+				st, err := lab.Load(*name)
+				if err != nil {
+					return err
+				}
+				return serveUI(ctx, st, labLogf(stderr))
+			}
+		},
+	},
+	{
 		name: "lab lbpool", synopsis: "--name lab", internal: true,
 		about: `Internal: the lab's load-balancer controller, started by lab up beside the
 control plane.`,
@@ -226,6 +257,41 @@ func labClient(name string) (*lab.State, kubernetes.Interface, error) {
 
 func labLogf(w io.Writer) func(string, ...any) {
 	return log.New(w, "", log.LstdFlags|log.Lmicroseconds).Printf
+}
+
+// labUI prints the address of the lab's page.
+func labUI(st *lab.State, stdout io.Writer) error {
+	if st.UI == "" {
+		return fmt.Errorf("lab %s has no page (brought up by an older svcproxy?)", st.Name)
+	}
+	procs, err := st.Processes()
+	if err != nil {
+		return err
+	}
+	for _, p := range procs {
+		if p.Name == "ui" && !p.Running {
+			return fmt.Errorf("the page's server (lab process ui) has exited: see %s", filepath.Join(st.Dir, "logs", "ui.log"))
+		}
+	}
+	fmt.Fprintln(stdout, st.UI)
+	return nil
+}
+
+// serveUI serves the page on the listener `lab up` handed over; it runs
+// in the machine's namespace and reaches the API server from the control
+// plane's.
+func serveUI(ctx context.Context, st *lab.State, logf func(string, ...any)) error {
+	l, err := lab.UIListener()
+	if err != nil {
+		return err
+	}
+	client, err := st.Client()
+	if err != nil {
+		return err
+	}
+	nodes := ui.NewLabNodes(st)
+	defer nodes.Close()
+	return ui.New(ui.Options{Lab: st, Client: client, Nodes: nodes, Logf: logf}).Run(ctx, l)
 }
 
 // nodeExplainer asks a lab node's svcproxy, inside the node's namespace.

@@ -14,14 +14,8 @@ import (
 
 	"github.com/svcproxy/svcproxy/internal/proxy"
 	"github.com/svcproxy/svcproxy/internal/proxy/config"
+	"github.com/svcproxy/svcproxy/internal/version"
 )
-
-// Version is svcproxy's version, set at build time with
-// -ldflags "-X github.com/svcproxy/svcproxy/internal/cli.Version=...".
-var Version = "dev"
-
-// compatible is the kube-proxy release whose flags and config svcproxy takes.
-const compatible = "v1.36"
 
 // runProxy runs svcproxy as kube-proxy: args are kube-proxy's flags.
 func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -34,7 +28,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		printHelp(stdout)
 		return nil
 	case opts.Version:
-		fmt.Fprintf(stdout, "svcproxy %s (kube-proxy %s compatible)\n", Version, compatible)
+		version.Get().Print(stdout)
 		return nil
 	case opts.WriteConfigTo != "":
 		return config.WriteFile(opts.WriteConfigTo, opts.Config)
@@ -69,7 +63,9 @@ func startLogging(opts *config.Options, stdout, stderr io.Writer) (logr.Logger, 
 		return logr.Logger{}, fmt.Errorf("logging: %w", err)
 	}
 	log := klog.Background()
-	log.Info("Starting svcproxy", "version", Version, "kubeProxyCompatible", compatible, "mode", opts.Proxy.Mode, "node", opts.Config.HostnameOverride)
+	v := version.Get()
+	node, _ := config.NodeName(opts.Config)
+	log.Info("Starting svcproxy", "version", v.Version, "commit", v.Commit, "kubeProxyCompatible", version.KubeProxy, "mode", opts.Proxy.Mode, "node", node)
 	for _, f := range opts.Flags {
 		log.V(1).Info("Flag", "name", "--"+f.Name, "value", f.Value)
 	}
@@ -82,7 +78,7 @@ func startLogging(opts *config.Options, stdout, stderr io.Writer) (logr.Logger, 
 // printHelp writes the subcommands, then kube-proxy's flags.
 func printHelp(w io.Writer) {
 	fmt.Fprint(w, usage)
-	fmt.Fprintf(w, "\nRun as a node's Service proxy (kube-proxy %s's flags and config file):\n\n", compatible)
+	fmt.Fprintf(w, "\nRun as a node's Service proxy (kube-proxy %s's flags and config file):\n\n", version.KubeProxy)
 	config.Usage(w)
 }
 

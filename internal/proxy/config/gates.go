@@ -1,6 +1,6 @@
 package config
 
-//go:generate sh -c "cd ../../../hack/tools/kube && go run ./featuregates > ../../../internal/proxy/config/kubegates.go"
+//go:generate sh -c "../../../hack/featuregates/gen.sh > kubegates.go.tmp && mv kubegates.go.tmp kubegates.go"
 
 import (
 	"fmt"

@@ -1,25 +1,18 @@
 package controlplane
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 
-	"github.com/svcproxy/svcproxy/internal/filelock"
+	"github.com/svcproxy/svcproxy/internal/tools/cachedir"
+	"github.com/svcproxy/svcproxy/internal/tools/controlplane/pinned"
 )
 
-// modulePath is the module whose root holds hack/controlplane.sh.
-const modulePath = "github.com/svcproxy/svcproxy"
-
-// EnvBinaries names a directory with prebuilt etcd and kube-apiserver
-// binaries; when set, Binaries returns it instead of running the build script.
+// EnvBinaries names a directory with prebuilt binaries; when set, Binaries
+// returns it instead of building or looking in the cache.
 const EnvBinaries = "SVCPROXY_CONTROLPLANE_BIN"
 
 // The executables Start needs in Options.Dir, without and with Controllers.
@@ -38,32 +31,34 @@ func (o Options) binaries() []string {
 
 // Binaries returns the directory holding etcd and kube-apiserver and, with
 // controllers, kube-controller-manager, kube-scheduler and kubectl, and
-// the extra tools hack/controlplane.sh knows (the lab adds coredns). It
-// honours SVCPROXY_CONTROLPLANE_BIN; otherwise it runs <repo
-// root>/hack/controlplane.sh, which builds the binaries on first use
-// (minutes) and prints the directory. The script's progress goes to
-// os.Stderr. Concurrent callers in separate processes are serialized with a
-// file lock so only one builds.
+// the extra tools named (the lab adds coredns), each at its pinned version
+// (package pinned). It honours SVCPROXY_CONTROLPLANE_BIN; otherwise the
+// directory is BinariesDir(), and what it lacks is built there on first
+// use with the Go toolchain (minutes), with progress on os.Stderr.
 func Binaries(ctx context.Context, controllers bool, extra ...string) (string, error) {
 	names := slices.Concat(Options{Controllers: controllers}.binaries(), extra)
 	if dir := os.Getenv(EnvBinaries); dir != "" {
 		return dir, checkBinaries(dir, names)
 	}
-	root, err := repoRoot()
-	if err != nil {
-		return "", fmt.Errorf("%w: run from the svcproxy repository (hack/controlplane.sh builds them), or set %s to a directory holding %s",
-			err, EnvBinaries, strings.Join(names, ", "))
-	}
-	unlock, err := filelock.Lock(filepath.Join(root, ".cache", "controlplane.lock"))
+	dir, err := BinariesDir()
 	if err != nil {
 		return "", err
 	}
-	defer unlock()
-	dir, err := runScript(ctx, filepath.Join(root, "hack", "controlplane.sh"), names)
-	if err != nil {
-		return "", err
+	if err := pinned.Ensure(ctx, pinned.Options{Dir: dir, Progress: os.Stderr}, names...); err != nil {
+		return "", fmt.Errorf("controlplane: %w", err)
 	}
 	return dir, checkBinaries(dir, names)
+}
+
+// BinariesDir is where the pinned binaries are cached: controlplane/<pins>
+// in the cache directory (package cachedir: .cache/ of the checkout, or the
+// user's cache directory).
+func BinariesDir() (string, error) {
+	cache, err := cachedir.Dir()
+	if err != nil {
+		return "", fmt.Errorf("controlplane: %w, or %s", err, EnvBinaries)
+	}
+	return filepath.Join(cache, "controlplane", pinned.Key()), nil
 }
 
 // checkBinaries reports whether dir holds the executables names.
@@ -78,60 +73,4 @@ func checkBinaries(dir string, names []string) error {
 		}
 	}
 	return nil
-}
-
-// runScript runs the build script for tools and returns the last line it
-// printed.
-func runScript(ctx context.Context, script string, tools []string) (string, error) {
-	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, "bash", append([]string{script}, tools...)...)
-	cmd.Stdout = &out
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("controlplane: %s: %w", script, err)
-	}
-	var last string
-	sc := bufio.NewScanner(&out)
-	for sc.Scan() {
-		if line := strings.TrimSpace(sc.Text()); line != "" {
-			last = line
-		}
-	}
-	if last == "" {
-		return "", fmt.Errorf("controlplane: %s printed no directory", script)
-	}
-	return last, nil
-}
-
-// repoRoot walks up from the working directory to the go.mod of modulePath.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if isModuleRoot(dir) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("controlplane: no go.mod of " + modulePath + " above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// isModuleRoot reports whether dir/go.mod declares modulePath.
-func isModuleRoot(dir string) bool {
-	data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) >= 2 && fields[0] == "module" {
-			return strings.Trim(fields[1], `"`) == modulePath
-		}
-	}
-	return false
 }

@@ -5,7 +5,7 @@
 // namespace and publishes it as the endpoint of default/kubernetes. No kubelets run: clients (or the lab's node agents)
 // create Nodes and Pods themselves.
 //
-// Binaries finds (or builds, via hack/controlplane.sh) the executables, Start
+// Binaries finds (or builds, via package pinned) the executables, Start
 // launches the processes in their own process groups under a work
 // directory, and Stop kills exactly those processes. New wraps the two for
 // tests.

@@ -172,13 +172,11 @@ func TestStartExit(t *testing.T) {
 	}
 }
 
-func TestRepoRoot(t *testing.T) {
-	root, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(root + "/hack/controlplane.sh"); err != nil {
-		t.Error(err)
+// TestBinariesDir: the pins name the cache's subdirectory.
+func TestBinariesDir(t *testing.T) {
+	dir, err := BinariesDir()
+	if err != nil || !strings.HasSuffix(dir, "/.cache/controlplane/kubernetes-v1.36.3-etcd-v3.6.8") {
+		t.Errorf("BinariesDir() = %s, %v", dir, err)
 	}
 }
 

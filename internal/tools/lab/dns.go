@@ -14,11 +14,13 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/svcproxy/svcproxy/internal/tools/controlplane/pinned"
 )
 
 // DNSImage is the image of the cluster DNS pods. The lab's kubelet runs the
-// CoreDNS that hack/controlplane.sh builds (the same version) for it.
-const DNSImage = "registry.k8s.io/coredns/coredns:v1.14.7"
+// CoreDNS that package pinned builds (the same version) for it.
+var DNSImage = "registry.k8s.io/coredns/coredns:" + pinned.VersionOf(pinned.CoreDNS)
 
 // corefile is kubeadm's Corefile without an upstream (the lab has no
 // outside DNS to forward to). CoreDNS finds the API server through the

@@ -7,14 +7,16 @@
 // browser or a cloud load balancer would be. The control plane is real
 // (etcd, kube-apiserver, kube-controller-manager and kube-scheduler, on the
 // machine's loopback), every node runs a kubelet stand-in (package
-// lab/kubelet) and svcproxy, and a load-balancer controller (package
-// lab/lbpool) gives LoadBalancer Services addresses the client can reach.
+// lab/kubelet) and svcproxy, a load-balancer controller (package
+// lab/lbpool) gives LoadBalancer Services addresses the client can reach,
+// and a web page (package lab/ui) draws it all, live.
 //
 // Everything the lab creates is named after it: namespaces "<name>-...",
 // files under /run/svcproxy-lab/<name> and /etc/netns/<name>-... (a pod's
 // resolv.conf), processes recorded there with their start times. Down
 // removes exactly those, also after a failed or interrupted Up. Nothing is
-// ever added to the machine's own network namespace.
+// ever added to the machine's own network namespace; the one socket the
+// lab has there is the page's listener, on the loopback.
 package lab
 
 import (
@@ -69,6 +71,8 @@ type State struct {
 	// ProxyVerbosity is the -v of every node's svcproxy.
 	ProxyVerbosity int
 	Nodes          []Node
+	// UI is the address of the lab's page, http://127.0.0.1:PORT/.
+	UI string `json:",omitempty"`
 }
 
 // Node is one node of the lab.

@@ -130,3 +130,21 @@ func waitForExec(t *testing.T, pid int, command string) {
 	}
 	t.Fatalf("pid %d never ran %s", pid, command)
 }
+
+// TestCheckMachineSaysWhatIsMissing: without root and with nothing on
+// PATH, one error names root and every command with its package.
+func TestCheckMachineSaysWhatIsMissing(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	err := checkMachine("nftables", 1000)
+	for _, want := range []string{"root (", "run it with sudo", "ip to create the network namespaces", "package iproute2",
+		"nft for svcproxy's nftables mode", "apt-get install iproute2 nftables"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("nftables lab, no root, empty PATH: %v; want %q", err, want)
+		}
+	}
+	err = checkMachine("iptables", 0)
+	if err == nil || strings.Contains(err.Error(), "root") || !strings.Contains(err.Error(), "iptables-legacy-restore for svcproxy's iptables mode") ||
+		!strings.HasSuffix(err.Error(), "apt-get install iproute2 iptables") {
+		t.Errorf("iptables lab as root, empty PATH: %v", err)
+	}
+}

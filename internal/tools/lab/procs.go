@@ -38,19 +38,26 @@ func (s *State) startProcess(netns, name, bin string, args ...string) error {
 // same name that still runs (left by a kubelet that restarted) is stopped
 // first.
 func (s *State) StartProcess(netns, name string, env []string, bin string, args ...string) (*exec.Cmd, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	return cmd, s.start(netns, name, cmd)
+}
+
+// start starts cmd as the lab process name inside netns and records it;
+// cmd's output goes to the process's log.
+func (s *State) start(netns, name string, cmd *exec.Cmd) error {
 	if err := s.stopRecorded(name); err != nil {
-		return nil, err
+		return err
 	}
 	if err := os.MkdirAll(s.path("logs"), 0o755); err != nil {
-		return nil, err
+		return err
 	}
 	log, err := os.OpenFile(s.path("logs", name+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer log.Close()
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr, cmd.Env = log, log, env
+	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	start := cmd.Start
 	if netns != "" {
@@ -60,14 +67,14 @@ func (s *State) StartProcess(netns, name string, env []string, bin string, args 
 		start = func() error { return nsrun.Do(netns, cmd.Start) }
 	}
 	if err := start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
+		return fmt.Errorf("start %s: %w", name, err)
 	}
 	if err := s.recordProcess(netns, name, cmd.Process.Pid); err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
-		return nil, err
+		return err
 	}
-	return cmd, nil
+	return nil
 }
 
 // ForgetProcess removes name's record, once the process is gone.
@@ -145,14 +152,22 @@ func readRecord(path string) (Process, error) {
 }
 
 // stopProcesses sends SIGTERM to every recorded process still running,
-// then SIGKILL to those left after grace, and forgets them all.
+// then SIGKILL to those left after grace, and forgets them all. A kubelet
+// being stopped may still start (and record) a container's process after
+// the records were read, so they are read again until none runs: the
+// kubelets are gone after the first round, so the second finds the last.
 func (s *State) stopProcesses(grace time.Duration) error {
-	procs, err := s.Processes()
-	if err != nil {
-		return err
-	}
-	if err := stopAll(procs, grace); err != nil {
-		return err
+	for range 3 {
+		procs, err := s.Processes()
+		if err != nil {
+			return err
+		}
+		if !anyRunning(procs) {
+			break
+		}
+		if err := stopAll(procs, grace); err != nil {
+			return err
+		}
 	}
 	return os.RemoveAll(s.path("pids"))
 }

@@ -86,10 +86,8 @@ func writeNodes(ctx context.Context, w io.Writer, client kubernetes.Interface) e
 	fmt.Fprintf(w, "NODE\tSTATUS\tINTERNAL-IP\tZONE\tPOD-CIDR\n")
 	for _, n := range nodes.Items {
 		status := "NotReady"
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-				status = "Ready"
-			}
+		if NodeReady(&n) {
+			status = "Ready"
 		}
 		ip := ""
 		for _, a := range n.Status.Addresses {
@@ -151,6 +149,16 @@ func writeServices(ctx context.Context, w io.Writer, client kubernetes.Interface
 			strings.Join(svc.Spec.ClusterIPs, ","), orNone(ext), strings.Join(ports, ","), policy)
 	}
 	return nil
+}
+
+// NodeReady reports whether the node's Ready condition is true.
+func NodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // PodReady reports whether the pod's Ready condition is true.

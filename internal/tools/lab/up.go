@@ -46,8 +46,8 @@ const (
 const RequestTimeout = 5 * time.Second
 
 // Up brings up a lab and returns once it is ready: nodes Ready, every node's
-// svcproxy healthy, cluster DNS answering. On error or cancellation it
-// removes everything it made.
+// svcproxy healthy, cluster DNS answering, the page served. On error or
+// cancellation it removes everything it made.
 func Up(ctx context.Context, opts Options) (*State, error) {
 	opts = opts.withDefaults()
 	st, err := NewState(opts.Name, opts.Nodes, opts.Self, opts.ProxyMode)
@@ -55,6 +55,9 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		return nil, err
 	}
 	st.ProxyVerbosity = opts.ProxyVerbosity
+	if err := checkMachine(opts.ProxyMode, os.Geteuid()); err != nil {
+		return nil, err
+	}
 	if err := st.checkFree(); err != nil {
 		return nil, err
 	}
@@ -73,7 +76,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		}
 		return nil, errors.Join(err, Down(cleanup, st.Name))
 	}
-	p.say("ready: %d nodes, proxy mode %s (svcproxy lab status | kubectl | exec POD -- CMD)", len(st.Nodes), st.ProxyMode)
+	p.say("ready: %d nodes, proxy mode %s; the page: %s (svcproxy lab ui | status | kubectl | exec POD -- CMD)", len(st.Nodes), st.ProxyMode, st.UI)
 	return st, nil
 }
 
@@ -136,6 +139,9 @@ func (s *State) bringUp(ctx context.Context, p progress) error {
 	if err := s.startNodes(); err != nil {
 		return err
 	}
+	if err := s.startUI(); err != nil {
+		return err
+	}
 	if err := createDNS(ctx, cp.Client(), cp.RestConfig().CAData); err != nil {
 		return err
 	}
@@ -180,6 +186,7 @@ func (s *State) waitReady(ctx context.Context, client kubernetes.Interface, p pr
 		{"nodes registered and Ready", func(ctx context.Context) error { return s.nodesReady(ctx, client) }},
 		{"svcproxy healthy on every node (/healthz on :10256)", s.proxiesHealthy},
 		{"cluster DNS: kube-system/coredns available behind Service kube-dns " + DNSIP.String(), func(ctx context.Context) error { return dnsReady(ctx, client) }},
+		{"the page answers at " + s.UI, s.uiAnswers},
 	}
 	for _, step := range steps {
 		if err := Poll(ctx, readyTimeout, func() error { return step.ok(ctx) }); err != nil {
@@ -197,11 +204,7 @@ func (s *State) nodesReady(ctx context.Context, client kubernetes.Interface) err
 		if err != nil {
 			return err
 		}
-		ready := false
-		for _, c := range node.Status.Conditions {
-			ready = ready || c.Type == "Ready" && c.Status == "True"
-		}
-		if !ready {
+		if !NodeReady(node) {
 			return fmt.Errorf("node %s is not Ready", n.Name)
 		}
 	}

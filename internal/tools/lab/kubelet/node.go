@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/svcproxy/svcproxy/internal/tools/controlplane/pinned"
 )
 
 // heartbeatPeriod is how often the Ready condition is renewed.
@@ -102,7 +104,7 @@ func (k *Kubelet) patchNodeStatus(ctx context.Context) error {
 			LastHeartbeatTime: now, LastTransitionTime: now,
 		}},
 		NodeInfo: corev1.NodeSystemInfo{
-			KubeletVersion:  "v1.36.3-svcproxy-lab",
+			KubeletVersion:  pinned.VersionOf(pinned.Kubernetes) + "-svcproxy-lab",
 			OperatingSystem: "linux", Architecture: "amd64",
 			ContainerRuntimeVersion: "svcproxy-lab://builtin",
 		},

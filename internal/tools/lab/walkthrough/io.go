@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -99,22 +98,12 @@ func (t *tour) askHealth(ctx context.Context, port int) []HealthCheck {
 	var out []HealthCheck
 	for _, n := range t.st.Nodes {
 		hc := HealthCheck{Node: n.Name}
-		url := fmt.Sprintf("http://%s/", net.JoinHostPort(n.IP.String(), fmt.Sprint(port)))
-		if r, code, err := t.getHealth(ctx, url); err == nil {
-			hc.Status, hc.LocalEndpoints = code, r.LocalEndpoints
+		if code, local, err := t.st.AskHealthCheck(ctx, n, port, lab.RequestTimeout); err == nil {
+			hc.Status, hc.LocalEndpoints = code, local
 		}
 		out = append(out, hc)
 	}
 	return out
-}
-
-// getHealth decodes a health-check node port's JSON answer.
-func (t *tour) getHealth(ctx context.Context, url string) (r struct{ LocalEndpoints int }, code int, err error) {
-	code, body, err := nsrun.Get(ctx, t.st.ClientNetns(), url, lab.RequestTimeout)
-	if err != nil {
-		return r, 0, err
-	}
-	return r, code, json.Unmarshal(body, &r)
 }
 
 // shellWords joins args as a shell reads them back: an argument with

@@ -91,7 +91,7 @@ func Run(ctx context.Context, opts lab.Options, keep bool, w io.Writer) error {
 	}
 	_, err = Walk(ctx, st, w)
 	if keep {
-		fmt.Fprintf(w, "\nThe lab stays up: svcproxy lab status, svcproxy lab kubectl get pods -o wide, svcproxy lab down.\n")
+		fmt.Fprintf(w, "\nThe lab stays up, and its page at %s: svcproxy lab status, svcproxy lab kubectl get pods -o wide, svcproxy lab down.\n", st.UI)
 		return err
 	}
 	fmt.Fprintf(w, "\n$ svcproxy lab down\n")

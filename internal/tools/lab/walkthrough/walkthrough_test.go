@@ -60,6 +60,7 @@ func walk(t *testing.T, self, mode string) {
 	}
 	checkReport(t, st, report)
 	checkBadInput(ctx, t, st, self)
+	checkPage(ctx, t, st)
 	checkNoFailures(ctx, t, st)
 	explainFailure(t, st, self)
 	procs, err := st.Processes()

@@ -1,6 +1,5 @@
-// etcd for the API tests and the lab, built from the Go module proxy at a
-// pinned version (see hack/controlplane.sh).
-module github.com/svcproxy/svcproxy/hack/tools/etcd
+// etcd for the API tests and the lab; its version is the pin (see package pinned).
+module svcproxy.local/pinned/etcd
 
 go 1.26.8
 

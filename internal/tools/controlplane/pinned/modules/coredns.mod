@@ -1,6 +1,6 @@
-// CoreDNS for the lab's cluster DNS, built from the Go module proxy at a
-// pinned version (see hack/controlplane.sh).
-module github.com/svcproxy/svcproxy/hack/tools/coredns
+// CoreDNS for the lab's cluster DNS; its version is the pin (see package
+// pinned).
+module svcproxy.local/pinned/coredns
 
 go 1.26
 

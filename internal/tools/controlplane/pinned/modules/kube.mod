@@ -1,6 +1,7 @@
-// Control-plane binaries for the API tests and the lab, built from the Go
-// module proxy at a pinned Kubernetes version (see hack/controlplane.sh).
-module github.com/svcproxy/svcproxy/hack/tools/kube
+// kube-apiserver, kube-controller-manager, kube-scheduler and kubectl for the
+// API tests and the lab; the k8s.io/kubernetes version is the pin (see
+// package pinned).
+module svcproxy.local/pinned/kube
 
 go 1.26.8
 
