@@ -30,7 +30,7 @@ func setUpHost(cfg *v1alpha1.KubeProxyConfiguration, pc plan.Config, env Env) er
 	if err := env.Do(func() error { return applySysctls(cfg.Conntrack, sysctlRoot) }); err != nil {
 		env.Log.Error(err, "Writing the conntrack sysctls")
 	}
-	if !pc.NodePortsOnLoopback(plan.IPv4) {
+	if !pc.NodePorts(plan.IPv4).Loopback {
 		return nil
 	}
 	env.Log.Info("Setting route_localnet=1 to allow NodePorts on localhost; to change this, set iptables.localhostNodePorts (--iptables-localhost-nodeports) false or nodePortAddresses (--nodeport-addresses) to leave out loopback addresses")

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
+	"k8s.io/kube-proxy/config/v1alpha1"
 
 	"github.com/svcproxy/svcproxy/internal/nsrun"
 	"github.com/svcproxy/svcproxy/internal/proxy/agent"
@@ -90,6 +91,9 @@ func Run(ctx context.Context, opts *config.Options, env Env) error {
 	}
 	pc, primary, err := planConfig(opts, nodeName, env)
 	if err != nil {
+		return err
+	}
+	if err := pc.Check(capabilities(set.Mode)); err != nil {
 		return err
 	}
 	client, err := apiClient(opts, env)
@@ -190,6 +194,14 @@ func dataplanes(set config.Settings, fams []plan.Family, env Env, fallback func(
 		return ipt, []dataplane.Dataplane{nft}
 	}
 	return nft, []dataplane.Dataplane{ipt}
+}
+
+// capabilities are what the dataplane of a mode can write.
+func capabilities(mode v1alpha1.ProxyMode) plan.Capabilities {
+	if mode == config.ModeIPTables {
+		return iptables.Capabilities
+	}
+	return nftables.Capabilities
 }
 
 // inNetns runs a dataplane's kernel work in the node's network namespace.

@@ -249,9 +249,9 @@ func TestPrimaryNodePortAddressesFollowNode(t *testing.T) {
 	rec.next(t)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	ips, any := a.current.Config.NodePortIPs(plan.IPv4)
-	if any || len(a.current.Config.NodePortAddresses) != 1 || a.current.Config.NodePortAddresses[0].String() != "192.168.1.7/32" {
-		t.Fatalf("NodePort IPs = %v (any %v), want only the InternalIP", ips, any)
+	np := a.current.NodePorts(plan.IPv4)
+	if np.AnyLocal || len(a.current.Config.NodePortAddresses) != 1 || a.current.Config.NodePortAddresses[0].String() != "192.168.1.7/32" {
+		t.Fatalf("NodePort IPs = %v (any %v), want only the InternalIP", np.IPs, np.AnyLocal)
 	}
 }
 

@@ -212,13 +212,11 @@ func (a *Agent) cleanConntrack(p *plan.Plan, ch plan.Changes, f plan.Family) err
 // policy and no local endpoint, internal and external.
 func noLocalEndpoints(p *plan.Plan, f plan.Family) (internal, external int) {
 	for _, sp := range p.PortsOf(f) {
-		if len(sp.LocalEndpoints) > 0 {
-			continue
-		}
-		if sp.InternalLocal {
+		in, ext := sp.NoLocalEndpoints()
+		if in {
 			internal++
 		}
-		if sp.ExternalLocal && sp.HasExternal() {
+		if ext {
 			external++
 		}
 	}

@@ -70,7 +70,7 @@ func (c *Cleaner) CleanUDP(p *plan.Plan, f plan.Family, removed ...*plan.Service
 	}
 	var errs []error
 	var local []netip.Addr
-	if _, anyLocal := p.Config.NodePortIPs(f); anyLocal && hasUDP(p, f, func(sp *plan.ServicePort) bool { return sp.NodePort != 0 }) {
+	if p.NodePorts(f).AnyLocal && hasUDP(p, f, func(sp *plan.ServicePort) bool { return sp.NodePort != 0 }) {
 		if local, err = c.localIPs(f); err != nil {
 			errs = append(errs, fmt.Errorf("listing %s node addresses for NodePorts: %w", f, err))
 		}

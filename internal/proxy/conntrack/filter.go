@@ -42,11 +42,11 @@ type endpointSet map[netip.AddrPort]bool
 // removed, service ports that are gone: every UDP flow to an address of one
 // of those that no port of p has taken over is stale.
 //
-// The addresses accepting NodePorts are those of p.Config.NodePortAddresses
-// when set. Otherwise they are every local address but loopback, as in the
-// dataplanes: localIPs (the namespace's addresses) together with
-// p.Config.NodeIPs. When both are empty, any address that is neither loopback
-// nor a ClusterIP, external or load-balancer IP of the plan counts.
+// The addresses accepting NodePorts are the plan's node-port address set
+// (Plan.NodePorts). When it is every local address, those are localIPs
+// (the namespace's addresses) together with p.Config.NodeIPs; when both
+// are empty, any address that is neither loopback nor a ClusterIP, external
+// or load-balancer IP of the plan counts.
 func NewFilter(p *plan.Plan, f plan.Family, localIPs []netip.Addr, removed ...*plan.ServicePort) *Filter {
 	flt := &Filter{
 		family:    f,
@@ -67,7 +67,7 @@ func NewFilter(p *plan.Plan, f plan.Family, localIPs []netip.Addr, removed ...*p
 		if sp.Protocol != v1.ProtocolUDP {
 			continue
 		}
-		serving := servingOf(sp)
+		serving := liveSet(sp.Live)
 		for _, ip := range serviceIPs(sp) {
 			ap := netip.AddrPortFrom(ip.Unmap(), sp.Port)
 			flt.services[ap] = union(flt.services[ap], serving)
@@ -77,17 +77,17 @@ func NewFilter(p *plan.Plan, f plan.Family, localIPs []netip.Addr, removed ...*p
 		}
 	}
 	flt.addRemoved(f, removed)
-	ips, anyLocal := p.Config.NodePortIPs(f)
-	if anyLocal {
+	np := p.NodePorts(f)
+	ips := np.IPs
+	if np.AnyLocal {
 		ips = append(append(ips, localIPs...), p.Config.NodeIPs...)
 	}
 	for _, ip := range ips {
-		ip = ip.Unmap()
-		if plan.FamilyOf(ip) == f && !(anyLocal && ip.IsLoopback() && !p.Config.NodePortsOnLoopback(f)) {
+		if ip = ip.Unmap(); plan.FamilyOf(ip) == f && np.Accepts(ip, ips) {
 			flt.nodeIPs[ip] = true
 		}
 	}
-	flt.anyNodeIP = anyLocal && len(flt.nodeIPs) == 0
+	flt.anyNodeIP = np.AnyLocal && len(flt.nodeIPs) == 0
 	return flt
 }
 
@@ -150,15 +150,13 @@ func serviceIPs(sp *plan.ServicePort) []netip.Addr {
 	return append(out, sp.LoadBalancerIPs...)
 }
 
-// servingOf returns the serving endpoints of a port. Serving, not ready:
-// a terminating endpoint may still get traffic (the serving-and-terminating
-// fallback), and its flows must not be cut while it does.
-func servingOf(sp *plan.ServicePort) endpointSet {
-	out := endpointSet{}
-	for _, e := range sp.Endpoints {
-		if e.Serving {
-			out[netip.AddrPortFrom(e.Addr.Addr().Unmap(), e.Addr.Port())] = true
-		}
+// liveSet holds a port's live endpoints (plan.ServicePort.Live): ready
+// or terminating, they may still get traffic, and their flows must not be
+// cut while they do.
+func liveSet(live []netip.AddrPort) endpointSet {
+	out := make(endpointSet, len(live))
+	for _, e := range live {
+		out[e] = true
 	}
 	return out
 }

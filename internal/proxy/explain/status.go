@@ -79,30 +79,42 @@ func PortsOf(p *plan.Plan) []Port {
 	return out
 }
 
+// portOf shows a port: its policies, topology and endpoints with their
+// conditions (the plan's inputs, which only a status display reads), and
+// which traffic uses each endpoint (the default outcomes' pools).
 func portOf(sp *plan.ServicePort) Port {
+	in := &sp.Inputs
 	pt := Port{
 		Service: sp.Namespace + "/" + sp.Name, Protocol: strings.ToLower(string(sp.Protocol)),
 		ClusterIP: sp.ClusterIP.String(), Port: sp.Port, NodePort: sp.NodePort,
 		ExternalIPs: strs(sp.ExternalIPs), LoadBalancerIPs: strs(sp.LoadBalancerIPs),
-		InternalPolicy: policy(sp.InternalLocal), ExternalPolicy: policy(sp.ExternalLocal),
-		HealthCheckNodePort: sp.HealthCheckNodePort, AffinitySeconds: sp.AffinitySeconds, Topology: sp.Topology,
+		InternalPolicy: policy(in.InternalLocal), ExternalPolicy: policy(in.ExternalLocal),
+		HealthCheckNodePort: sp.HealthCheck.NodePort, AffinitySeconds: sp.AffinitySeconds, Topology: in.Topology,
 	}
 	if sp.Key.Port != "" {
 		pt.Service += ":" + sp.Key.Port
 	}
-	internal, external := sp.InternalEndpoints(), sp.ExternalEndpoints()
-	for _, ep := range sp.Endpoints {
+	internal, external := usedBy(sp, &sp.Internal), usedBy(sp, &sp.External)
+	for _, ep := range in.Endpoints {
 		e := Endpoint{Addr: ep.Addr.String(), Node: ep.NodeName, Zone: ep.Zone, Ready: ep.Ready,
 			Serving: ep.Serving, Terminating: ep.Terminating, Local: ep.Local, UsedBy: []string{}}
 		if slices.Contains(internal, ep.Addr) {
 			e.UsedBy = append(e.UsedBy, "internal")
 		}
-		if slices.Contains(external, ep.Addr) && (sp.NodePort != 0 || len(sp.ExternalIPs)+len(sp.LoadBalancerIPs) > 0) {
+		if slices.Contains(external, ep.Addr) {
 			e.UsedBy = append(e.UsedBy, "external")
 		}
 		pt.Endpoints = append(pt.Endpoints, e)
 	}
 	return pt
+}
+
+// usedBy returns the endpoints a route's default outcome forwards to.
+func usedBy(sp *plan.ServicePort, r *plan.Route) []netip.AddrPort {
+	if r.Default.Action != plan.Forward {
+		return nil
+	}
+	return sp.Backends(r.Default.Pool)
 }
 
 func policy(local bool) string {

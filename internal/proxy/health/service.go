@@ -31,8 +31,8 @@ type ServiceOptions struct {
 
 // ServiceHealth runs the health-check node ports, as kube-proxy does: one
 // server per Service and IP family, listening where the plan's node-port
-// address set says (plan.Config.HealthCheckIPs), and counting that
-// family's local ready endpoints.
+// address set says (plan.Plan.NodePorts), and counting the local ready
+// endpoints the plan's health checks name.
 type ServiceHealth struct {
 	opts ServiceOptions
 
@@ -126,24 +126,23 @@ func wantedServices(p *plan.Plan) map[serviceKey]*wanted {
 		return want
 	}
 	for _, sp := range p.Ports {
-		if !sp.ExternalLocal || sp.HealthCheckNodePort == 0 {
+		hc := sp.HealthCheck
+		if hc.NodePort == 0 {
 			continue
 		}
 		key := serviceKey{serviceName{sp.Namespace, sp.Name}, sp.Family}
 		w := want[key]
 		if w == nil {
-			w = &wanted{port: sp.HealthCheckNodePort, ips: map[netip.Addr]struct{}{}}
+			w = &wanted{port: hc.NodePort, ips: map[netip.Addr]struct{}{}}
 			want[key] = w
 		}
-		w.port = min(w.port, sp.HealthCheckNodePort)
+		w.port = min(w.port, hc.NodePort)
+		for _, ip := range hc.LocalEndpoints {
+			w.ips[ip] = struct{}{}
+		}
 	}
 	for key, w := range want {
-		w.addrs = listenAddresses(p.Config, key.family, w.port)
-	}
-	for _, sp := range p.Ports {
-		if w := want[serviceKey{serviceName{sp.Namespace, sp.Name}, sp.Family}]; w != nil {
-			addLocalReady(w.ips, sp.Endpoints)
-		}
+		w.addrs = listenAddresses(p.NodePorts(key.family), key.family, w.port)
 	}
 	return want
 }
@@ -151,10 +150,10 @@ func wantedServices(p *plan.Plan) map[serviceKey]*wanted {
 // listenAddresses are where a health port of family f listens: the
 // family's wildcard address, or each of the node addresses
 // nodePortAddresses selects.
-func listenAddresses(c plan.Config, f plan.Family, port uint16) []string {
+func listenAddresses(n plan.NodePortAddrs, f plan.Family, port uint16) []string {
 	p := strconv.Itoa(int(port))
-	ips, any := c.HealthCheckIPs(f)
-	if any {
+	ips := n.HealthIPs
+	if n.HealthAnyLocal {
 		if f == plan.IPv6 {
 			return []string{net.JoinHostPort("::", p)}
 		}
@@ -165,16 +164,6 @@ func listenAddresses(c plan.Config, f plan.Family, port uint16) []string {
 		out = append(out, net.JoinHostPort(ip.String(), p))
 	}
 	return out
-}
-
-// addLocalReady adds the IPs of local ready endpoints. Terminating endpoints
-// are not ready: a node with only those must fail its health check.
-func addLocalReady(ips map[netip.Addr]struct{}, eps []plan.Endpoint) {
-	for _, ep := range eps {
-		if ep.Local && ep.Ready {
-			ips[ep.Addr.Addr()] = struct{}{}
-		}
-	}
 }
 
 // start listens on every address of one Service's family ("tcp4" or

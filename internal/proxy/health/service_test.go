@@ -67,19 +67,19 @@ type fakeProxy struct{ unhealthy atomic.Bool }
 
 func (p *fakeProxy) Healthy() bool { return !p.unhealthy.Load() }
 
-// ep is an endpoint for the plans of these tests.
-func ep(addr string, local, ready bool) plan.Endpoint {
-	return plan.Endpoint{Addr: netip.MustParseAddrPort(addr), Local: local, Ready: ready, Serving: ready, Terminating: !ready}
-}
-
-func port(ns, name, portName string, f plan.Family, hc uint16, eps ...plan.Endpoint) *plan.ServicePort {
-	return &plan.ServicePort{
-		Key:                 plan.Key{ServicePortName: plan.ServicePortName{Namespace: ns, Name: name, Port: portName, Protocol: "TCP"}, Family: f},
-		NodePort:            30000,
-		ExternalLocal:       hc != 0,
-		HealthCheckNodePort: hc,
-		Endpoints:           eps,
+// port is a service port whose health check, on node port hc (0: none),
+// counts the given local ready endpoint addresses, as the plan resolves
+// them (which endpoints count is the plan's test).
+func port(ns, name, portName string, f plan.Family, hc uint16, localReady ...string) *plan.ServicePort {
+	sp := &plan.ServicePort{
+		Key:         plan.Key{ServicePortName: plan.ServicePortName{Namespace: ns, Name: name, Port: portName, Protocol: "TCP"}, Family: f},
+		NodePort:    30000,
+		HealthCheck: plan.HealthCheck{NodePort: hc},
 	}
+	for _, a := range localReady {
+		sp.HealthCheck.LocalEndpoints = append(sp.HealthCheck.LocalEndpoints, netip.MustParseAddr(a))
+	}
+	return sp
 }
 
 // planOf is a plan whose health ports listen on 127.0.0.1 (::1 in IPv6).
@@ -132,27 +132,24 @@ func TestServiceHealthAnswers(t *testing.T) {
 	s := NewServiceHealth(ServiceOptions{Proxy: proxy, Listen: lb.listen})
 	t.Cleanup(func() { s.Close() })
 	tests := []struct {
-		name      string
-		eps       []plan.Endpoint // of port "http"; port "https" gets the same IPs on 443
+		name  string
+		ready []string // local ready endpoints of port "http"; port "https" gets the first
+
 		unhealthy bool
 		code      int
 		weight    int
 		healthy   bool
 	}{
-		{name: "no local endpoint", eps: []plan.Endpoint{ep("10.1.0.9:80", false, true)}, code: 503, weight: 0, healthy: true},
-		{name: "one local ready endpoint on two ports", eps: []plan.Endpoint{ep("10.0.0.1:80", true, true), ep("10.1.0.9:80", false, true)}, code: 200, weight: 1, healthy: true},
-		{name: "two local ready endpoints, a terminating one not counted", eps: []plan.Endpoint{ep("10.0.0.1:80", true, true), ep("10.0.0.2:80", true, true), ep("10.0.0.3:80", true, false)}, code: 200, weight: 2, healthy: true},
-		{name: "only terminating local endpoints", eps: []plan.Endpoint{ep("10.0.0.3:80", true, false)}, code: 503, weight: 0, healthy: true},
-		{name: "proxy unhealthy", eps: []plan.Endpoint{ep("10.0.0.1:80", true, true), ep("10.0.0.2:80", true, true)}, unhealthy: true, code: 503, weight: 2, healthy: false},
+		{name: "no local ready endpoint", code: 503, weight: 0, healthy: true},
+		{name: "one local ready endpoint on two ports", ready: []string{"10.0.0.1"}, code: 200, weight: 1, healthy: true},
+		{name: "two local ready endpoints", ready: []string{"10.0.0.1", "10.0.0.2"}, code: 200, weight: 2, healthy: true},
+		{name: "proxy unhealthy", ready: []string{"10.0.0.1", "10.0.0.2"}, unhealthy: true, code: 503, weight: 2, healthy: false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var https []plan.Endpoint
-			for _, e := range tt.eps {
-				https = append(https, plan.Endpoint{Addr: netip.AddrPortFrom(e.Addr.Addr(), 443), Local: e.Local, Ready: e.Ready})
-			}
+			https := tt.ready[:min(len(tt.ready), 1)]
 			proxy.unhealthy.Store(tt.unhealthy)
-			if err := s.Sync(planOf(port("acc", "lbl", "http", plan.IPv4, 32100, tt.eps...), port("acc", "lbl", "https", plan.IPv4, 32100, https...))); err != nil {
+			if err := s.Sync(planOf(port("acc", "lbl", "http", plan.IPv4, 32100, tt.ready...), port("acc", "lbl", "https", plan.IPv4, 32100, https...))); err != nil {
 				t.Fatal(err)
 			}
 			resp, body := get(t, lb.addr("127.0.0.1:32100"), "/any/path?x=1")
@@ -185,8 +182,8 @@ func TestServiceHealthPerFamily(t *testing.T) {
 	lb := newLoopback()
 	s := NewServiceHealth(ServiceOptions{Listen: lb.listen})
 	t.Cleanup(func() { s.Close() })
-	p := planOf(port("acc", "lbl", "", plan.IPv4, 32100, ep("10.0.0.1:80", true, true), ep("10.0.0.2:80", true, true)),
-		port("acc", "lbl", "", plan.IPv6, 32100, ep("[fd00::1]:80", true, true)))
+	p := planOf(port("acc", "lbl", "", plan.IPv4, 32100, "10.0.0.1", "10.0.0.2"),
+		port("acc", "lbl", "", plan.IPv6, 32100, "fd00::1"))
 	if err := s.Sync(p); err != nil {
 		t.Fatal(err)
 	}
@@ -205,9 +202,9 @@ func TestServiceHealthLifecycle(t *testing.T) {
 		return planOn([]string{"127.0.0.1", "127.0.0.2"}, ports...)
 	}
 	t.Cleanup(func() { s.Close() })
-	a := port("ns", "a", "", plan.IPv4, 32001, ep("10.0.0.1:80", true, true))
-	b := port("ns", "b", "", plan.IPv4, 32002, ep("10.0.0.2:80", true, true))
-	cluster := port("ns", "c", "", plan.IPv4, 0, ep("10.0.0.3:80", true, true))
+	a := port("ns", "a", "", plan.IPv4, 32001, "10.0.0.1")
+	b := port("ns", "b", "", plan.IPv4, 32002, "10.0.0.2")
+	cluster := port("ns", "c", "", plan.IPv4, 0, "10.0.0.3")
 
 	if err := s.Sync(planOf(a, b, cluster)); err != nil {
 		t.Fatal(err)
@@ -228,7 +225,7 @@ func TestServiceHealthLifecycle(t *testing.T) {
 	}
 
 	// b goes away, a moves to another health port.
-	moved := port("ns", "a", "", plan.IPv4, 32011, ep("10.0.0.1:80", true, true))
+	moved := port("ns", "a", "", plan.IPv4, 32011, "10.0.0.1")
 	if err := s.Sync(planOf(moved)); err != nil {
 		t.Fatal(err)
 	}
@@ -273,8 +270,8 @@ func TestServiceHealthBindFailure(t *testing.T) {
 	taken := squatter.Addr().String()
 	lb.bindTo("127.0.0.2:32002", taken)
 
-	a := port("ns", "a", "", plan.IPv4, 32001, ep("10.0.0.1:80", true, true))
-	b := port("ns", "b", "", plan.IPv4, 32002, ep("10.0.0.2:80", true, true))
+	a := port("ns", "a", "", plan.IPv4, 32001, "10.0.0.1")
+	b := port("ns", "b", "", plan.IPv4, 32002, "10.0.0.2")
 	err = s.Sync(planOf(a, b))
 	if err == nil || !strings.Contains(err.Error(), "Service ns/b (IPv4) on port 32002") || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("Sync error %v, want one naming ns/b and port 32002", err)

@@ -50,7 +50,7 @@ type nodeInfo struct {
 // buildService plans every port of one Service in every family. It returns
 // the ports and the validation errors; when the Service itself is invalid no
 // port is returned, so a bad object never half-applies.
-func buildService(svc *v1.Service, slices []*discovery.EndpointSlice, node nodeInfo, nodeIPs []netip.Addr) ([]*ServicePort, []error) {
+func buildService(svc *v1.Service, slices []*discovery.EndpointSlice, node nodeInfo, cfg *Config) ([]*ServicePort, []error) {
 	if !handled(svc) {
 		return nil, nil
 	}
@@ -63,26 +63,31 @@ func buildService(svc *v1.Service, slices []*discovery.EndpointSlice, node nodeI
 	for _, ip := range spec.clusterIPs {
 		f := FamilyOf(ip)
 		for _, p := range svc.Spec.Ports {
-			sp := spec.portFor(f, ip, p)
-			allowFromNode(sp, nodeIPs)
+			sp := spec.portFor(f, ip, p, cfg.NodeIPs)
 			setEndpoints(sp, eps[epKey{f, p.Name, protocolOf(p.Protocol)}], node)
+			resolve(sp, cfg)
 			out = append(out, sp)
 		}
 	}
 	return out, errs
 }
 
-// allowFromNode lets a node reach a load-balancer IP that it holds itself:
-// its packets to such a VIP loop back with the VIP as their source. So, as
-// in kube-proxy, when the source ranges admit one of the node's addresses
+// firewall filters the load-balancer IPs by loadBalancerSourceRanges,
+// dropping other sources. A node can reach a load-balancer IP that it holds
+// itself: its packets to such a VIP loop back with the VIP as their source.
+// So, as in kube-proxy, when the ranges admit one of the node's addresses
 // they admit the Service's load-balancer IPs too.
-func allowFromNode(sp *ServicePort, nodeIPs []netip.Addr) {
-	if len(sp.SourceRanges) == 0 || !slices.ContainsFunc(nodeIPs, func(ip netip.Addr) bool { return containsAddr(sp.SourceRanges, ip) }) {
-		return
+func firewall(ranges []netip.Prefix, lbIPs, nodeIPs []netip.Addr) Firewall {
+	if len(ranges) == 0 || len(lbIPs) == 0 {
+		return Firewall{}
 	}
-	for _, lb := range sp.LoadBalancerIPs {
-		sp.SourceRanges = append(sp.SourceRanges, netip.PrefixFrom(lb, lb.BitLen()))
+	allow := ranges
+	if slices.ContainsFunc(nodeIPs, func(ip netip.Addr) bool { return containsAddr(ranges, ip) }) {
+		for _, lb := range lbIPs {
+			allow = append(allow, netip.PrefixFrom(lb, lb.BitLen()))
+		}
 	}
+	return Firewall{Allow: allow, Outside: Drop}
 }
 
 // handled reports whether the proxy handles the Service at all.
@@ -109,30 +114,38 @@ type serviceSpec struct {
 	affinity     int32
 }
 
-func (s *serviceSpec) portFor(f Family, clusterIP netip.Addr, p v1.ServicePort) *ServicePort {
+// portFor plans the addresses of one port in family f, its policies and
+// the outcomes that do not depend on endpoints.
+func (s *serviceSpec) portFor(f Family, clusterIP netip.Addr, p v1.ServicePort, nodeIPs []netip.Addr) *ServicePort {
 	svc := s.svc
 	sp := &ServicePort{
 		Key: Key{ServicePortName: ServicePortName{
 			Namespace: svc.Namespace, Name: svc.Name, Port: p.Name, Protocol: protocolOf(p.Protocol),
 		}, Family: f},
-		ClusterIP:           clusterIP,
-		Port:                uint16(p.Port),
-		NodePort:            uint16(p.NodePort),
-		ExternalIPs:         ofFamily(s.externalIPs, f),
-		LoadBalancerIPs:     ofFamily(s.lbIPs, f),
-		InternalLocal:       svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == v1.ServiceInternalTrafficPolicyLocal,
-		ExternalLocal:       svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal,
-		HealthCheckNodePort: uint16(svc.Spec.HealthCheckNodePort),
-		AffinitySeconds:     s.affinity,
+		ClusterIP:       clusterIP,
+		Port:            uint16(p.Port),
+		NodePort:        uint16(p.NodePort),
+		ExternalIPs:     ofFamily(s.externalIPs, f),
+		LoadBalancerIPs: ofFamily(s.lbIPs, f),
+		AffinitySeconds: s.affinity,
+		Inputs: Inputs{
+			InternalLocal: svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == v1.ServiceInternalTrafficPolicyLocal,
+			ExternalLocal: svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal,
+		},
 	}
+	var ranges []netip.Prefix
 	for _, r := range s.sourceRanges {
 		if FamilyOf(r.Addr()) == f {
-			sp.SourceRanges = append(sp.SourceRanges, r)
+			ranges = append(ranges, r)
 		}
 	}
+	sp.Firewall = firewall(ranges, sp.LoadBalancerIPs, nodeIPs)
 	if !sp.HasExternal() {
 		// externalTrafficPolicy means nothing without external addresses.
-		sp.ExternalLocal = false
+		sp.Inputs.ExternalLocal = false
+	}
+	if sp.Inputs.ExternalLocal {
+		sp.HealthCheck.NodePort = uint16(svc.Spec.HealthCheckNodePort)
 	}
 	return sp
 }

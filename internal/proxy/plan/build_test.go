@@ -16,19 +16,23 @@ func key(name, port string, proto v1.Protocol, f Family) Key {
 	return Key{ServicePortName: ServicePortName{Namespace: testNS, Name: name, Port: port, Protocol: proto}, Family: f}
 }
 
-// addressesOf is a port without its endpoints: what "which Services" and
-// "which addresses" decide.
+// addressesOf is a port without its endpoints and the outcomes they lead
+// to: what "which Services" and "which addresses" decide.
 func addressesOf(sp *ServicePort) ServicePort {
 	c := *sp
-	c.Endpoints, c.ClusterEndpoints, c.LocalEndpoints, c.Topology = nil, nil, nil, ""
+	c.ClusterEndpoints, c.LocalEndpoints, c.Internal, c.External, c.Hairpin, c.Live = nil, nil, Route{}, Route{}, nil, nil
+	c.Inputs.Endpoints, c.Inputs.Topology, c.HealthCheck.LocalEndpoints = nil, "", nil
 	return c
 }
 
 func showPort(sp ServicePort) string {
-	return fmt.Sprintf("%s clusterIP=%v port=%d nodePort=%d externalIPs=%v lbIPs=%v sourceRanges=%v itpLocal=%v etpLocal=%v hcnp=%d affinity=%d",
-		sp.Key, sp.ClusterIP, sp.Port, sp.NodePort, sp.ExternalIPs, sp.LoadBalancerIPs, sp.SourceRanges,
-		sp.InternalLocal, sp.ExternalLocal, sp.HealthCheckNodePort, sp.AffinitySeconds)
+	return fmt.Sprintf("%s clusterIP=%v port=%d nodePort=%d externalIPs=%v lbIPs=%v firewall=%v itpLocal=%v etpLocal=%v hcnp=%d affinity=%d",
+		sp.Key, sp.ClusterIP, sp.Port, sp.NodePort, sp.ExternalIPs, sp.LoadBalancerIPs, sp.Firewall,
+		sp.Inputs.InternalLocal, sp.Inputs.ExternalLocal, sp.HealthCheck.NodePort, sp.AffinitySeconds)
 }
+
+// allow is the firewall admitting these prefixes and dropping the rest.
+func allow(ps ...string) Firewall { return Firewall{Allow: prefixes(ps...), Outside: Drop} }
 
 // TestWhichServices covers DESIGN §3 "Which Services": which Services and
 // families get ports, and which addresses each port has.
@@ -137,11 +141,11 @@ func TestWhichServices(t *testing.T) {
 			want: []ServicePort{
 				with(v4("a"), func(sp *ServicePort) {
 					sp.LoadBalancerIPs = addrList("203.0.113.1")
-					sp.SourceRanges = prefixes("198.51.100.0/24", "10.0.0.0/8", "192.0.2.7/32", "203.0.113.1/32")
+					sp.Firewall = allow("198.51.100.0/24", "10.0.0.0/8", "192.0.2.7/32", "203.0.113.1/32")
 				}),
 				{
 					Key: key("a", "", v1.ProtocolTCP, IPv6), ClusterIP: netip.MustParseAddr("fd00:10:96::1"), Port: 80,
-					LoadBalancerIPs: addrList("2001:db8:2::1"), SourceRanges: prefixes("2001:db8:1::/48", "2001:db8:2::1/128"),
+					LoadBalancerIPs: addrList("2001:db8:2::1"), Firewall: allow("2001:db8:1::/48", "2001:db8:2::1/128"),
 				},
 			},
 		},
@@ -152,11 +156,11 @@ func TestWhichServices(t *testing.T) {
 			want: []ServicePort{
 				with(v4("a"), func(sp *ServicePort) {
 					sp.LoadBalancerIPs = addrList("203.0.113.1")
-					sp.SourceRanges = prefixes("198.51.100.1/32", "203.0.113.1/32")
+					sp.Firewall = allow("198.51.100.1/32", "203.0.113.1/32")
 				}),
 				{
 					Key: key("a", "", v1.ProtocolTCP, IPv6), ClusterIP: netip.MustParseAddr("fd00:10:96::1"), Port: 80,
-					LoadBalancerIPs: addrList("2001:db8:2::1"), SourceRanges: prefixes("2001:db8:9::/48"),
+					LoadBalancerIPs: addrList("2001:db8:2::1"), Firewall: allow("2001:db8:9::/48"),
 				},
 			},
 		},
@@ -165,14 +169,14 @@ func TestWhichServices(t *testing.T) {
 			svc:  svc("a", objects.LoadBalancerIngress("203.0.113.1", ""), objects.SourceRanges("::ffff:198.51.100.0/120")),
 			want: []ServicePort{with(v4("a"), func(sp *ServicePort) {
 				sp.LoadBalancerIPs = addrList("203.0.113.1")
-				sp.SourceRanges = prefixes("198.51.100.0/24", "203.0.113.1/32")
+				sp.Firewall = allow("198.51.100.0/24", "203.0.113.1/32")
 			})},
 		},
 		{
 			name: "externalTrafficPolicy Local with a NodePort, health check node port",
 			svc:  svc("a", objects.NodePort(30080), objects.ExternalTrafficPolicyLocal(32000)),
 			want: []ServicePort{with(v4("a"), func(sp *ServicePort) {
-				sp.NodePort, sp.ExternalLocal, sp.HealthCheckNodePort = 30080, true, 32000
+				sp.NodePort, sp.Inputs.ExternalLocal, sp.HealthCheck.NodePort = 30080, true, 32000
 			})},
 		},
 		{
@@ -183,7 +187,7 @@ func TestWhichServices(t *testing.T) {
 		{
 			name: "internalTrafficPolicy Local",
 			svc:  svc("a", objects.InternalTrafficPolicyLocal()),
-			want: []ServicePort{with(v4("a"), func(sp *ServicePort) { sp.InternalLocal = true })},
+			want: []ServicePort{with(v4("a"), func(sp *ServicePort) { sp.Inputs.InternalLocal = true })},
 		},
 		{
 			name: "internalTrafficPolicy Cluster",

@@ -14,17 +14,18 @@ const (
 
 // setEndpoints resolves which endpoints cluster and local traffic use.
 func setEndpoints(sp *ServicePort, eps []Endpoint, node nodeInfo) {
-	sp.Endpoints = eps
+	in := &sp.Inputs
+	in.Endpoints = eps
 	ready := filter(eps, func(e Endpoint) bool { return e.Ready })
-	sp.Topology = topologyMode(ready, node)
-	sp.ClusterEndpoints = addrs(filter(ready, func(e Endpoint) bool { return fitsTopology(e, sp.Topology, node) }))
+	in.Topology = topologyMode(ready, node)
+	sp.ClusterEndpoints = addrs(filter(ready, func(e Endpoint) bool { return fitsTopology(e, in.Topology, node) }))
 	if len(sp.ClusterEndpoints) == 0 {
 		// No ready endpoint anywhere: keep traffic flowing to endpoints that
 		// still serve while terminating, ignoring topology.
-		sp.Topology = ""
+		in.Topology = ""
 		sp.ClusterEndpoints = addrs(filter(eps, servingTerminating))
 	}
-	if !sp.UsesLocal() {
+	if !in.InternalLocal && !in.ExternalLocal {
 		return
 	}
 	local := filter(eps, func(e Endpoint) bool { return e.Local && e.Ready })

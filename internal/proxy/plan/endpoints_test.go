@@ -1,7 +1,6 @@
 package plan
 
 import (
-	"fmt"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -234,7 +233,7 @@ func TestEndpointConditions(t *testing.T) {
 				t.Fatalf("no port %s", key("a", tt.port, proto, f))
 			}
 			var got []want
-			for _, e := range sp.Endpoints {
+			for _, e := range sp.Inputs.Endpoints {
 				got = append(got, want{
 					Addr: e.Addr.String(), Node: e.NodeName, Zone: e.Zone,
 					Ready: e.Ready, Serving: e.Serving, Terminating: e.Terminating, Local: e.Local,
@@ -489,43 +488,11 @@ func TestEndpointSelection(t *testing.T) {
 			if !reflect.DeepEqual(sp.LocalEndpoints, tt.local) {
 				t.Errorf("local endpoints: got %v, want %v", sp.LocalEndpoints, tt.local)
 			}
-			if sp.Topology != tt.topology {
-				t.Errorf("topology: got %q, want %q", sp.Topology, tt.topology)
+			if sp.Inputs.Topology != tt.topology {
+				t.Errorf("topology: got %q, want %q", sp.Inputs.Topology, tt.topology)
 			}
-			if got, want := sp.HasEndpoints(), len(tt.cluster) > 0; got != want {
-				t.Errorf("HasEndpoints: got %v, want %v", got, want)
-			}
-		})
-	}
-}
-
-// TestTrafficEndpoints checks which endpoint list each kind of traffic uses.
-func TestTrafficEndpoints(t *testing.T) {
-	cluster, local := aps("10.244.2.2:80"), aps("10.244.1.2:80")
-	for _, tt := range []struct {
-		itp, etp, external bool
-		internal, ext      []netip.AddrPort
-		usesLocal          bool
-	}{
-		{internal: cluster, ext: cluster},
-		{itp: true, internal: local, ext: cluster, usesLocal: true},
-		{etp: true, internal: cluster, ext: local},
-		{etp: true, external: true, internal: cluster, ext: local, usesLocal: true},
-		{itp: true, etp: true, external: true, internal: local, ext: local, usesLocal: true},
-	} {
-		t.Run(fmt.Sprintf("itp=%v etp=%v external=%v", tt.itp, tt.etp, tt.external), func(t *testing.T) {
-			sp := &ServicePort{InternalLocal: tt.itp, ExternalLocal: tt.etp, ClusterEndpoints: cluster, LocalEndpoints: local}
-			if tt.external {
-				sp.NodePort = 30080
-			}
-			if got := sp.InternalEndpoints(); !reflect.DeepEqual(got, tt.internal) {
-				t.Errorf("internal: got %v, want %v", got, tt.internal)
-			}
-			if got := sp.ExternalEndpoints(); !reflect.DeepEqual(got, tt.ext) {
-				t.Errorf("external: got %v, want %v", got, tt.ext)
-			}
-			if got := sp.UsesLocal(); got != tt.usesLocal {
-				t.Errorf("UsesLocal: got %v, want %v", got, tt.usesLocal)
+			if got, want := sp.Internal.Default.Action == Reject, len(tt.cluster) == 0; got != want {
+				t.Errorf("rejected: got %v, want %v", got, want)
 			}
 		})
 	}

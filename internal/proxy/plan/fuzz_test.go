@@ -139,7 +139,7 @@ func checkPort(sp *ServicePort) error {
 			return fmt.Errorf("external or LB IP %v", a)
 		}
 	}
-	for _, r := range sp.SourceRanges {
+	for _, r := range sp.Firewall.Allow {
 		if !r.IsValid() || !ofFamily(r.Addr()) || r != r.Masked() {
 			return fmt.Errorf("source range %v", r)
 		}
@@ -151,11 +151,11 @@ func checkPort(sp *ServicePort) error {
 		return fmt.Errorf("affinity %d", sp.AffinitySeconds)
 	}
 	all := map[netip.AddrPort]Endpoint{}
-	for i, e := range sp.Endpoints {
+	for i, e := range sp.Inputs.Endpoints {
 		if !ofFamily(e.Addr.Addr()) || e.Addr.Port() == 0 {
 			return fmt.Errorf("endpoint %v", e.Addr)
 		}
-		if i > 0 && sp.Endpoints[i-1].Addr.Compare(e.Addr) >= 0 {
+		if i > 0 && sp.Inputs.Endpoints[i-1].Addr.Compare(e.Addr) >= 0 {
 			return fmt.Errorf("endpoints not sorted and unique at %v", e.Addr)
 		}
 		if e.Local != (e.NodeName == "node1") {
@@ -177,7 +177,7 @@ func checkPort(sp *ServicePort) error {
 			return fmt.Errorf("local endpoint %v not a local endpoint of the port", a)
 		}
 	}
-	if len(sp.LocalEndpoints) > 0 && !sp.UsesLocal() {
+	if len(sp.LocalEndpoints) > 0 && !sp.Inputs.InternalLocal && !sp.Inputs.ExternalLocal {
 		return fmt.Errorf("local endpoints without a Local policy")
 	}
 	return nil

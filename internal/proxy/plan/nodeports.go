@@ -9,62 +9,79 @@ import (
 
 // The node-port address set: which of this node's addresses accept
 // NodePorts, and where a health-check node port listens. Every dataplane,
-// the conntrack cleaner and the health servers read it from here.
+// the conntrack cleaner, the health servers and the host setup read it
+// from here (Plan.NodePorts).
 
 // ipv4Loopback is the loopback address NodePorts answer on with
 // LocalhostNodePorts: the one every node's lo has.
 var ipv4Loopback = netip.MustParseAddr("127.0.0.1")
 
-// NodePortIPs returns the node addresses of one family that accept
-// NodePorts, or anyLocal when every local address does (ips is then nil;
-// loopback included only if NodePortsOnLoopback says so).
-func (c *Config) NodePortIPs(f Family) (ips []netip.Addr, anyLocal bool) {
+// NodePortAddrs is where this node accepts NodePorts in one family, and
+// where its health-check node ports listen.
+type NodePortAddrs struct {
+	// AnyLocal: every local address of the node accepts NodePorts, but
+	// loopback ones only with Loopback. IPs is then empty.
+	AnyLocal bool
+	// IPs are the addresses that accept them otherwise (127.0.0.1 among
+	// them with Loopback).
+	IPs []netip.Addr
+	// Loopback: loopback addresses accept NodePorts (IPv4 localhost
+	// NodePorts). The node then needs route_localnet=1, and kube-proxy's
+	// rule that keeps other hosts from using it (CVE-2020-8558).
+	Loopback bool
+	// HealthAnyLocal: a health-check node port listens on the family's
+	// wildcard address; else on HealthIPs (every node address in
+	// nodePortAddresses, loopback included when a prefix holds it, as
+	// kube-proxy's server listens).
+	HealthAnyLocal bool
+	HealthIPs      []netip.Addr
+}
+
+// NodePorts resolves the node-port address set of family f.
+func (p *Plan) NodePorts(f Family) NodePortAddrs { return p.Config.NodePorts(f) }
+
+// NodePorts resolves the node-port address set of family f: kube-proxy's
+// nodePortAddresses family by family (a family with no prefix, or with a
+// /0, is not restricted), and localhost NodePorts, IPv4 only, where
+// nodePortAddresses lets every address or 127.0.0.1 accept them
+// (kube-proxy disables them otherwise).
+func (c *Config) NodePorts(f Family) NodePortAddrs {
 	prefixes, all := c.nodePortPrefixes(f)
+	n := NodePortAddrs{AnyLocal: all, HealthAnyLocal: all}
+	n.Loopback = f == IPv4 && c.LocalhostNodePorts && (all || containsAddr(prefixes, ipv4Loopback))
 	if all {
-		return nil, true
+		return n
 	}
 	for _, ip := range c.NodeIPs {
 		if FamilyOf(ip) == f && !ip.IsLoopback() && containsAddr(prefixes, ip) {
-			ips = append(ips, ip)
+			n.IPs = append(n.IPs, ip)
 		}
 	}
-	if c.NodePortsOnLoopback(f) {
-		ips = append(ips, ipv4Loopback)
-	}
-	return ips, false
-}
-
-// NodePortsOnLoopback reports whether NodePorts answer on loopback in
-// family f: IPv4 only, with LocalhostNodePorts, and when nodePortAddresses
-// lets every address or 127.0.0.1 accept them (kube-proxy disables
-// localhost NodePorts otherwise).
-func (c *Config) NodePortsOnLoopback(f Family) bool {
-	if f != IPv4 || !c.LocalhostNodePorts {
-		return false
-	}
-	prefixes, all := c.nodePortPrefixes(f)
-	return all || containsAddr(prefixes, ipv4Loopback)
-}
-
-// HealthCheckIPs returns the addresses of family f a health-check node
-// port listens on, or anyLocal for the family's wildcard address: where
-// kube-proxy's server listens, every node address in nodePortAddresses,
-// loopback included when a prefix holds it.
-func (c *Config) HealthCheckIPs(f Family) (ips []netip.Addr, anyLocal bool) {
-	prefixes, all := c.nodePortPrefixes(f)
-	if all {
-		return nil, true
+	if n.Loopback {
+		n.IPs = append(n.IPs, ipv4Loopback)
 	}
 	loopback := netip.IPv6Loopback()
 	if f == IPv4 {
 		loopback = ipv4Loopback
 	}
-	for _, ip := range append(append([]netip.Addr(nil), c.NodeIPs...), loopback) {
-		if FamilyOf(ip) == f && containsAddr(prefixes, ip) && !slices.Contains(ips, ip) {
-			ips = append(ips, ip)
+	for _, ip := range append(slices.Clone(c.NodeIPs), loopback) {
+		if FamilyOf(ip) == f && containsAddr(prefixes, ip) && !slices.Contains(n.HealthIPs, ip) {
+			n.HealthIPs = append(n.HealthIPs, ip)
 		}
 	}
-	return ips, false
+	return n
+}
+
+// Accepts reports whether the node address a accepts NodePorts; local
+// are the node's addresses, for AnyLocal.
+func (n NodePortAddrs) Accepts(a netip.Addr, local []netip.Addr) bool {
+	switch {
+	case !n.AnyLocal:
+		return slices.Contains(n.IPs, a)
+	case a.IsLoopback():
+		return n.Loopback
+	}
+	return slices.Contains(local, a)
 }
 
 // nodePortPrefixes returns NodePortAddresses's prefixes of family f, or

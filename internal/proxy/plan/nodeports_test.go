@@ -48,22 +48,23 @@ func TestNodePortAddressSets(t *testing.T) {
 				}
 				return fmt.Sprint(ips)
 			}
-			if got := show(c.NodePortIPs(IPv4)); got != tt.v4 {
+			v4, v6 := c.NodePorts(IPv4), c.NodePorts(IPv6)
+			if got := show(v4.IPs, v4.AnyLocal); got != tt.v4 {
 				t.Errorf("IPv4 node ports on %s, want %s", got, tt.v4)
 			}
-			if got := show(c.NodePortIPs(IPv6)); got != tt.v6 {
+			if got := show(v6.IPs, v6.AnyLocal); got != tt.v6 {
 				t.Errorf("IPv6 node ports on %s, want %s", got, tt.v6)
 			}
-			if got := c.NodePortsOnLoopback(IPv4); got != tt.v4loopback {
-				t.Errorf("IPv4 loopback accepts: %t, want %t", got, tt.v4loopback)
+			if v4.Loopback != tt.v4loopback {
+				t.Errorf("IPv4 loopback accepts: %t, want %t", v4.Loopback, tt.v4loopback)
 			}
-			if c.NodePortsOnLoopback(IPv6) {
+			if v6.Loopback {
 				t.Errorf("IPv6 loopback accepts NodePorts")
 			}
-			if got := show(c.HealthCheckIPs(IPv4)); got != tt.v4health {
+			if got := show(v4.HealthIPs, v4.HealthAnyLocal); got != tt.v4health {
 				t.Errorf("IPv4 health checks on %s, want %s", got, tt.v4health)
 			}
-			if got := show(c.HealthCheckIPs(IPv6)); got != tt.v6health {
+			if got := show(v6.HealthIPs, v6.HealthAnyLocal); got != tt.v6health {
 				t.Errorf("IPv6 health checks on %s, want %s", got, tt.v6health)
 			}
 		})

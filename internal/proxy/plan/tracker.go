@@ -169,7 +169,7 @@ func (t *Tracker) Sync() (*Plan, Changes) {
 
 // replan recomputes one Service's ports and records which ones changed.
 func (t *Tracker) replan(nn types.NamespacedName, ch *Changes) {
-	ports, errs := buildService(t.services[nn], t.sliceList(nn), t.node, t.cfg.NodeIPs)
+	ports, errs := buildService(t.services[nn], t.sliceList(nn), t.node, &t.cfg)
 	if len(errs) > 0 {
 		t.errs[nn] = errs
 	} else {

@@ -86,7 +86,8 @@ func (k Key) Less(o Key) bool {
 	return k.Family < o.Family
 }
 
-// Endpoint is one backend of a service port as seen from this node.
+// Endpoint is one backend of a service port as seen from this node, with
+// the conditions and hints the plan resolves the port's outcomes from.
 type Endpoint struct {
 	Addr        netip.AddrPort
 	NodeName    string
@@ -122,8 +123,10 @@ func (e *Endpoint) forZones() []string {
 	return e.Hints.ForZones
 }
 
-// ServicePort is the resolved plan for one Service port in one family:
-// its addresses and, for each kind of traffic, the endpoints it may use.
+// ServicePort is the resolved plan for one Service port in one family: its
+// addresses and, for each kind of traffic to them, the outcome (outcome.go).
+// A dataplane translates the outcomes and reads nothing else; Inputs, what
+// they were resolved from, are for the plan itself and for status displays.
 type ServicePort struct {
 	Key
 
@@ -131,45 +134,60 @@ type ServicePort struct {
 	Port            uint16
 	NodePort        uint16 // 0: no NodePort rules
 	ExternalIPs     []netip.Addr
-	LoadBalancerIPs []netip.Addr   // only ingress IPs with ipMode VIP (or unset)
-	SourceRanges    []netip.Prefix // loadBalancerSourceRanges of this family; empty allows all
+	LoadBalancerIPs []netip.Addr // only ingress IPs with ipMode VIP (or unset)
 
-	InternalLocal       bool   // internalTrafficPolicy: Local
-	ExternalLocal       bool   // externalTrafficPolicy: Local
-	HealthCheckNodePort uint16 // for externalTrafficPolicy: Local
-	AffinitySeconds     int32  // sessionAffinity ClientIP timeout; 0: no affinity
+	// Internal is what traffic to the ClusterIP gets.
+	Internal Route
+	// External is what traffic to the NodePort, the external IPs and the
+	// load-balancer IPs gets; zero when the port has none of them.
+	External Route
+	// Firewall filters traffic to the load-balancer IPs by source before
+	// External applies (loadBalancerSourceRanges).
+	Firewall Firewall
+	// AffinitySeconds pins a client to the endpoint it first got for this
+	// long (sessionAffinity ClientIP); 0: no affinity.
+	AffinitySeconds int32
+	// Hairpin holds the endpoints that may be their own client through this
+	// node, sorted: a packet one of them sends that is forwarded to itself
+	// is masqueraded, or the endpoint would answer itself directly. These
+	// are the endpoints on this node (or on no known node) and, under
+	// externalTrafficPolicy Local, every endpoint pods may reach through
+	// this node's external addresses without masquerading.
+	Hairpin []netip.Addr
+	// HealthCheck is the health-check node port this port's Service serves
+	// on this node, if any.
+	HealthCheck HealthCheck
+	// Live holds the endpoints still serving, ready or terminating, sorted:
+	// connections to them stay; a UDP flow to any other is stale.
+	Live []netip.AddrPort
 
-	// Endpoints holds every endpoint of the port, sorted by address, for
-	// status and for conntrack cleanup.
-	Endpoints []Endpoint
-	// ClusterEndpoints serve traffic under the Cluster policy: ready
-	// endpoints narrowed by topology, else serving+terminating ones.
+	// ClusterEndpoints and LocalEndpoints are the two pools routes forward
+	// to (see Pool); dataplanes reach them through Backends.
 	ClusterEndpoints []netip.AddrPort
-	// LocalEndpoints serve traffic under the Local policy: local ready
-	// endpoints, else local serving+terminating ones.
-	LocalEndpoints []netip.AddrPort
-	// Topology says how ClusterEndpoints were narrowed: "", "PreferSameNode"
-	// or "PreferSameZone".
+	LocalEndpoints   []netip.AddrPort
+
+	// Inputs are what the outcomes were resolved from. No dataplane reads
+	// them (policy_test.go holds them to it).
+	Inputs Inputs
+}
+
+// Inputs are a port's traffic policies, topology and endpoints with their
+// conditions: what the plan resolves the outcomes from, kept for the plan's
+// own use and for status displays.
+type Inputs struct {
+	InternalLocal bool // internalTrafficPolicy: Local
+	ExternalLocal bool // externalTrafficPolicy: Local, with external addresses
+	// Topology says how the cluster pool was narrowed: "",
+	// "PreferSameNode" or "PreferSameZone".
 	Topology string
+	// Endpoints holds every endpoint of the port, sorted by address.
+	Endpoints []Endpoint
 }
 
-// HasEndpoints reports whether the port has any usable endpoint anywhere in
-// the cluster. Without one, all its traffic is rejected; with one but none
-// for a Local policy, that traffic is dropped.
-func (sp *ServicePort) HasEndpoints() bool { return len(sp.ClusterEndpoints) > 0 }
-
-// InternalEndpoints are the endpoints for traffic to the ClusterIP.
-func (sp *ServicePort) InternalEndpoints() []netip.AddrPort {
-	if sp.InternalLocal {
-		return sp.LocalEndpoints
-	}
-	return sp.ClusterEndpoints
-}
-
-// ExternalEndpoints are the endpoints for traffic to a NodePort, an external
-// IP or a load-balancer IP that comes from outside the cluster.
-func (sp *ServicePort) ExternalEndpoints() []netip.AddrPort {
-	if sp.ExternalLocal {
+// Backends returns the endpoints of one of the port's pools, sorted; new
+// connections are shared equally among them.
+func (sp *ServicePort) Backends(p Pool) []netip.AddrPort {
+	if p == LocalPool {
 		return sp.LocalEndpoints
 	}
 	return sp.ClusterEndpoints
@@ -180,13 +198,19 @@ func (sp *ServicePort) HasExternal() bool {
 	return sp.NodePort != 0 || len(sp.ExternalIPs) > 0 || len(sp.LoadBalancerIPs) > 0
 }
 
-// UsesLocal reports whether any traffic policy of the port is Local.
-func (sp *ServicePort) UsesLocal() bool {
-	return sp.InternalLocal || (sp.ExternalLocal && sp.HasExternal())
+// NoLocalEndpoints reports whether a Local traffic policy of the port
+// finds no endpoint on this node, internal and external (kube-proxy's
+// sync_proxy_rules_no_local_endpoints_total counts these).
+func (sp *ServicePort) NoLocalEndpoints() (internal, external bool) {
+	if len(sp.LocalEndpoints) > 0 {
+		return false, false
+	}
+	return sp.Inputs.InternalLocal, sp.Inputs.ExternalLocal
 }
 
 // Config is what the plan needs to know about this node and the proxy's
-// configuration.
+// configuration. Dataplanes do not read it: the plan resolves it into the
+// outcomes and the node-port address set (Plan.NodePorts).
 type Config struct {
 	// NodeName is this node's name, compared with endpoints' nodeName.
 	NodeName string
@@ -208,8 +232,8 @@ type Config struct {
 	LocalhostNodePorts bool
 }
 
-// ClusterCIDRsOf returns the cluster CIDRs of one family.
-func (c *Config) ClusterCIDRsOf(f Family) []netip.Prefix {
+// clusterCIDRsOf returns the cluster CIDRs of one family.
+func (c *Config) clusterCIDRsOf(f Family) []netip.Prefix {
 	var out []netip.Prefix
 	for _, p := range c.ClusterCIDRs {
 		if FamilyOf(p.Addr()) == f {

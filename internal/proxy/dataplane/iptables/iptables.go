@@ -140,11 +140,11 @@ func (d *Dataplane) Sync(ctx context.Context, p *plan.Plan, ch plan.Changes) err
 func (d *Dataplane) mark() string { return fmt.Sprintf("0x%x", uint32(1)<<d.opts.MasqueradeBit) }
 
 func (d *Dataplane) syncFamily(ctx context.Context, p *plan.Plan, ch plan.Changes, f plan.Family, st *famState, backend string) error {
-	r, err := newRenderer(p, f)
-	if err != nil {
+	if err := p.Config.Check(Capabilities); err != nil {
 		return err
 	}
-	if !ch.Full && !st.needFull && slices.Equal(r.nodePortTail(p), st.npTail) {
+	r := &renderer{fam: f}
+	if !ch.Full && !st.needFull && slices.Equal(r.nodePortTail(p.NodePorts(f)), st.npTail) {
 		return d.partialSync(ctx, p, ch, f, st, r, backend)
 	}
 	return d.fullSync(ctx, p, f, st, r, backend)
@@ -183,7 +183,7 @@ func (d *Dataplane) fullSync(ctx context.Context, p *plan.Plan, f plan.Family, s
 	existing := ParseSave(string(out))
 	sps := p.PortsOf(f)
 	ns := &famState{ports: make(map[plan.Key]*portRules, len(sps)), keys: make([]plan.Key, 0, len(sps)),
-		cipRefs: map[netip.Addr]int{}, npTail: r.nodePortTail(p)}
+		cipRefs: map[netip.Addr]int{}, npTail: r.nodePortTail(p.NodePorts(f))}
 	want := map[string]bool{}
 	nChains := 0
 	for _, sp := range sps {
@@ -270,7 +270,7 @@ func (d *Dataplane) fullSync(ctx context.Context, p *plan.Plan, f plan.Family, s
 				declare(dc.chain, fixed[dc])
 			}
 		}
-		localnet := table == "filter" && p.Config.NodePortsOnLoopback(f)
+		localnet := table == "filter" && p.NodePorts(f).Loopback
 		if localnet {
 			declare(chainLocalnetFirewall, []string{localnetFirewall})
 		}

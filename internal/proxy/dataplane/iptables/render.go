@@ -1,7 +1,6 @@
 package iptables
 
 import (
-	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -47,18 +46,12 @@ const (
 
 // renderer translates service ports of one family; it decides nothing.
 type renderer struct {
-	fam          plan.Family
-	clusterCIDRs []netip.Prefix
-	masqAll      bool
+	fam plan.Family
 }
 
-func newRenderer(p *plan.Plan, f plan.Family) (*renderer, error) {
-	r := &renderer{fam: f, clusterCIDRs: p.Config.ClusterCIDRsOf(f), masqAll: p.Config.MasqueradeAll}
-	if len(r.clusterCIDRs) > 1 {
-		return nil, fmt.Errorf("iptables: %d cluster CIDRs of family %s; one is supported", len(r.clusterCIDRs), f)
-	}
-	return r, nil
-}
+// Capabilities are what this dataplane can write: the ClusterIP masquerade
+// rule matches "! -s <pod network>", one prefix per family.
+var Capabilities = plan.Capabilities{Dataplane: "iptables", PodPrefixes: 1}
 
 func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).String() }
 
@@ -72,113 +65,137 @@ func (r *renderer) to(sp *plan.ServicePort, dst netip.Addr, port uint16, what, t
 	return pre + "-p " + p + " " + comment(what) + " -m " + p + " --dport " + strconv.Itoa(int(port)) + " -j " + target
 }
 
-func (r *renderer) port(sp *plan.ServicePort) *portRules {
-	pr := &portRules{clusterIP: sp.ClusterIP}
-	add := func(d int, rules ...string) { pr.dispatch[d] = append(pr.dispatch[d], rules...) }
-	name := sp.ServicePortName.String()
-	svc, svl, ext, fw := portChain(prefixSVC, sp.Key), portChain(prefixSVL, sp.Key), portChain(prefixEXT, sp.Key), portChain(prefixFW, sp.Key)
-	has := sp.HasEndpoints()
-	hasSVC := has && (!sp.InternalLocal || sp.HasExternal())
-	hasSVL := sp.UsesLocal() && len(sp.LocalEndpoints) > 0
-	internal := svc
-	if sp.InternalLocal {
-		internal = svl
+// poolChain names the chain balancing over one of the port's pools:
+// KUBE-SVC for the cluster pool, KUBE-SVL for the local one.
+func poolChain(sp *plan.ServicePort, pool plan.Pool) string {
+	if pool == plan.LocalPool {
+		return portChain(prefixSVL, sp.Key)
 	}
-	masqRule := r.clusterMasq(sp)
-	if hasSVC {
-		pr.chains = append(pr.chains, r.balance(sp, svc, sp.ClusterEndpoints, masqRule, internal == svc)...)
-	}
-	if hasSVL {
-		pr.chains = append(pr.chains, r.balance(sp, svl, sp.LocalEndpoints, masqRule, internal == svl)...)
-	}
-	pr.chains = uniqueChains(pr.chains)
+	return portChain(prefixSVC, sp.Key)
+}
 
-	// ClusterIP.
-	switch {
-	case !has:
-		add(dFilterServices, r.to(sp, sp.ClusterIP, sp.Port, name+" has no endpoints", "REJECT"))
-	case len(sp.InternalEndpoints()) == 0:
-		add(dFilterServices, r.to(sp, sp.ClusterIP, sp.Port, name+" has no local endpoints", "DROP"))
+// target is the iptables target of a reject or drop.
+func target(a plan.Action) string {
+	if a == plan.Reject {
+		return "REJECT"
+	}
+	return "DROP"
+}
+
+func (r *renderer) port(sp *plan.ServicePort) *portRules {
+	pr := &portRules{clusterIP: sp.ClusterIP, chains: r.pools(sp)}
+	name := sp.ServicePortName.String()
+	switch in := sp.Internal.Default; in.Action {
+	case plan.Forward:
+		pr.add(dNatServices, r.to(sp, sp.ClusterIP, sp.Port, name+" cluster IP", poolChain(sp, in.Pool)))
+	case plan.Reject:
+		pr.add(dFilterServices, r.to(sp, sp.ClusterIP, sp.Port, name+" has no endpoints", "REJECT"))
 	default:
-		add(dNatServices, r.to(sp, sp.ClusterIP, sp.Port, name+" cluster IP", internal))
+		pr.add(dFilterServices, r.to(sp, sp.ClusterIP, sp.Port, name+" has no local endpoints", "DROP"))
 	}
-	if !sp.HasExternal() {
-		return pr
+	if sp.HasExternal() {
+		r.external(pr, sp)
 	}
-	// External addresses.
-	extVerdict := ""
-	switch {
-	case !has:
-		extVerdict = "REJECT"
-	case sp.ExternalLocal && len(sp.LocalEndpoints) == 0:
-		extVerdict = "DROP"
+	return pr
+}
+
+// external writes what the port's external addresses get: jumps to
+// KUBE-EXT (through KUBE-FW for load-balancer IPs with source ranges),
+// the source-range filter, and the verdict of traffic the default outcome
+// does not forward, which is not DNATed and so still meets the filter
+// chains with its Service address.
+func (r *renderer) external(pr *portRules, sp *plan.ServicePort) {
+	name := sp.ServicePortName.String()
+	ext, fw := portChain(prefixEXT, sp.Key), portChain(prefixFW, sp.Key)
+	forwards := sp.External.Forwards()
+	notForwarded := ""
+	if d := sp.External.Default.Action; d != plan.Forward {
+		notForwarded = target(d)
 	}
-	if has {
-		pr.chains = append(pr.chains, r.extChain(sp, ext, svc, svl, hasSVL))
+	if forwards {
+		pr.chains = append(pr.chains, r.extChain(sp, ext))
+	}
+	dispatch := func(ip netip.Addr, what, to string) {
+		if forwards {
+			pr.add(dNatServices, r.to(sp, ip, sp.Port, name+" "+what, to))
+		}
+		if notForwarded != "" {
+			pr.add(dFilterExternal, r.to(sp, ip, sp.Port, name+" "+what+": no usable endpoint", notForwarded))
+		}
 	}
 	for _, ip := range sp.ExternalIPs {
-		if has {
-			add(dNatServices, r.to(sp, ip, sp.Port, name+" external IP", ext))
-		}
-		if extVerdict != "" {
-			add(dFilterExternal, r.to(sp, ip, sp.Port, name+" external IP: no usable endpoint", extVerdict))
-		}
+		dispatch(ip, "external IP", ext)
 	}
+	allow := sp.Firewall.Allow
 	for _, ip := range sp.LoadBalancerIPs {
-		lbTarget := ext
-		if len(sp.SourceRanges) > 0 {
-			lbTarget = fw
-			for _, src := range sp.SourceRanges {
-				add(dFilterFirewall, "-s "+src.String()+" "+r.to(sp, ip, sp.Port, name+" loadbalancer IP", "RETURN"))
-			}
-			add(dFilterFirewall, r.to(sp, ip, sp.Port, name+" traffic not accepted by "+fw, "DROP"))
+		if len(allow) == 0 {
+			dispatch(ip, "loadbalancer IP", ext)
+			continue
 		}
-		if has {
-			add(dNatServices, r.to(sp, ip, sp.Port, name+" loadbalancer IP", lbTarget))
+		for _, src := range allow {
+			pr.add(dFilterFirewall, "-s "+src.String()+" "+r.to(sp, ip, sp.Port, name+" loadbalancer IP", "RETURN"))
 		}
-		if extVerdict != "" {
-			add(dFilterExternal, r.to(sp, ip, sp.Port, name+" loadbalancer IP: no usable endpoint", extVerdict))
-		}
+		pr.add(dFilterFirewall, r.to(sp, ip, sp.Port, name+" traffic not accepted by "+fw, target(sp.Firewall.Outside)))
+		dispatch(ip, "loadbalancer IP", fw)
 	}
-	if has && len(sp.LoadBalancerIPs) > 0 && len(sp.SourceRanges) > 0 {
+	if forwards && len(allow) > 0 {
 		c := &Chain{Name: fw}
-		for _, src := range sp.SourceRanges {
+		for _, src := range allow {
 			c.Rules = append(c.Rules, "-s "+src.String()+" "+comment(name+" loadbalancer IP")+" -j "+ext)
 		}
 		pr.chains = append(pr.chains, c)
 	}
 	if sp.NodePort != 0 {
-		if has {
-			add(dNatNodePorts, r.to(sp, netip.Addr{}, sp.NodePort, name, ext))
+		if forwards {
+			pr.add(dNatNodePorts, r.to(sp, netip.Addr{}, sp.NodePort, name, ext))
 		}
-		if extVerdict != "" {
-			add(dFilterNodePorts, r.to(sp, netip.Addr{}, sp.NodePort, name+" node port: no usable endpoint", extVerdict))
+		if notForwarded != "" {
+			pr.add(dFilterNodePorts, r.to(sp, netip.Addr{}, sp.NodePort, name+" node port: no usable endpoint", notForwarded))
 		}
 	}
-	return pr
 }
 
-// clusterMasq is the rule that marks ClusterIP traffic for masquerading,
-// or "" when none is.
-func (r *renderer) clusterMasq(sp *plan.ServicePort) string {
-	rule := r.to(sp, sp.ClusterIP, sp.Port, sp.ServicePortName.String()+" cluster IP", chainMarkMasq)
-	switch {
-	case r.masqAll:
-		return rule
-	case len(r.clusterCIDRs) == 1:
-		return "! -s " + r.clusterCIDRs[0].String() + " " + rule
+func (pr *portRules) add(d int, rules ...string) { pr.dispatch[d] = append(pr.dispatch[d], rules...) }
+
+// pools writes a KUBE-SVC or KUBE-SVL chain, with its endpoints' chains,
+// for each pool a route forwards to; the chain the ClusterIP's traffic
+// enters starts with its masquerade rule.
+func (r *renderer) pools(sp *plan.ServicePort) []*Chain {
+	var out []*Chain
+	in := sp.Internal.Default
+	for _, pool := range []plan.Pool{plan.ClusterPool, plan.LocalPool} {
+		used := slices.Contains(sp.Internal.Pools(), pool) || slices.Contains(sp.External.Pools(), pool)
+		if !used {
+			continue
+		}
+		var first []string
+		if in.Action == plan.Forward && in.Pool == pool {
+			first = r.clusterMasq(sp, in.Masquerade)
+		}
+		out = append(out, r.balance(sp, poolChain(sp, pool), sp.Backends(pool), first)...)
 	}
-	return ""
+	return uniqueChains(out)
+}
+
+// clusterMasq writes the masquerading of ClusterIP traffic: a rule matching
+// the ClusterIP and port, for every source or those outside the pod
+// network. The plan's configuration check keeps that to one prefix.
+func (r *renderer) clusterMasq(sp *plan.ServicePort, m plan.Masquerade) []string {
+	rule := r.to(sp, sp.ClusterIP, sp.Port, sp.ServicePortName.String()+" cluster IP", chainMarkMasq)
+	switch m.Mode {
+	case plan.MasqAlways:
+		return []string{rule}
+	case plan.MasqUnlessFrom:
+		return []string{"! -s " + m.Except[0].String() + " " + rule}
+	}
+	return nil
 }
 
 // balance writes a KUBE-SVC or KUBE-SVL chain and its endpoints' chains:
-// the affinity checks, then the statistic cascade giving each endpoint an
-// equal share.
-func (r *renderer) balance(sp *plan.ServicePort, name string, eps []netip.AddrPort, masqRule string, internal bool) []*Chain {
-	c := &Chain{Name: name}
-	if internal && masqRule != "" {
-		c.Rules = append(c.Rules, masqRule)
-	}
+// first rules, the affinity checks, then the statistic cascade giving each
+// endpoint an equal share.
+func (r *renderer) balance(sp *plan.ServicePort, name string, eps []netip.AddrPort, first []string) []*Chain {
+	c := &Chain{Name: name, Rules: first}
 	out := []*Chain{c}
 	what := sp.ServicePortName.String()
 	if sp.AffinitySeconds > 0 {
@@ -207,7 +224,8 @@ func (r *renderer) hostMask() string {
 	return "255.255.255.255"
 }
 
-// endpoint writes a KUBE-SEP chain: the hairpin mark, then the DNAT.
+// endpoint writes a KUBE-SEP chain: the hairpin mark for an endpoint of
+// the plan's hairpin set, then the DNAT.
 func (r *renderer) endpoint(sp *plan.ServicePort, name string, ep netip.AddrPort) *Chain {
 	what := sp.ServicePortName.String()
 	p := protoLower(sp.Key)
@@ -215,32 +233,62 @@ func (r *renderer) endpoint(sp *plan.ServicePort, name string, ep netip.AddrPort
 	if sp.AffinitySeconds > 0 {
 		recent = " -m recent --set --name " + name + " --mask " + r.hostMask() + " --rsource"
 	}
-	return &Chain{Name: name, Rules: []string{
-		"-s " + hostPrefix(ep.Addr()) + " " + comment(what) + " -j " + chainMarkMasq,
-		"-p " + p + " " + comment(what) + recent + " -m " + p + " -j DNAT --to-destination " + ep.String(),
-	}}
+	c := &Chain{Name: name}
+	if slices.Contains(sp.Hairpin, ep.Addr()) {
+		c.Rules = append(c.Rules, "-s "+hostPrefix(ep.Addr())+" "+comment(what)+" -j "+chainMarkMasq)
+	}
+	c.Rules = append(c.Rules, "-p "+p+" "+comment(what)+recent+" -m "+p+" -j DNAT --to-destination "+ep.String())
+	return c
 }
 
-// extChain writes KUBE-EXT: external traffic masqueraded under the Cluster
-// policy; under Local, the node's own and pods' traffic use every endpoint
-// (the node's masqueraded) and the rest the local ones.
-func (r *renderer) extChain(sp *plan.ServicePort, ext, svc, svl string, hasSVL bool) *Chain {
+// extChain writes KUBE-EXT from the external route: each bypass behind
+// the match of its sources, then the default outcome; what it does not
+// forward falls off the end, undNATed, to the filter chains' verdict.
+func (r *renderer) extChain(sp *plan.ServicePort, ext string) *Chain {
 	what := sp.ServicePortName.String()
 	c := &Chain{Name: ext}
-	if !sp.ExternalLocal {
-		c.Rules = []string{comment("masquerade traffic for "+what+" external destinations") + " -j " + chainMarkMasq, "-j " + svc}
-		return c
+	for _, b := range sp.External.Bypasses {
+		c.Rules = append(c.Rules, r.forward(sp, b.Outcome, b.From, what)...)
 	}
-	c.Rules = append(c.Rules,
-		"-m addrtype --src-type LOCAL "+comment("masquerade LOCAL traffic for "+what+" external destinations")+" -j "+chainMarkMasq,
-		"-m addrtype --src-type LOCAL "+comment("route LOCAL traffic for "+what+" external destinations")+" -j "+svc)
-	for _, cidr := range r.clusterCIDRs {
-		c.Rules = append(c.Rules, "-s "+cidr.String()+" "+comment("pod traffic for "+what+" external destinations")+" -j "+svc)
-	}
-	if hasSVL {
-		c.Rules = append(c.Rules, "-j "+svl)
+	if d := sp.External.Default; d.Action == plan.Forward {
+		c.Rules = append(c.Rules, r.forward(sp, d, plan.Sources{}, what)...)
 	}
 	return c
+}
+
+// forward writes an outcome for traffic from some sources (none: every
+// source) to the external addresses: its masquerading, then the jump to
+// its pool's chain, with kube-proxy's comments.
+func (r *renderer) forward(sp *plan.ServicePort, o plan.Outcome, from plan.Sources, what string) []string {
+	var match []string
+	masqWhat, jumpWhat := "masquerade traffic for "+what+" external destinations", ""
+	switch {
+	case from.Node:
+		match = []string{"-m addrtype --src-type LOCAL "}
+		masqWhat, jumpWhat = "masquerade LOCAL traffic for "+what+" external destinations", "route LOCAL traffic for "+what+" external destinations"
+	case len(from.Prefixes) > 0:
+		for _, p := range from.Prefixes {
+			match = append(match, "-s "+p.String()+" ")
+		}
+		masqWhat, jumpWhat = "masquerade pod traffic for "+what+" external destinations", "pod traffic for "+what+" external destinations"
+	default:
+		match = []string{""}
+	}
+	var rules []string
+	for _, m := range match {
+		switch o.Masquerade.Mode {
+		case plan.MasqAlways:
+			rules = append(rules, m+comment(masqWhat)+" -j "+chainMarkMasq)
+		case plan.MasqUnlessFrom:
+			rules = append(rules, m+"! -s "+o.Masquerade.Except[0].String()+" "+comment(masqWhat)+" -j "+chainMarkMasq)
+		}
+		jump := m + "-j " + poolChain(sp, o.Pool)
+		if jumpWhat != "" {
+			jump = m + comment(jumpWhat) + " -j " + poolChain(sp, o.Pool)
+		}
+		rules = append(rules, jump)
+	}
+	return rules
 }
 
 func uniqueChains(cs []*Chain) []*Chain {
@@ -254,21 +302,20 @@ func uniqueChains(cs []*Chain) []*Chain {
 
 // nodePortTail is the end of nat KUBE-SERVICES and filter
 // KUBE-EXTERNAL-SERVICES: the jumps to KUBE-NODEPORTS, which must stay last.
-func (r *renderer) nodePortTail(p *plan.Plan) []string {
-	ips, anyLocal := p.Config.NodePortIPs(r.fam)
+func (r *renderer) nodePortTail(n plan.NodePortAddrs) []string {
 	loop := "127.0.0.0/8"
 	if r.fam == plan.IPv6 {
 		loop = "::1/128"
 	}
 	var np []string
-	if anyLocal {
+	if n.AnyLocal {
 		notLoopback := "! -d " + loop + " "
-		if p.Config.NodePortsOnLoopback(r.fam) {
+		if n.Loopback {
 			notLoopback = ""
 		}
 		np = append(np, notLoopback+comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")+" -m addrtype --dst-type LOCAL -j "+chainNodePorts)
 	}
-	for _, ip := range ips {
+	for _, ip := range n.IPs {
 		np = append(np, "-d "+hostPrefix(ip)+" "+comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")+" -j "+chainNodePorts)
 	}
 	return np

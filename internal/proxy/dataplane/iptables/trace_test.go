@@ -3,6 +3,7 @@ package iptables
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -71,10 +72,15 @@ func TestTraceCatchesDeletedRule(t *testing.T) {
 	p, fake := fakeSync(t)
 	tables := ParseSave(fake.Save("iptables"))
 	fl := flows.Flows()[0] // one remote endpoint
+	deleted := 0
 	for _, c := range tables["nat"].Chains {
-		if strings.HasPrefix(c.Name, prefixSEP) && strings.Contains(strings.Join(c.Rules, " "), "10.244.2.2:8080") && strings.Contains(strings.Join(c.Rules, " "), "flows/one") {
-			c.Rules = c.Rules[:1]
+		if strings.HasPrefix(c.Name, prefixSEP) && strings.Contains(strings.Join(c.Rules, " "), "flows/one") {
+			c.Rules = slices.DeleteFunc(c.Rules, func(r string) bool { return strings.Contains(r, "DNAT --to-destination 10.244.2.2:8080") })
+			deleted++
 		}
+	}
+	if deleted != 1 {
+		t.Fatalf("%d endpoint chains of flows/one, want 1", deleted)
 	}
 	paths, err := Trace(tables, p.Config.NodeIPs, fl.Pkt)
 	if err != nil {

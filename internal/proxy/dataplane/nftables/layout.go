@@ -28,7 +28,7 @@ type fixed struct {
 	elems   []elemDef // nodeport-ips, from configuration
 }
 
-func (r *renderer) fixed(cfg *plan.Config, f plan.Family, masqBit uint) *fixed {
+func (r *renderer) fixed(nodePortAddrs plan.NodePortAddrs, masqBit uint) *fixed {
 	w := r.w
 	mark := fmt.Sprintf("%#x", uint32(1)<<masqBit)
 	vipKey := w.addrType + " . inet_proto . inet_service"
@@ -58,11 +58,10 @@ func (r *renderer) fixed(cfg *plan.Config, f plan.Family, masqBit uint) *fixed {
 			{Name: setHairpin, Type: w.addrType + " . " + w.addrType, Comment: ptr("endpoint . endpoint: a pod reaching itself")},
 		},
 	}
-	nodePorts := fmt.Sprintf("fib daddr type local %s daddr != %s", w.ip, w.loopback)
-	if ips, any := cfg.NodePortIPs(f); !any {
-		nodePorts = fmt.Sprintf("%s daddr @%s", w.ip, setNodePortIPs)
+	nodePorts := r.nodePortMatch(nodePortAddrs)
+	if !nodePortAddrs.AnyLocal {
 		x.sets = append(x.sets, &knftables.Set{Name: setNodePortIPs, Type: w.addrType, Comment: ptr("nodePortAddresses")})
-		for _, ip := range ips {
+		for _, ip := range nodePortAddrs.IPs {
 			x.elems = append(x.elems, elemDef{into: setNodePortIPs, key: ip.String()})
 		}
 	}
@@ -88,6 +87,19 @@ func (r *renderer) fixed(cfg *plan.Config, f plan.Family, masqBit uint) *fixed {
 		{chainReject, []string{"reject"}},
 	}
 	return x
+}
+
+// nodePortMatch matches the node addresses that accept NodePorts: every
+// local one (loopback only if the plan says so), or those of the
+// nodeport-ips set.
+func (r *renderer) nodePortMatch(n plan.NodePortAddrs) string {
+	switch {
+	case !n.AnyLocal:
+		return fmt.Sprintf("%s daddr @%s", r.w.ip, setNodePortIPs)
+	case n.Loopback:
+		return "fib daddr type local"
+	}
+	return fmt.Sprintf("fib daddr type local %s daddr != %s", r.w.ip, r.w.loopback)
 }
 
 // endpointMaps are the shared maps from a destination and a random index to

@@ -173,7 +173,7 @@ func (f *family) forget() {
 }
 
 func (f *family) renderer(p *plan.Plan, gen int) *renderer {
-	return &renderer{w: f.w, clusterCIDRs: p.Config.ClusterCIDRsOf(f.fam), masqAll: p.Config.MasqueradeAll, gen: gen}
+	return &renderer{w: f.w, gen: gen}
 }
 
 func (f *family) sync(ctx context.Context, p *plan.Plan, ch plan.Changes, masqBit uint) error {
@@ -209,7 +209,7 @@ func (f *family) fullSync(ctx context.Context, p *plan.Plan, masqBit uint) error
 	if err := f.fillEndpointMaps(ctx, gen, endpointElems); err != nil {
 		return err
 	}
-	tx := f.fullTransaction(r.fixed(&p.Config, f.fam, masqBit), all, otherElems, existing, gen)
+	tx := f.fullTransaction(r.fixed(p.NodePorts(f.fam), masqBit), all, otherElems, existing, gen)
 	if err := f.nft.Run(ctx, tx); err != nil {
 		return err
 	}

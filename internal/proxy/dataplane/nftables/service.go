@@ -84,12 +84,15 @@ func wordsFor(f plan.Family) words {
 	return words{ip: "ip", addrType: "ipv4_addr", loopback: "127.0.0.0/8"}
 }
 
-// renderer turns service ports into table objects for one family.
+// Capabilities are what this dataplane can write: everything the plan
+// resolves (pod-network matches are sets of any size).
+var Capabilities = plan.Capabilities{Dataplane: "nftables"}
+
+// renderer turns service ports into table objects for one family. It
+// translates the plan's outcomes and decides nothing.
 type renderer struct {
-	w            words
-	clusterCIDRs []netip.Prefix
-	masqAll      bool
-	gen          int // generation of the endpoint maps
+	w   words
+	gen int // generation of the endpoint maps
 }
 
 // port renders one service port. It is a pure function of the port and the
@@ -103,48 +106,41 @@ func (r *renderer) port(sp *plan.ServicePort) *portObjects {
 		o.elems = append(o.elems, elemDef{into: into, isMap: isMap, key: fields(key...), value: fields(value...), comment: cmt})
 	}
 	vip := func(a netip.Addr, port uint16) []string { return []string{a.String(), proto, fmt.Sprint(port)} }
-	noEndpoints := "goto " + chainReject
+
+	r.hairpin(o, sp)
 
 	// Traffic to the ClusterIP.
 	claim(setClusterIPs, false, []string{sp.ClusterIP.String()})
-	switch internal := sp.InternalEndpoints(); {
-	case !sp.HasEndpoints():
-		claim(mapNoEndpointIPs, true, vip(sp.ClusterIP, sp.Port), noEndpoints)
-	case len(internal) == 0:
-		claim(mapNoEndpointIPs, true, vip(sp.ClusterIP, sp.Port), "drop")
-	default:
-		svc := chainDef{name: prefixService + id, rules: r.clusterIPMasq()}
-		svc.rules = append(svc.rules, r.balance(o, sp, internal, byIP(mapEndpoints, sp.Port, sp.ClusterIP))...)
-		o.chains = append(o.chains, svc)
-		claim(mapServiceIPs, true, vip(sp.ClusterIP, sp.Port), "goto "+svc.name)
+	if svc := r.route(o, sp, &sp.Internal, prefixService+id, byIP(mapEndpoints, sp.Port, sp.ClusterIP), lookup{}); svc != "" {
+		claim(mapServiceIPs, true, vip(sp.ClusterIP, sp.Port), "goto "+svc)
+	} else {
+		claim(mapNoEndpointIPs, true, vip(sp.ClusterIP, sp.Port), verdict(sp.Internal.Default.Action))
 	}
 
-	// Traffic to external addresses.
+	// Traffic to external addresses. What the default outcome does not
+	// forward is not DNATed, and endpoints-check gives it its verdict.
 	if !sp.HasExternal() {
 		return o
 	}
-	noEpVerdict := noEndpoints
-	if sp.HasEndpoints() {
-		noEpVerdict = ""
-		if len(sp.ExternalEndpoints()) == 0 {
-			noEpVerdict = "drop" // reached only by traffic from outside the cluster
-		}
+	noEndpoints := ""
+	if ext := sp.External.Default.Action; ext != plan.Forward {
+		noEndpoints = verdict(ext)
 	}
 	addrs := append(append([]netip.Addr{}, sp.ExternalIPs...), sp.LoadBalancerIPs...)
-	if len(addrs) > 0 && sp.HasEndpoints() {
-		ext := r.external(o, sp, prefixExternal+id, byIP(mapEndpoints, sp.Port, addrs...), byIP(mapClusterEndpoints, sp.Port, addrs...))
+	if len(addrs) > 0 {
+		ext := r.route(o, sp, &sp.External, prefixExternal+id, byIP(mapEndpoints, sp.Port, addrs...), byIP(mapClusterEndpoints, sp.Port, addrs...))
 		for _, a := range addrs {
-			claim(mapServiceIPs, true, vip(a, sp.Port), "goto "+ext.name)
+			if ext != "" {
+				claim(mapServiceIPs, true, vip(a, sp.Port), "goto "+ext)
+			}
+			if noEndpoints != "" {
+				claim(mapNoEndpointIPs, true, vip(a, sp.Port), noEndpoints)
+			}
 		}
 	}
-	for _, a := range addrs {
-		if noEpVerdict != "" {
-			claim(mapNoEndpointIPs, true, vip(a, sp.Port), noEpVerdict)
-		}
-	}
-	if len(sp.SourceRanges) > 0 && len(sp.LoadBalancerIPs) > 0 {
+	if len(sp.Firewall.Allow) > 0 {
 		fw := chainDef{name: prefixFirewall + id, rules: []string{
-			fmt.Sprintf("%s saddr != { %s } drop", r.w.ip, joinPrefixes(sp.SourceRanges)),
+			fmt.Sprintf("%s saddr != { %s } %s", r.w.ip, joinPrefixes(sp.Firewall.Allow), verdict(sp.Firewall.Outside)),
 		}}
 		o.chains = append(o.chains, fw)
 		for _, a := range sp.LoadBalancerIPs {
@@ -153,50 +149,67 @@ func (r *renderer) port(sp *plan.ServicePort) *portObjects {
 	}
 	if sp.NodePort != 0 {
 		key := []string{proto, fmt.Sprint(sp.NodePort)}
-		if sp.HasEndpoints() {
-			np := r.external(o, sp, prefixNodePort+id, byPort(mapNodePortEndpoints, sp.NodePort), byPort(mapNodePortClusterEndpoints, sp.NodePort))
-			claim(mapServiceNodePorts, true, key, "goto "+np.name)
+		if np := r.route(o, sp, &sp.External, prefixNodePort+id, byPort(mapNodePortEndpoints, sp.NodePort), byPort(mapNodePortClusterEndpoints, sp.NodePort)); np != "" {
+			claim(mapServiceNodePorts, true, key, "goto "+np)
 		}
-		if noEpVerdict != "" {
-			claim(mapNoEndpointNodePts, true, key, noEpVerdict)
+		if noEndpoints != "" {
+			claim(mapNoEndpointNodePts, true, key, noEndpoints)
 		}
 	}
 	return o
 }
 
-// clusterIPMasq masquerades ClusterIP traffic that does not come from the
-// pod network (or all of it, with masqueradeAll).
-func (r *renderer) clusterIPMasq() []string {
-	switch {
-	case r.masqAll:
-		return []string{"jump " + chainMarkMasq}
-	case len(r.clusterCIDRs) > 0:
-		return []string{fmt.Sprintf("%s saddr != { %s } jump %s", r.w.ip, joinPrefixes(r.clusterCIDRs), chainMarkMasq)}
+// verdict writes a plan's reject or drop.
+func verdict(a plan.Action) string {
+	if a == plan.Reject {
+		return "goto " + chainReject
 	}
-	return nil
+	return "drop"
 }
 
-// external renders a chain for traffic to external addresses (one chain
-// for external and LB IPs, one for the NodePort). With the Cluster policy
-// it is always masqueraded. With the Local policy the client IP is kept and
-// only local endpoints serve it, except for traffic from pods and from the
-// node itself, which may use any endpoint (the node's own masqueraded).
-func (r *renderer) external(o *portObjects, sp *plan.ServicePort, name string, lb, bypass lookup) chainDef {
-	ext := chainDef{name: name}
-	if !sp.ExternalLocal {
-		ext.rules = append([]string{"jump " + chainMarkMasq}, r.balance(o, sp, sp.ClusterEndpoints, lb)...)
-		o.chains = append(o.chains, ext)
-		return ext
+// route renders the chain of a route, named name, and returns its name, or
+// "" when the route forwards nothing. Bypasses come first, each behind the
+// match of its sources; their endpoints are looked up in the bypass maps
+// (the plan gives all of a route's bypasses one pool), the default's in lb.
+func (r *renderer) route(o *portObjects, sp *plan.ServicePort, route *plan.Route, name string, lb, bypass lookup) string {
+	if !route.Forwards() {
+		return ""
 	}
-	toCluster := r.balance(o, sp, sp.ClusterEndpoints, bypass)
-	if len(r.clusterCIDRs) > 0 {
-		ext.rules = append(ext.rules, withMatch(fmt.Sprintf("%s saddr { %s }", r.w.ip, joinPrefixes(r.clusterCIDRs)), toCluster)...)
+	c := chainDef{name: name}
+	var bypassed []string // balancing rules of the bypasses' pool
+	for i, b := range route.Bypasses {
+		if i == 0 {
+			bypassed = r.balance(o, sp, sp.Backends(b.Pool), bypass)
+		}
+		match := r.sources(b.From)
+		c.rules = append(c.rules, withMatch(match, r.masquerade(b.Masquerade))...)
+		c.rules = append(c.rules, withMatch(match, bypassed)...)
 	}
-	ext.rules = append(ext.rules, "fib saddr type local jump "+chainMarkMasq)
-	ext.rules = append(ext.rules, withMatch("fib saddr type local", toCluster)...)
-	ext.rules = append(ext.rules, r.balance(o, sp, sp.LocalEndpoints, lb)...)
-	o.chains = append(o.chains, ext)
-	return ext
+	if d := route.Default; d.Action == plan.Forward {
+		c.rules = append(c.rules, r.masquerade(d.Masquerade)...)
+		c.rules = append(c.rules, r.balance(o, sp, sp.Backends(d.Pool), lb)...)
+	}
+	o.chains = append(o.chains, c)
+	return name
+}
+
+// sources writes a class of sources as a match.
+func (r *renderer) sources(s plan.Sources) string {
+	if s.Node {
+		return "fib saddr type local"
+	}
+	return fmt.Sprintf("%s saddr { %s }", r.w.ip, joinPrefixes(s.Prefixes))
+}
+
+// masquerade writes when an outcome masquerades.
+func (r *renderer) masquerade(m plan.Masquerade) []string {
+	switch m.Mode {
+	case plan.MasqAlways:
+		return []string{"jump " + chainMarkMasq}
+	case plan.MasqUnlessFrom:
+		return []string{fmt.Sprintf("%s saddr != { %s } jump %s", r.w.ip, joinPrefixes(m.Except), chainMarkMasq)}
+	}
+	return nil
 }
 
 // withMatch prefixes each rule with a match. Balancing is one rule (a goto)
@@ -251,7 +264,6 @@ func (r *renderer) balance(o *portObjects, sp *plan.ServicePort, eps []netip.Add
 	if len(eps) == 0 {
 		return nil
 	}
-	r.hairpin(o, sp, eps)
 	if sp.AffinitySeconds > 0 {
 		return r.balanceAffinity(o, sp, eps)
 	}
@@ -290,29 +302,13 @@ func (r *renderer) balanceAffinity(o *portObjects, sp *plan.ServicePort, eps []n
 	return rules
 }
 
-// hairpin claims the hairpin set entries for the endpoints that may receive
-// their own traffic through this node: local ones (and those of unknown
-// node), and with externalTrafficPolicy Local every cluster endpoint, since
-// a pod elsewhere may reach itself through this node's NodePort without
-// being masqueraded. Other remote pods' Service traffic never crosses this
-// node, so the set stays small.
-func (r *renderer) hairpin(o *portObjects, sp *plan.ServicePort, eps []netip.AddrPort) {
-	remoteToo := sp.ExternalLocal
-	for _, e := range eps {
-		if !remoteToo && !mayBeLocal(sp, e) {
-			continue
-		}
-		o.elems = appendUnique(o.elems, elemDef{into: setHairpin, key: fields(e.Addr().String(), e.Addr().String())})
+// hairpin claims the plan's hairpin endpoints in the hairpin set, as
+// "endpoint . endpoint": masquerading marks a DNATed packet whose source and
+// destination are such an endpoint.
+func (r *renderer) hairpin(o *portObjects, sp *plan.ServicePort) {
+	for _, a := range sp.Hairpin {
+		o.elems = append(o.elems, elemDef{into: setHairpin, key: fields(a.String(), a.String())})
 	}
-}
-
-func mayBeLocal(sp *plan.ServicePort, addr netip.AddrPort) bool {
-	for _, e := range sp.Endpoints {
-		if e.Addr == addr {
-			return e.Local || e.NodeName == ""
-		}
-	}
-	return true
 }
 
 // affinityEndpoint adds (once) an endpoint's chain and affinity set.
@@ -350,15 +346,6 @@ func joinPrefixes(ps []netip.Prefix) string {
 		parts[i] = p.String()
 	}
 	return strings.Join(parts, ", ")
-}
-
-func appendUnique(elems []elemDef, e elemDef) []elemDef {
-	for _, x := range elems {
-		if x.into == e.into && x.key == e.key {
-			return elems
-		}
-	}
-	return append(elems, e)
 }
 
 // element converts an element (not a group: see expand) for a transaction.
