@@ -3,6 +3,7 @@ package iptables
 import (
 	"context"
 	"math/rand"
+	"slices"
 	"strings"
 	"testing"
 
@@ -12,7 +13,7 @@ import (
 
 // dumpOf is the canonical dump of both families of a fake kernel.
 func dumpOf(f *Fake) string {
-	return CanonicalSave(f.Save("iptables")) + "\n--- ip6tables\n" + CanonicalSave(f.Save("ip6tables"))
+	return CanonicalSave(f.Dump(plan.IPv4)) + "\n--- ip6tables\n" + CanonicalSave(f.Dump(plan.IPv6))
 }
 
 // TestConvergence applies a random sequence of changes to the flow fixture
@@ -25,7 +26,7 @@ func TestConvergence(t *testing.T) {
 		rng := rand.New(rand.NewSource(seed))
 		tr := fixtureTracker(in)
 		fake := NewFake()
-		d := New(Options{Run: fake.Run})
+		d := New(Options{Kernel: fake})
 		ctx := context.Background()
 		for step := 0; step < 30; step++ {
 			p, ch := tr.Sync()
@@ -36,7 +37,7 @@ func TestConvergence(t *testing.T) {
 				t.Fatalf("seed %d step %d: %v", seed, step, err)
 			}
 			want := NewFake()
-			if err := New(Options{Run: want.Run}).Sync(ctx, p, plan.Changes{Full: true}); err != nil {
+			if err := New(Options{Kernel: want}).Sync(ctx, p, plan.Changes{Full: true}); err != nil {
 				t.Fatal(err)
 			}
 			if got, w := dumpOf(fake), dumpOf(want); got != w {
@@ -69,7 +70,7 @@ func TestPartialSyncWritesOnlyTheChangedService(t *testing.T) {
 	in := flows.Fixture()
 	tr := fixtureTracker(in)
 	fake := NewFake()
-	d := New(Options{Run: fake.Run})
+	d := New(Options{Kernel: fake})
 	p, ch := tr.Sync()
 	if err := d.Sync(context.Background(), p, ch); err != nil {
 		t.Fatal(err)
@@ -91,11 +92,8 @@ func TestPartialSyncWritesOnlyTheChangedService(t *testing.T) {
 		t.Fatal(err)
 	}
 	owner := changed.Labels["kubernetes.io/service-name"]
-	for _, line := range strings.Split(fake.LastRestore["iptables"], "\n") {
-		if !strings.HasPrefix(line, ":") {
-			continue
-		}
-		name, _, _ := strings.Cut(line[1:], " ")
+	tx := fake.Last(plan.IPv4)
+	for _, name := range declared(tx) {
 		if fixedChains[name] {
 			t.Errorf("partial sync for an endpoint change declared (so rewrote) %s", name)
 			continue
@@ -106,8 +104,10 @@ func TestPartialSyncWritesOnlyTheChangedService(t *testing.T) {
 			}
 		}
 	}
-	if strings.Contains(fake.LastRestore["iptables"], "-I ") || strings.Contains(fake.LastRestore["iptables"], "-D ") {
-		t.Errorf("partial sync for an endpoint change edited rules in the dispatch or built-in chains:\n%s", fake.LastRestore["iptables"])
+	for _, tc := range tx.Tables() {
+		if len(tc.Insert)+len(tc.Delete) > 0 {
+			t.Errorf("partial sync for an endpoint change edited rules in the dispatch or built-in chains:\n%s", tx)
+		}
 	}
 }
 
@@ -118,7 +118,7 @@ func TestPartialSyncEditsDispatchRules(t *testing.T) {
 	in := flows.Fixture()
 	tr := fixtureTracker(in)
 	fake := NewFake()
-	d := New(Options{Run: fake.Run})
+	d := New(Options{Kernel: fake})
 	ctx := context.Background()
 	p, ch := tr.Sync()
 	if err := d.Sync(ctx, p, ch); err != nil {
@@ -141,18 +141,17 @@ func TestPartialSyncEditsDispatchRules(t *testing.T) {
 			if err := d.Sync(ctx, p, ch); err != nil {
 				t.Fatalf("%s %s: %v", step, name, err)
 			}
-			in4 := fake.LastRestore["iptables"]
+			tx := fake.Last(plan.IPv4)
 			for _, dc := range dispatchChains {
-				if strings.Contains(in4, ":"+dc.chain+" ") {
-					t.Errorf("%s %s: partial sync rewrote %s %s:\n%s", step, name, dc.table, dc.chain, in4)
+				if slices.Contains(declared(tx), dc.chain) {
+					t.Errorf("%s %s: partial sync rewrote %s %s:\n%s", step, name, dc.table, dc.chain, tx)
 				}
 			}
-			op := map[string]string{"delete": "-D KUBE-SERVICES ", "add": "-I KUBE-SERVICES "}[step]
-			if !strings.Contains(in4, op) {
-				t.Errorf("%s %s: no %q in\n%s", step, name, op, in4)
+			if !editsServices(tx, step) {
+				t.Errorf("%s %s: no %s in nat KUBE-SERVICES:\n%s", step, name, step, tx)
 			}
 			want := NewFake()
-			if err := New(Options{Run: want.Run}).Sync(ctx, p, plan.Changes{Full: true}); err != nil {
+			if err := New(Options{Kernel: want}).Sync(ctx, p, plan.Changes{Full: true}); err != nil {
 				t.Fatal(err)
 			}
 			if got, w := dumpOf(fake), dumpOf(want); got != w {
@@ -160,6 +159,30 @@ func TestPartialSyncEditsDispatchRules(t *testing.T) {
 			}
 		}
 	}
+}
+
+// declared lists the chains a transaction declares, in any table.
+func declared(tx *Transaction) []string {
+	var out []string
+	for _, tc := range tx.Tables() {
+		out = append(out, tc.Declare...)
+	}
+	return out
+}
+
+// editsServices reports whether tx deletes ("delete") or inserts ("add")
+// a rule of nat KUBE-SERVICES.
+func editsServices(tx *Transaction, step string) bool {
+	for _, tc := range tx.Tables() {
+		rules := tc.Insert
+		if step == "delete" {
+			rules = tc.Delete
+		}
+		if tc.Table == "nat" && slices.ContainsFunc(rules, func(r Rule) bool { return r.Chain == chainServices }) {
+			return true
+		}
+	}
+	return false
 }
 
 // lineDiff lists the lines only one of a and b has.

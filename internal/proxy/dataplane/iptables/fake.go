@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 )
 
 // builtins are the built-in chains of the tables this dataplane uses.
@@ -19,57 +20,69 @@ var builtins = map[string][]string{
 // targets that are not chains.
 var standardTargets = map[string]bool{"ACCEPT": true, "DROP": true, "REJECT": true, "RETURN": true, "DNAT": true, "MASQUERADE": true, "MARK": true}
 
-// Fake is an in-memory kernel for the iptables binaries of one backend
-// ("nft"): Run answers iptables-save and applies iptables-restore input
-// strictly (rules in missing chains, jumps to missing chains, deleting a
-// missing rule or a chain still referenced or not empty are errors, and the
-// table is left as it was). LastRestore keeps the last input per binary.
+// Fake is an in-memory Kernel (backend "nft"). Restore applies a
+// Transaction value as strictly as iptables-restore: a rule appended or
+// inserted into a missing chain, a jump to a missing chain, deleting a
+// missing rule, deleting a chain that is not empty: each fails the table,
+// which is then left as it was. Last keeps the last transaction applied
+// to each family, so a test can see what a sync sent.
 type Fake struct {
-	mu          sync.Mutex
-	tables      map[string]map[string]*Table // binary base ("iptables", "ip6tables") -> table
-	LastRestore map[string]string
+	mu     sync.Mutex
+	tables map[plan.Family]map[string]*Table
+	last   map[plan.Family]*Transaction
 }
 
 // NewFake returns an empty fake kernel.
 func NewFake() *Fake {
-	return &Fake{tables: map[string]map[string]*Table{}, LastRestore: map[string]string{}}
+	return &Fake{tables: map[plan.Family]map[string]*Table{}, last: map[plan.Family]*Transaction{}}
 }
 
-// Run is a Runner.
-func (f *Fake) Run(_ context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+// Backend implements Kernel.
+func (f *Fake) Backend() string { return "nft" }
+
+// Save implements Kernel: a copy of family fam's tables.
+func (f *Fake) Save(_ context.Context, fam plan.Family) (map[string]*Table, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if name == "iptables" && slices.Contains(args, "--version") {
-		return []byte("iptables v1.8.9 (nf_tables)\n"), nil
+	out := map[string]*Table{}
+	for name, t := range f.tables[fam] {
+		out[name] = cloneTable(t, name)
 	}
-	base, tool, ok := strings.Cut(name, "-nft-")
-	if !ok {
-		if strings.Contains(name, "-legacy-") {
-			return nil, nil // no legacy tables
+	return out, nil
+}
+
+// Restore implements Kernel.
+func (f *Fake) Restore(_ context.Context, fam plan.Family, tx *Transaction) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.last[fam] = tx
+	if f.tables[fam] == nil {
+		f.tables[fam] = map[string]*Table{}
+	}
+	for _, change := range tx.Tables() {
+		t := cloneTable(f.tables[fam][change.Table], change.Table)
+		if err := applyChange(t, change); err != nil {
+			return fmt.Errorf("fake %s restore, table %s: %w", fam, change.Table, err)
 		}
-		return nil, fmt.Errorf("fake: unknown binary %q", name)
+		f.tables[fam][change.Table] = t
 	}
-	switch tool {
-	case "save":
-		return []byte(f.save(base)), nil
-	case "restore":
-		f.LastRestore[base] = string(stdin)
-		return nil, f.restore(base, string(stdin))
-	}
-	return nil, fmt.Errorf("fake: unknown binary %q", name)
+	return nil
 }
 
-// Save returns what iptables-save (base "iptables" or "ip6tables") prints.
-func (f *Fake) Save(base string) string {
+// Last returns the last transaction applied to family fam, or nil.
+func (f *Fake) Last(fam plan.Family) *Transaction {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.save(base)
+	return f.last[fam]
 }
 
-func (f *Fake) save(base string) string {
+// Dump prints family fam's tables as iptables-save does.
+func (f *Fake) Dump(fam plan.Family) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	var b strings.Builder
-	for _, name := range slices.Sorted(maps.Keys(f.tables[base])) {
-		t := f.tables[base][name]
+	for _, name := range slices.Sorted(maps.Keys(f.tables[fam])) {
+		t := f.tables[fam][name]
 		fmt.Fprintf(&b, "*%s\n", name)
 		for _, c := range t.Order {
 			policy := "-"
@@ -88,34 +101,7 @@ func (f *Fake) save(base string) string {
 	return b.String()
 }
 
-func (f *Fake) restore(base, input string) error {
-	if f.tables[base] == nil {
-		f.tables[base] = map[string]*Table{}
-	}
-	var t *Table
-	for n, line := range strings.Split(input, "\n") {
-		var err error
-		switch {
-		case line == "" || strings.HasPrefix(line, "#"):
-		case strings.HasPrefix(line, "*"):
-			t = cloneTable(f.tables[base][line[1:]], line[1:])
-		case t == nil:
-			err = fmt.Errorf("outside a table")
-		case line == "COMMIT":
-			if err = checkRefs(t); err == nil {
-				f.tables[base][t.Name] = t
-				t = nil
-			}
-		default:
-			err = apply(t, line)
-		}
-		if err != nil {
-			return fmt.Errorf("fake %s-restore: line %d %q: %w", base, n+1, line, err)
-		}
-	}
-	return nil
-}
-
+// cloneTable copies a table; a missing one starts with its built-in chains.
 func cloneTable(old *Table, name string) *Table {
 	t := &Table{Name: name, Chains: map[string]*Chain{}}
 	if old == nil {
@@ -132,55 +118,49 @@ func cloneTable(old *Table, name string) *Table {
 	return t
 }
 
-func apply(t *Table, line string) error {
-	if strings.HasPrefix(line, ":") {
-		name, _, _ := strings.Cut(line[1:], " ")
-		if c := t.Chains[name]; c != nil {
-			c.Rules = nil
-			return nil
+// applyChange applies one table's change in iptables-restore's order.
+func applyChange(t *Table, c *TableChange) error {
+	for _, name := range c.Declare {
+		if ch := t.Chains[name]; ch != nil {
+			ch.Rules = nil
+			continue
 		}
 		t.Order = append(t.Order, name)
 		t.Chains[name] = &Chain{Name: name}
-		return nil
 	}
-	f := strings.SplitN(line, " ", 3)
-	if len(f) < 2 {
-		return fmt.Errorf("short command")
-	}
-	c := t.Chains[f[1]]
-	if c == nil {
-		return fmt.Errorf("no chain %q", f[1])
-	}
-	rule := ""
-	if len(f) == 3 {
-		rule = f[2]
-	}
-	switch f[0] {
-	case "-A":
-		c.Rules = append(c.Rules, rule)
-	case "-I":
-		pos, rest, _ := strings.Cut(rule, " ")
-		i, err := strconv.Atoi(pos)
-		if err != nil || i < 1 || i > len(c.Rules)+1 {
-			return fmt.Errorf("bad position %q", pos)
+	for _, r := range c.Delete {
+		ch := t.Chains[r.Chain]
+		i := -1
+		if ch != nil {
+			i = slices.Index(ch.Rules, r.Spec)
 		}
-		c.Rules = slices.Insert(c.Rules, i-1, rest)
-	case "-D":
-		i := slices.Index(c.Rules, rule)
 		if i < 0 {
-			return fmt.Errorf("no such rule")
+			return fmt.Errorf("-D %s %s: no such rule", r.Chain, r.Spec)
 		}
-		c.Rules = slices.Delete(c.Rules, i, i+1)
-	case "-X":
-		if len(c.Rules) > 0 {
-			return fmt.Errorf("chain %s not empty", c.Name)
-		}
-		delete(t.Chains, c.Name)
-		t.Order = slices.DeleteFunc(t.Order, func(n string) bool { return n == c.Name })
-	default:
-		return fmt.Errorf("unknown command %q", f[0])
+		ch.Rules = slices.Delete(ch.Rules, i, i+1)
 	}
-	return nil
+	for _, r := range c.Append {
+		ch := t.Chains[r.Chain]
+		if ch == nil {
+			return fmt.Errorf("-A %s: no chain %q", r.Spec, r.Chain)
+		}
+		ch.Rules = append(ch.Rules, r.Spec)
+	}
+	for _, r := range c.Insert {
+		ch := t.Chains[r.Chain]
+		if ch == nil || r.Pos < 1 || r.Pos > len(ch.Rules)+1 {
+			return fmt.Errorf("-I %s %d %s: no chain or bad position", r.Chain, r.Pos, r.Spec)
+		}
+		ch.Rules = slices.Insert(ch.Rules, r.Pos-1, r.Spec)
+	}
+	for _, name := range c.DeleteChains {
+		if ch := t.Chains[name]; ch == nil || len(ch.Rules) > 0 {
+			return fmt.Errorf("-X %s: missing or not empty", name)
+		}
+		delete(t.Chains, name)
+		t.Order = slices.DeleteFunc(t.Order, func(n string) bool { return n == name })
+	}
+	return checkRefs(t)
 }
 
 // checkRefs fails when a rule jumps to a chain that does not exist.

@@ -36,10 +36,10 @@ func TestGolden(t *testing.T) {
 				t.Fatalf("no service port %s in the fixture", name)
 			}
 			fake := NewFake()
-			if err := New(Options{Run: fake.Run, Families: []plan.Family{plan.IPv4}}).Sync(context.Background(), p, plan.Changes{Full: true}); err != nil {
+			if err := New(Options{Kernel: fake, Families: []plan.Family{plan.IPv4}}).Sync(context.Background(), p, plan.Changes{Full: true}); err != nil {
 				t.Fatal(err)
 			}
-			got := fake.Save("iptables")
+			got := fake.Dump(plan.IPv4)
 			path := filepath.Join("testdata", name+".golden")
 			if *update {
 				if err := os.MkdirAll("testdata", 0o755); err != nil {

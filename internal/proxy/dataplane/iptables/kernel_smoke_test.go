@@ -30,7 +30,7 @@ func TestRealRestore(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	d := New(Options{Run: run, Backend: "nft"})
+	d := New(Options{Kernel: Binaries("nft", run)})
 	ctx := context.Background()
 	for i := 0; i < 2; i++ {
 		if err := d.Sync(ctx, p, plan.Changes{Full: true}); err != nil {

@@ -28,11 +28,11 @@ func TestLocalhostNodePorts(t *testing.T) {
 		t.Fatal(errs)
 	}
 	fake := NewFake()
-	dp := New(Options{Run: fake.Run})
+	dp := New(Options{Kernel: fake})
 	if err := dp.Sync(context.Background(), p, plan.Changes{Full: true}); err != nil {
 		t.Fatal(err)
 	}
-	save := fake.Save("iptables")
+	save := fake.Dump(plan.IPv4)
 	for _, want := range []string{
 		"-A KUBE-FIREWALL " + localnetFirewall,
 		"-A INPUT -j KUBE-FIREWALL",
@@ -43,7 +43,7 @@ func TestLocalhostNodePorts(t *testing.T) {
 			t.Errorf("iptables-save lacks %q:\n%s", want, save)
 		}
 	}
-	if strings.Contains(fake.Save("ip6tables"), "KUBE-FIREWALL") {
+	if strings.Contains(fake.Dump(plan.IPv6), "KUBE-FIREWALL") {
 		t.Errorf("KUBE-FIREWALL in IPv6, where NodePorts never answer on loopback")
 	}
 	tables := ParseSave(save)
@@ -69,14 +69,14 @@ func TestLocalhostNodePorts(t *testing.T) {
 	if err := dp.Sync(context.Background(), p, plan.Changes{Full: true}); err != nil {
 		t.Fatal(err)
 	}
-	save = fake.Save("iptables")
+	save = fake.Dump(plan.IPv4)
 	if !strings.Contains(save, "! -d 127.0.0.0/8") || !strings.Contains(save, "-A KUBE-FIREWALL ") {
 		t.Errorf("localhost NodePorts off: want the NodePort jump to skip loopback and KUBE-FIREWALL kept:\n%s", save)
 	}
 	if err := dp.Cleanup(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if save = fake.Save("iptables"); !strings.Contains(save, "-A KUBE-FIREWALL ") || strings.Contains(save, "KUBE-SERVICES") {
+	if save = fake.Dump(plan.IPv4); !strings.Contains(save, "-A KUBE-FIREWALL ") || strings.Contains(save, "KUBE-SERVICES") {
 		t.Errorf("after Cleanup, want only KUBE-FIREWALL left:\n%s", save)
 	}
 }

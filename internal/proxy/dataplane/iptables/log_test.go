@@ -19,7 +19,7 @@ func TestRestoreInputLoggedAtV9(t *testing.T) {
 	for _, v := range []int{8, 9} {
 		logs := logtest.New(v)
 		fake := NewFake()
-		if err := New(Options{Run: fake.Run, Log: logs.Logger()}).Sync(context.Background(), p, plan.Changes{Full: true}); err != nil {
+		if err := New(Options{Kernel: fake, Log: logs.Logger()}).Sync(context.Background(), p, plan.Changes{Full: true}); err != nil {
 			t.Fatal(err)
 		}
 		n := logs.Count("Running iptables-restore", "ipFamily=IPv4", "input=*filter")

@@ -19,17 +19,10 @@ func fakeSync(t *testing.T) (*plan.Plan, *Fake) {
 		t.Fatalf("fixture: %v", errs)
 	}
 	fake := NewFake()
-	if err := New(Options{Run: fake.Run}).Sync(context.Background(), p, plan.Changes{Full: true}); err != nil {
+	if err := New(Options{Kernel: fake}).Sync(context.Background(), p, plan.Changes{Full: true}); err != nil {
 		t.Fatal(err)
 	}
 	return p, fake
-}
-
-func baseOf(f plan.Family) string {
-	if f == plan.IPv6 {
-		return "ip6tables"
-	}
-	return "iptables"
 }
 
 // TestTraceFlows runs every flow of the shared table through the tracer
@@ -39,7 +32,7 @@ func TestTraceFlows(t *testing.T) {
 	for _, fl := range flows.Flows() {
 		t.Run(fl.Name, func(t *testing.T) {
 			flows.Check(t, fl, p.Decide(fl.Pkt))
-			tables := ParseSave(fake.Save(baseOf(plan.FamilyOf(fl.Pkt.Src))))
+			tables := ParseSave(fake.Dump(plan.FamilyOf(fl.Pkt.Src)))
 			paths, err := Trace(tables, p.Config.NodeIPs, fl.Pkt)
 			if err != nil {
 				t.Fatal(err)
@@ -70,7 +63,7 @@ func showPaths(paths []Path) string {
 // flow's verdict, and the comparison sees it.
 func TestTraceCatchesDeletedRule(t *testing.T) {
 	p, fake := fakeSync(t)
-	tables := ParseSave(fake.Save("iptables"))
+	tables := ParseSave(fake.Dump(plan.IPv4))
 	fl := flows.Flows()[0] // one remote endpoint
 	deleted := 0
 	for _, c := range tables["nat"].Chains {
@@ -96,7 +89,7 @@ func TestTraceCatchesDeletedRule(t *testing.T) {
 // makes the tracer fail.
 func TestTraceRejectsUnknownShapes(t *testing.T) {
 	p, fake := fakeSync(t)
-	tables := ParseSave(fake.Save("iptables"))
+	tables := ParseSave(fake.Dump(plan.IPv4))
 	c := tables["nat"].Chains[chainServices]
 	c.Rules = append([]string{"-p tcp -m multiport --dports 80 -j ACCEPT"}, c.Rules...)
 	if _, err := Trace(tables, p.Config.NodeIPs, flows.Flows()[0].Pkt); err == nil {
