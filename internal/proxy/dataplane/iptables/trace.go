@@ -15,137 +15,283 @@ import (
 type Path = dataplane.TracePath
 
 // Trace walks the first packet of a connection through parsed
-// iptables-save tables (nat and filter) as the kernel would: nat
-// PREROUTING (OUTPUT for the node's own traffic), filter INPUT or FORWARD
-// (OUTPUT, then INPUT when the node talks to itself), nat POSTROUTING. It
-// knows only the rule shapes this package writes and fails on any other.
-// localAddrs are the node's addresses (addrtype LOCAL, with loopback).
+// iptables-save tables (nat and filter) with the dataplane package's
+// tracer. Chains are named "<table> <chain>"; a hook runs nat before
+// filter. Eval knows only the rule shapes this package writes and fails
+// on any other. localAddrs are the node's addresses (addrtype LOCAL, with
+// loopback).
 func Trace(tables map[string]*Table, localAddrs []netip.Addr, pkt plan.Packet) ([]Path, error) {
-	var paths []Path
-	var explore func(prefix []bool) error
-	explore = func(prefix []bool) error {
-		w := &walker{tables: tables, local: localAddrs, forced: prefix, seconds: map[string]int32{}}
-		p, err := w.run(pkt)
-		if err != nil {
-			return err
-		}
-		paths = append(paths, p)
-		for i := len(prefix); i < len(w.chosen); i++ {
-			next := append(slices.Clone(w.chosen[:i]), false)
-			if err := explore(next); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	return paths, explore(nil)
+	return dataplane.Trace(newTableRules(tables), localAddrs, pkt)
 }
 
 // Decision sums up the paths of a trace as a plan decision.
 func Decision(paths []Path) (plan.Decision, error) { return dataplane.Decide(paths) }
 
-type walker struct {
-	tables  map[string]*Table
-	local   []netip.Addr
-	forced  []bool
-	chosen  []bool
-	seconds map[string]int32 // affinity timeouts seen in --rcheck rules
-
-	fromHost bool
-	src, dst netip.Addr
-	dport    uint16
-	proto    string
-	mark     uint32
-	dnat     bool
-	path     Path
+// tableRules are the tables as the tracer reads them.
+type tableRules struct {
+	tables map[string]*Table
+	// seconds are the affinity timeouts of the recent lists, from the
+	// "--rcheck --seconds N --name X" rules that check them.
+	seconds map[string]int32
 }
 
-func (w *walker) run(pkt plan.Packet) (Path, error) {
-	w.src, w.dst, w.dport, w.proto = pkt.Src, pkt.Dst.Addr(), pkt.Dst.Port(), strings.ToLower(string(pkt.Protocol))
-	w.fromHost = pkt.FromHost
-	w.path.Action, w.path.Probability = plan.Pass, 1
-	hooks := []string{"nat PREROUTING", "filter route", "nat POSTROUTING"}
-	if pkt.FromHost {
-		hooks = []string{"nat OUTPUT", "filter OUTPUT", "filter route", "nat POSTROUTING"}
-	}
-	for _, h := range hooks {
-		table, chain, _ := strings.Cut(h, " ")
-		if chain == "route" {
-			if !w.isLocal(w.dst) {
-				if pkt.FromHost {
-					continue
+// hookChains are the built-in chains each hook runs, in order.
+var hookChains = map[dataplane.Hook][]string{
+	dataplane.Prerouting:  {"nat PREROUTING"},
+	dataplane.Input:       {"filter INPUT"},
+	dataplane.Forward:     {"filter FORWARD"},
+	dataplane.Output:      {"nat OUTPUT", "filter OUTPUT"},
+	dataplane.Postrouting: {"nat POSTROUTING"},
+}
+
+func newTableRules(tables map[string]*Table) tableRules {
+	r := tableRules{tables: tables, seconds: map[string]int32{}}
+	for _, t := range tables {
+		for _, c := range t.Chains {
+			for _, rule := range c.Rules {
+				if tok, err := tokens(rule); err == nil && slices.Contains(tok, "--rcheck") {
+					sec, _ := strconv.Atoi(after(tok, "--seconds"))
+					r.seconds[after(tok, "--name")] = int32(sec)
 				}
-				chain = "FORWARD"
-			} else {
-				chain = "INPUT"
 			}
 		}
-		if chain == "POSTROUTING" && w.isLocal(w.dst) {
-			break
-		}
-		v, err := w.chain(table, chain)
-		if err != nil {
-			return w.path, err
-		}
-		if v == "DROP" || v == "REJECT" {
-			w.path.Action = map[string]plan.Action{"DROP": plan.Drop, "REJECT": plan.Reject}[v]
-			return w.path, nil
-		}
 	}
-	if w.dnat {
-		w.path.Action, w.path.Endpoint = plan.Forward, netip.AddrPortFrom(w.dst, w.dport)
-	}
-	return w.path, nil
+	return r
 }
 
-func (w *walker) isLocal(a netip.Addr) bool { return a.IsLoopback() || slices.Contains(w.local, a) }
+// after returns the token after name, or "".
+func after(tok []string, name string) string {
+	if i := slices.Index(tok, name); i >= 0 && i+1 < len(tok) {
+		return tok[i+1]
+	}
+	return ""
+}
 
-// chain runs a built-in chain with its jumps and returns the verdict:
-// ACCEPT (also for NAT done or falling off the end), DROP or REJECT.
-func (w *walker) chain(table, base string) (string, error) {
-	t := w.tables[table]
-	if t == nil || t.Chains[base] == nil {
-		return "ACCEPT", nil
+func (r tableRules) Hook(h dataplane.Hook) []string {
+	var out []string
+	for _, c := range hookChains[h] {
+		if _, ok := r.Chain(c); ok {
+			out = append(out, c)
+		}
 	}
-	type frame struct {
-		chain string
-		rule  int
+	return out
+}
+
+func (r tableRules) Chain(name string) ([]string, bool) {
+	table, chain, _ := strings.Cut(name, " ")
+	t := r.tables[table]
+	if t == nil || t.Chains[chain] == nil {
+		return nil, false
 	}
-	stack := []frame{{base, 0}}
-	for steps := 0; len(stack) > 0; steps++ {
-		if steps > 10000 {
-			return "", fmt.Errorf("trace: too many steps, a loop?")
-		}
-		top := &stack[len(stack)-1]
-		c := t.Chains[top.chain]
-		if c == nil {
-			return "", fmt.Errorf("trace: %s chain %q does not exist", table, top.chain)
-		}
-		if top.rule >= len(c.Rules) {
-			stack = stack[:len(stack)-1]
+	return t.Chains[chain].Rules, true
+}
+
+// Eval evaluates one rule: its matches, left to right (a "!" negates the
+// next), then its target.
+func (r tableRules) Eval(w *dataplane.Walk, chain string, i int) (dataplane.Verdict, error) {
+	rules, _ := r.Chain(chain)
+	tok, err := tokens(rules[i])
+	if err != nil {
+		return dataplane.Verdict{}, err
+	}
+	table, _, _ := strings.Cut(chain, " ")
+	e := &ruleEval{w: w, tok: tok, matched: true, prob: -1}
+	for ; e.i < len(tok); e.i++ {
+		switch t := tok[e.i]; t {
+		case "!":
+			e.neg = true
 			continue
-		}
-		rule := c.Rules[top.rule]
-		top.rule++
-		v, err := w.rule(rule)
-		if err != nil {
-			return "", fmt.Errorf("trace: %s %s: rule %q: %w", table, c.Name, rule, err)
-		}
-		if v == "" {
-			continue
-		}
-		w.path.Steps = append(w.path.Steps, table+" "+c.Name+": "+rule)
-		switch v {
-		case "continue":
-		case "RETURN":
-			stack = stack[:len(stack)-1]
-		case "ACCEPT", "DROP", "REJECT":
-			return v, nil
+		case "-j":
+			target, err := e.value()
+			if err != nil {
+				return dataplane.Verdict{}, err
+			}
+			return e.jump(r, table, target, tok[e.i+1:])
 		default:
-			stack = append(stack, frame{v, 0})
+			if err := e.option(t); err != nil {
+				return dataplane.Verdict{}, err
+			}
 		}
+		e.neg = false
 	}
-	return "ACCEPT", nil
+	return dataplane.Verdict{}, fmt.Errorf("no target")
+}
+
+// ruleEval is one rule's evaluation.
+type ruleEval struct {
+	w       *dataplane.Walk
+	tok     []string
+	i       int
+	neg     bool
+	matched bool
+	prob    float64 // of a statistic match; -1: none
+	recent  string  // "--rcheck" or "--set"
+	name    string  // of the recent list
+}
+
+// value returns the token after the current one.
+func (e *ruleEval) value() (string, error) {
+	e.i++
+	if e.i >= len(e.tok) {
+		return "", fmt.Errorf("missing value after %s", e.tok[e.i-1])
+	}
+	return e.tok[e.i], nil
+}
+
+// cond records the outcome of a match, negated after "!".
+func (e *ruleEval) cond(ok bool) {
+	if ok == e.neg {
+		e.matched = false
+	}
+}
+
+// option evaluates one option: a match, or a parameter of one.
+func (e *ruleEval) option(t string) error {
+	switch t {
+	case "-s", "-d", "-p", "--dport", "--dst-type", "--src-type", "--mark", "--ctstate":
+		v, err := e.value()
+		if err != nil {
+			return err
+		}
+		return e.match(t, v)
+	case "--rcheck":
+		e.recent = t
+		e.cond(false) // a new client has no entry yet
+	case "--set":
+		e.recent = t
+	case "--rsource", "--reap":
+	case "-m", "--comment", "--mask", "--name", "--mode", "--probability", "--seconds":
+		v, err := e.value()
+		if err != nil {
+			return err
+		}
+		return e.parameter(t, v)
+	default:
+		return fmt.Errorf("unknown option %q", t)
+	}
+	return nil
+}
+
+// match evaluates a match option with its value.
+func (e *ruleEval) match(t, v string) error {
+	w := e.w
+	switch t {
+	case "-s", "-d":
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			return fmt.Errorf("bad address %q", v)
+		}
+		e.cond(p.Contains(map[bool]netip.Addr{true: w.Src, false: w.Dst}[t == "-s"]))
+	case "-p":
+		e.cond(v == w.Proto)
+	case "--dport":
+		e.cond(v == strconv.Itoa(int(w.DPort)))
+	case "--dst-type", "--src-type":
+		if v != "LOCAL" {
+			return fmt.Errorf("addrtype %q", v)
+		}
+		e.cond(map[bool]bool{true: w.FromLocal(), false: w.IsLocal(w.Dst)}[t == "--src-type"])
+	case "--mark":
+		val, mask, _ := strings.Cut(v, "/")
+		e.cond(w.Mark&parseHex(mask) == parseHex(val))
+	case "--ctstate":
+		states := strings.Split(v, ",")
+		e.cond(slices.Contains(states, "NEW") || (w.DNATed && slices.Contains(states, "DNAT")))
+	}
+	return nil
+}
+
+// parameter takes an option that is no condition of its own.
+func (e *ruleEval) parameter(t, v string) error {
+	switch t {
+	case "-m":
+		if !slices.Contains([]string{"comment", "tcp", "udp", "sctp", "addrtype", "statistic", "recent", "mark", "conntrack"}, v) {
+			return fmt.Errorf("unknown match %q", v)
+		}
+	case "--mode":
+		if v != "random" {
+			return fmt.Errorf("statistic mode %q", v)
+		}
+	case "--probability":
+		p, err := strconv.ParseFloat(v, 64)
+		if err != nil || p <= 0 || p > 1 {
+			return fmt.Errorf("bad probability %q", v)
+		}
+		e.prob = p
+	case "--name":
+		e.name = v
+	}
+	return nil
+}
+
+// jump applies the target of a rule whose matches held: a statistic match
+// draws its chance first, a recent --set pins the client.
+func (e *ruleEval) jump(r tableRules, table, target string, args []string) (dataplane.Verdict, error) {
+	if !e.matched || e.prob >= 0 && !e.w.Chance(e.prob) {
+		return dataplane.Verdict{}, nil
+	}
+	if e.recent == "--set" {
+		sec, ok := r.seconds[e.name]
+		if !ok {
+			return dataplane.Verdict{}, fmt.Errorf("recent --set %s without an --rcheck giving its timeout", e.name)
+		}
+		e.w.Pin(sec)
+	}
+	return e.target(table, target, args)
+}
+
+// target does what a rule's target does.
+func (e *ruleEval) target(table, target string, args []string) (dataplane.Verdict, error) {
+	arg := func(name string) string {
+		if len(args) == 2 && args[0] == name {
+			return args[1]
+		}
+		return ""
+	}
+	kinds := map[string]dataplane.VerdictKind{"ACCEPT": dataplane.Accept, "DROP": dataplane.Drop, "REJECT": dataplane.Reject, "RETURN": dataplane.Return}
+	switch target {
+	case "ACCEPT", "DROP", "REJECT", "RETURN":
+		if r := arg("--reject-with"); target == "REJECT" && (r == "icmp-port-unreachable" || r == "icmp6-port-unreachable") {
+			args = nil // the default, which iptables-save prints
+		}
+		if len(args) > 0 {
+			return dataplane.Verdict{}, fmt.Errorf("unexpected %v", args)
+		}
+		return dataplane.Verdict{Kind: kinds[target]}, nil
+	case "MARK":
+		return e.mark(args, arg)
+	case "MASQUERADE":
+		e.w.Masquerade()
+		return dataplane.Verdict{Kind: dataplane.Accept}, nil
+	case "DNAT":
+		ap, err := netip.ParseAddrPort(arg("--to-destination"))
+		if err != nil {
+			return dataplane.Verdict{}, fmt.Errorf("DNAT %v", args)
+		}
+		e.w.DNAT(ap)
+		return dataplane.Verdict{Kind: dataplane.Accept}, nil
+	}
+	if len(args) > 0 || !strings.HasPrefix(target, "KUBE-") {
+		return dataplane.Verdict{}, fmt.Errorf("unknown target %s %v", target, args)
+	}
+	return dataplane.Verdict{Kind: dataplane.Jump, Chain: table + " " + target}, nil
+}
+
+// mark applies a MARK target.
+func (e *ruleEval) mark(args []string, arg func(string) string) (dataplane.Verdict, error) {
+	w := e.w
+	if v := arg("--or-mark"); v != "" {
+		w.Mark |= parseHex(v)
+	} else if v := arg("--xor-mark"); v != "" {
+		w.Mark ^= parseHex(v)
+	} else if v, m, ok := strings.Cut(arg("--set-xmark"), "/"); ok {
+		// How iptables-save prints both: --or-mark X is X/X,
+		// --xor-mark X is X/0.
+		w.Mark = w.Mark&^parseHex(m) ^ parseHex(v)
+	} else {
+		return dataplane.Verdict{}, fmt.Errorf("MARK %v", args)
+	}
+	return dataplane.Verdict{Kind: dataplane.Continue}, nil
 }
 
 // tokens splits a rule, keeping quoted strings whole.
@@ -164,198 +310,6 @@ func tokens(rule string) ([]string, error) {
 		out, s = append(out, tok), rest
 	}
 	return out, nil
-}
-
-// rule evaluates one rule: "" when it does not match, "continue" when it
-// matched and only changed state, else the verdict or the chain to jump to.
-func (w *walker) rule(rule string) (string, error) {
-	tok, err := tokens(rule)
-	if err != nil {
-		return "", err
-	}
-	matched, prob := true, -1.0
-	var recentName, recentOp string
-	var recentSeconds int32
-	next := func(i *int) (string, error) {
-		*i++
-		if *i >= len(tok) {
-			return "", fmt.Errorf("missing value after %s", tok[*i-1])
-		}
-		return tok[*i], nil
-	}
-	neg := false
-	for i := 0; i < len(tok); i++ {
-		t := tok[i]
-		var ok bool
-		var v string
-		hasCond := true
-		switch t {
-		case "!":
-			neg = true
-			continue
-		case "-s", "-d":
-			if v, err = next(&i); err != nil {
-				return "", err
-			}
-			p, perr := netip.ParsePrefix(v)
-			if perr != nil {
-				return "", fmt.Errorf("bad address %q", v)
-			}
-			a := w.src
-			if t == "-d" {
-				a = w.dst
-			}
-			ok = p.Contains(a)
-		case "-p":
-			v, err = next(&i)
-			ok = v == w.proto
-		case "-m":
-			v, err = next(&i)
-			if !slices.Contains([]string{"comment", "tcp", "udp", "sctp", "addrtype", "statistic", "recent", "mark", "conntrack"}, v) {
-				return "", fmt.Errorf("unknown match %q", v)
-			}
-			hasCond = false
-		case "--comment", "--mask", "--name":
-			v, err = next(&i)
-			if t == "--name" {
-				recentName = v
-			}
-			hasCond = false
-		case "--rsource", "--reap":
-			hasCond = false
-		case "--dport":
-			v, err = next(&i)
-			ok = v == strconv.Itoa(int(w.dport))
-		case "--dst-type", "--src-type":
-			if v, err = next(&i); v != "LOCAL" {
-				return "", fmt.Errorf("addrtype %q", v)
-			}
-			ok = w.isLocal(w.dst)
-			if t == "--src-type" {
-				ok = w.fromHost || w.isLocal(w.src)
-			}
-		case "--mode":
-			if v, err = next(&i); v != "random" {
-				return "", fmt.Errorf("statistic mode %q", v)
-			}
-			hasCond = false
-		case "--probability":
-			v, err = next(&i)
-			if prob, err = strconv.ParseFloat(v, 64); err != nil || prob <= 0 || prob > 1 {
-				return "", fmt.Errorf("bad probability %q", v)
-			}
-			hasCond = false
-		case "--rcheck":
-			recentOp, ok = t, false // a new client has no entry yet
-		case "--seconds":
-			v, err = next(&i)
-			sec, _ := strconv.Atoi(v)
-			recentSeconds = int32(sec)
-			hasCond = false
-		case "--set":
-			recentOp, hasCond = t, false
-		case "--mark":
-			v, err = next(&i)
-			val, mask, _ := strings.Cut(v, "/")
-			ok = w.mark&parseHex(mask) == parseHex(val)
-		case "--ctstate":
-			v, err = next(&i)
-			ok = slices.Contains(strings.Split(v, ","), "NEW") || (w.dnat && slices.Contains(strings.Split(v, ","), "DNAT"))
-		case "-j":
-			if v, err = next(&i); err != nil {
-				return "", err
-			}
-			if recentOp == "--rcheck" {
-				w.seconds[recentName] = recentSeconds
-			}
-			if !matched {
-				return "", nil
-			}
-			if prob >= 0 && !w.choose(prob) {
-				return "", nil
-			}
-			if recentOp == "--set" {
-				sec, ok := w.seconds[recentName]
-				if !ok {
-					return "", fmt.Errorf("recent --set %s without an --rcheck giving its timeout", recentName)
-				}
-				w.path.AffinitySeconds = sec
-			}
-			return w.target(v, tok[i+1:])
-		default:
-			return "", fmt.Errorf("unknown option %q", t)
-		}
-		if err != nil {
-			return "", err
-		}
-		if hasCond && ok == neg {
-			matched = false
-		}
-		neg = false
-	}
-	return "", fmt.Errorf("no target")
-}
-
-func (w *walker) target(target string, args []string) (string, error) {
-	arg := func(name string) string {
-		if len(args) == 2 && args[0] == name {
-			return args[1]
-		}
-		return ""
-	}
-	switch target {
-	case "ACCEPT", "DROP", "REJECT", "RETURN":
-		if r := arg("--reject-with"); target == "REJECT" && (r == "icmp-port-unreachable" || r == "icmp6-port-unreachable") {
-			args = nil // the default, which iptables-save prints
-		}
-		if len(args) > 0 {
-			return "", fmt.Errorf("unexpected %v", args)
-		}
-		return target, nil
-	case "MARK":
-		if v := arg("--or-mark"); v != "" {
-			w.mark |= parseHex(v)
-		} else if v := arg("--xor-mark"); v != "" {
-			w.mark ^= parseHex(v)
-		} else if v, m, ok := strings.Cut(arg("--set-xmark"), "/"); ok {
-			// How iptables-save prints both: --or-mark X is X/X,
-			// --xor-mark X is X/0.
-			w.mark = w.mark&^parseHex(m) ^ parseHex(v)
-		} else {
-			return "", fmt.Errorf("MARK %v", args)
-		}
-		return "continue", nil
-	case "MASQUERADE":
-		w.path.Masquerade = true
-		return "ACCEPT", nil
-	case "DNAT":
-		ap, err := netip.ParseAddrPort(arg("--to-destination"))
-		if err != nil {
-			return "", fmt.Errorf("DNAT %v", args)
-		}
-		w.dst, w.dport, w.dnat = ap.Addr(), ap.Port(), true
-		return "ACCEPT", nil
-	}
-	if len(args) > 0 || !strings.HasPrefix(target, "KUBE-") {
-		return "", fmt.Errorf("unknown target %s %v", target, args)
-	}
-	return target, nil
-}
-
-// choose takes a random match of probability p: the forced outcome, or a
-// match, remembering the choice and its probability.
-func (w *walker) choose(p float64) bool {
-	c := true
-	if k := len(w.chosen); k < len(w.forced) {
-		c = w.forced[k]
-	}
-	w.chosen = append(w.chosen, c)
-	if c {
-		w.path.Probability *= p
-	} else {
-		w.path.Probability *= 1 - p
-	}
-	return c
 }
 
 func parseHex(s string) uint32 {
