@@ -33,6 +33,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane"
+	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/nftables"
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 	"github.com/svcproxy/svcproxy/internal/testkit/objects"
 	"github.com/svcproxy/svcproxy/internal/testkit/testnet"
@@ -61,7 +62,7 @@ type Options struct {
 	// leave the same dump as the old instance, and after Cleanup the dump
 	// must be what it was before the first sync. Element timeouts counting
 	// down ("expires 2h59m58s") are ignored. Default: `nft list ruleset`,
-	// with tables, objects and set elements sorted (CanonicalNft).
+	// with tables, objects and set elements sorted (nftables.Listing.Canonical).
 	Dump func(ctx context.Context, node *testnet.NS) (string, error)
 }
 
@@ -111,85 +112,13 @@ func requireKernel(t *testing.T) {
 }
 
 // nftRuleset is the default Dump: node's `nft list ruleset` in canonical
-// form (see CanonicalNft).
+// form (see nftables.Listing.Canonical).
 func nftRuleset(ctx context.Context, node *testnet.NS) (string, error) {
 	out, err := node.Exec(ctx, "nft", "list", "ruleset")
 	if err != nil {
 		return "", err
 	}
-	return CanonicalNft(out), nil
-}
-
-// CanonicalNft puts `nft list ruleset` output in an order that depends only
-// on what the tables hold, not on the order in which it was created: the
-// kernel lists tables and the maps, sets and chains of a table in creation
-// order, and set elements in its own hash order, none of which means
-// anything. Tables are sorted, the objects of each table sorted, and the
-// elements of each set or map put one per line and sorted. Rules keep their
-// order, which does mean something.
-func CanonicalNft(text string) string {
-	var tables []string
-	var header []string  // the current table's own lines
-	var objects []string // the current table's objects
-	var obj []string     // the current object's lines
-	var elems []string   // the current object's elements, while inside them
-	inElems := false
-	for _, line := range strings.Split(text, "\n") {
-		trimmed := strings.TrimSpace(line)
-		switch {
-		case inElems:
-			elems = append(elems, splitElems(trimmed)...)
-			if strings.HasSuffix(trimmed, "}") {
-				obj = appendElems(obj, elems)
-				inElems, elems = false, nil
-			}
-		case strings.HasPrefix(line, "table "):
-			header, objects = []string{line}, nil
-		case line == "}":
-			slices.Sort(objects)
-			tables = append(tables, strings.Join(append(header, objects...), "\n")+"\n}")
-			header = nil
-		case obj != nil && line == "\t}":
-			objects = append(objects, strings.Join(append(obj, line), "\n"))
-			obj = nil
-		case obj != nil && strings.HasPrefix(trimmed, "elements = {"):
-			elems = splitElems(strings.TrimPrefix(trimmed, "elements = {"))
-			if strings.HasSuffix(trimmed, "}") {
-				obj = appendElems(obj, elems)
-				elems = nil
-			} else {
-				inElems = true
-			}
-		case obj != nil:
-			obj = append(obj, line)
-		case header != nil && strings.HasSuffix(line, " {") && strings.HasPrefix(line, "\t"):
-			obj = []string{line}
-		case header != nil && trimmed != "":
-			header = append(header, line)
-		}
-	}
-	slices.Sort(tables)
-	return strings.Join(tables, "\n")
-}
-
-// splitElems splits one line of an element list ("a, b," or "c }").
-func splitElems(s string) []string {
-	var out []string
-	for _, e := range strings.Split(strings.TrimSuffix(strings.TrimSpace(s), "}"), ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-func appendElems(obj, elems []string) []string {
-	slices.Sort(elems)
-	obj = append(obj, "\t\telements = {")
-	for _, e := range elems {
-		obj = append(obj, "\t\t\t"+e)
-	}
-	return append(obj, "\t\t}")
+	return nftables.CanonicalListing(out)
 }
 
 // suite is the cluster and the dataplane instance the subtests share.

@@ -11,7 +11,6 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
-	"github.com/svcproxy/svcproxy/internal/testkit/dptest"
 	"github.com/svcproxy/svcproxy/internal/testkit/testnet"
 )
 
@@ -126,5 +125,9 @@ func kernelTables(t *testing.T, ns *testnet.NS) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sameGeneration(dptest.CanonicalNft(out))
+	c, err := CanonicalListing(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sameGeneration(c)
 }

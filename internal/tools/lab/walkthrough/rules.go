@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/nftables"
 	"github.com/svcproxy/svcproxy/internal/tools/lab"
 )
 
@@ -33,8 +34,11 @@ func serviceRules(ctx context.Context, st *lab.State, svc *corev1.Service) (stri
 	if err != nil {
 		return "", fmt.Errorf("nft list table in %s: %w: %s", node, err, out)
 	}
-	return "$ svcproxy lab exec node1 -- nft list table ip svcproxy   (the parts for " + name + ")\n" +
-		nftService(string(out), name, serviceKeys(svc)), nil
+	parts, err := nftService(string(out), name, serviceKeys(svc))
+	if err != nil {
+		return "", fmt.Errorf("nft list table in %s: %w", node, err)
+	}
+	return "$ svcproxy lab exec node1 -- nft list table ip svcproxy   (the parts for " + name + ")\n" + parts, nil
 }
 
 // serviceKeys are the element prefixes that belong to svc: its addresses
@@ -85,94 +89,56 @@ func byChainOrder(lines string) string {
 	return strings.Join(ls, "\n")
 }
 
-// block is one chain, set or map of an nft listing.
-type block struct {
-	kind, name string
-	lines      []string // without the closing brace
-	elements   []string // for sets and maps
-}
+var jumpTarget = regexp.MustCompile(`(?:goto|jump) (\S+)`)
 
-var (
-	blockStart = regexp.MustCompile(`^\t(chain|set|map) (\S+) \{`)
-	jumpTarget = regexp.MustCompile(`(?:goto|jump) (\S+)`)
-)
-
-// parseBlocks splits a table listing into its blocks.
-func parseBlocks(listing string) []*block {
-	var blocks []*block
-	var cur *block
-	inElements := false
-	for _, line := range strings.Split(listing, "\n") {
-		if m := blockStart.FindStringSubmatch(line); m != nil {
-			cur = &block{kind: m[1], name: m[2]}
-			blocks = append(blocks, cur)
-		}
-		if cur == nil {
-			continue
-		}
-		if line == "\t}" {
-			cur, inElements = nil, false
-			continue
-		}
-		body := strings.TrimSpace(line)
-		if strings.HasPrefix(body, "elements = {") {
-			inElements = true
-			body = strings.TrimPrefix(body, "elements = {")
-		}
-		if !inElements {
-			cur.lines = append(cur.lines, line)
-			continue
-		}
-		for _, e := range strings.Split(strings.TrimSuffix(body, "}"), ",") {
-			if e = strings.TrimSpace(e); e != "" {
-				cur.elements = append(cur.elements, e)
-			}
-		}
+// nftService keeps the parts of a listing that concern one Service: its
+// own chains and the chains they jump to, whole, and the elements of other
+// sets and maps that name it or start with one of keys.
+func nftService(listing, name string, keys []string) (string, error) {
+	l, err := nftables.ParseListing(listing)
+	if err != nil {
+		return "", err
 	}
-	return blocks
-}
-
-// nftService keeps the parts of a listing that concern one Service.
-func nftService(listing, name string, keys []string) string {
-	blocks := parseBlocks(listing)
-	own := ownBlocks(blocks, name)
 	var out []string
-	for _, b := range blocks {
-		if own[b.name] {
-			out = append(out, b.render(b.elements)...)
-			continue
-		}
-		var mine []string
-		for _, e := range b.elements {
-			if strings.Contains(e, `"`+name+":") || hasPrefixAny(e, keys) {
-				mine = append(mine, e)
+	for _, t := range l.Tables {
+		own := ownBlocks(t.Objects, name)
+		for _, o := range t.Objects {
+			if own[o.Name] {
+				out = append(out, o.Render(o.Elements)...)
+				continue
+			}
+			var mine []string
+			for _, e := range o.Elements {
+				if strings.Contains(e, `"`+name+":") || hasPrefixAny(e, keys) {
+					mine = append(mine, e)
+				}
+			}
+			if len(mine) > 0 {
+				out = append(out, o.Render(mine)...)
 			}
 		}
-		if len(mine) > 0 {
-			out = append(out, b.render(mine)...)
-		}
 	}
-	return strings.Join(out, "\n")
+	return strings.Join(out, "\n"), nil
 }
 
 // ownBlocks names the Service's own chains (those whose names hold
 // "-<namespace>/<name>/", and those sharing their hash) and the chains
 // they jump to.
-func ownBlocks(blocks []*block, name string) map[string]bool {
+func ownBlocks(objects []*nftables.ListedObject, name string) map[string]bool {
 	var hashes []string
-	for _, b := range blocks {
-		if strings.Contains(b.name, "-"+name+"/") {
-			_, rest, _ := strings.Cut(b.name, "-")
+	for _, o := range objects {
+		if strings.Contains(o.Name, "-"+name+"/") {
+			_, rest, _ := strings.Cut(o.Name, "-")
 			if h, _, ok := strings.Cut(rest, "-"); ok {
 				hashes = append(hashes, h)
 			}
 		}
 	}
 	own := map[string]bool{}
-	for _, b := range blocks {
-		if slices.ContainsFunc(hashes, func(h string) bool { return strings.Contains(b.name, "-"+h+"-") }) {
-			own[b.name] = true
-			for _, line := range b.lines {
+	for _, o := range objects {
+		if slices.ContainsFunc(hashes, func(h string) bool { return strings.Contains(o.Name, "-"+h+"-") }) {
+			own[o.Name] = true
+			for _, line := range o.Lines {
 				for _, m := range jumpTarget.FindAllStringSubmatch(line, -1) {
 					own[m[1]] = true
 				}
@@ -180,18 +146,6 @@ func ownBlocks(blocks []*block, name string) map[string]bool {
 		}
 	}
 	return own
-}
-
-// render prints a block with the given elements.
-func (b *block) render(elements []string) []string {
-	out := slices.Clone(b.lines)
-	if b.kind == "chain" {
-		out = out[:len(out):len(out)]
-	}
-	if len(elements) > 0 {
-		out = append(out, "\t\telements = { "+strings.Join(elements, ",\n\t\t\t     ")+" }")
-	}
-	return append(out, "\t}")
 }
 
 func hasPrefixAny(s string, prefixes []string) bool {

@@ -54,7 +54,10 @@ const listing = `table ip svcproxy {
 `
 
 func TestNftServiceKeepsOnlyTheServicesParts(t *testing.T) {
-	got := nftService(listing, "default/backend-service", []string{"10.96.184.100 . "})
+	got, err := nftService(listing, "default/backend-service", []string{"10.96.184.100 . "})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, want := range []string{
 		"chain svc-EZARTNF2-default/backend-service/tcp/backend {",
 		"jump mark-for-masquerade",
