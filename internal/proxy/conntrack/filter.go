@@ -83,7 +83,7 @@ func NewFilter(p *plan.Plan, f plan.Family, localIPs []netip.Addr, removed ...*p
 		ips = append(append(ips, localIPs...), p.Config.NodeIPs...)
 	}
 	for _, ip := range ips {
-		if ip = ip.Unmap(); plan.FamilyOf(ip) == f && np.Accepts(ip, ips) {
+		if ip = ip.Unmap(); plan.FamilyOf(ip) == f && np.Accepts(ip, func(netip.Addr) bool { return true }) {
 			flt.nodeIPs[ip] = true
 		}
 	}

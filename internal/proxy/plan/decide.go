@@ -73,11 +73,13 @@ func (p *Plan) addressKind(sp *ServicePort, dst netip.AddrPort) string {
 		return kindExternalIP
 	case dst.Port() == sp.Port && slices.Contains(sp.LoadBalancerIPs, a):
 		return kindLoadBalancer
-	case sp.NodePort != 0 && dst.Port() == sp.NodePort && p.NodePorts(FamilyOf(a)).Accepts(a, p.Config.NodeIPs):
+	case sp.NodePort != 0 && dst.Port() == sp.NodePort && p.NodePorts(FamilyOf(a)).Accepts(a, p.isNodeIP):
 		return kindNodePort
 	}
 	return ""
 }
+
+func (p *Plan) isNodeIP(a netip.Addr) bool { return slices.Contains(p.Config.NodeIPs, a) }
 
 // decide follows the port's outcomes for a packet to one of its addresses.
 func decide(sp *ServicePort, kind string, pkt Packet) Decision {

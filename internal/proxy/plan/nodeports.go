@@ -72,16 +72,16 @@ func (c *Config) NodePorts(f Family) NodePortAddrs {
 	return n
 }
 
-// Accepts reports whether the node address a accepts NodePorts; local
-// are the node's addresses, for AnyLocal.
-func (n NodePortAddrs) Accepts(a netip.Addr, local []netip.Addr) bool {
+// Accepts reports whether the node address a accepts NodePorts; isLocal
+// says which addresses are the node's, for AnyLocal.
+func (n NodePortAddrs) Accepts(a netip.Addr, isLocal func(netip.Addr) bool) bool {
 	switch {
 	case !n.AnyLocal:
 		return slices.Contains(n.IPs, a)
 	case a.IsLoopback():
 		return n.Loopback
 	}
-	return slices.Contains(local, a)
+	return isLocal(a)
 }
 
 // nodePortPrefixes returns NodePortAddresses's prefixes of family f, or
