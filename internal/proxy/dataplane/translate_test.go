@@ -27,7 +27,7 @@ var policyInputs = map[string][]string{
 	"Inputs":      {"*"},
 	"Endpoint":    {"*"},
 	"Hints":       {"*"},
-	"Config":      {"ClusterCIDRs", "MasqueradeAll", "NodePortAddresses", "LocalhostNodePorts"},
+	"Config":      {"ClusterCIDRs", "MasqueradeAll", "NodePortAddresses", "LocalhostNodePorts", "Scheduler"},
 }
 
 // translators are the packages that turn the plan's outcomes into rules,

@@ -15,6 +15,7 @@ func resolve(sp *ServicePort, cfg *Config) {
 	if sp.HasExternal() {
 		sp.External = externalRoute(sp, pods)
 	}
+	sp.Scheduler = cfg.Scheduler
 	sp.Hairpin = hairpinSet(sp)
 	sp.Live = liveEndpoints(sp)
 	if sp.HealthCheck.NodePort != 0 {

@@ -89,6 +89,15 @@ func TestRoutes(t *testing.T) {
 	}
 }
 
+// TestScheduler: a port's scheduler is the configured default.
+func TestScheduler(t *testing.T) {
+	sp := &ServicePort{Key: Key{Family: IPv4}, ClusterEndpoints: aps("10.244.2.2:80")}
+	resolve(sp, &Config{Scheduler: "sh"})
+	if sp.Scheduler != "sh" {
+		t.Errorf("scheduler %q, want the default sh", sp.Scheduler)
+	}
+}
+
 // TestNoExternalRoute: a port without external addresses has no external
 // route, whatever its policy says.
 func TestNoExternalRoute(t *testing.T) {

@@ -147,6 +147,11 @@ type ServicePort struct {
 	// AffinitySeconds pins a client to the endpoint it first got for this
 	// long (sessionAffinity ClientIP); 0: no affinity.
 	AffinitySeconds int32
+	// Scheduler is how new connections are spread over a pool: an IPVS
+	// scheduler name ("rr", "sh", ...), or "" for the dataplane's uniform
+	// random choice. It is Config.Scheduler (the IPVS dataplane's global
+	// --ipvs-scheduler); a per-Service annotation will override it here.
+	Scheduler string
 	// Hairpin holds the endpoints that may be their own client through this
 	// node, sorted: a packet one of them sends that is forwarded to itself
 	// is masqueraded, or the endpoint would answer itself directly. These
@@ -226,6 +231,9 @@ type Config struct {
 	// no prefix here, or with a /0, accepts them on every local address
 	// but loopback.
 	NodePortAddresses []netip.Prefix
+	// Scheduler is the default IPVS scheduler (--ipvs-scheduler); "" for
+	// the dataplane's own default.
+	Scheduler string
 	// LocalhostNodePorts lets IPv4 loopback addresses accept NodePorts
 	// where NodePortAddresses allows them (kube-proxy's iptables
 	// localhostNodePorts; never in nftables mode, never for IPv6).

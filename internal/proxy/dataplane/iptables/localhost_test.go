@@ -80,3 +80,23 @@ func TestLocalhostNodePorts(t *testing.T) {
 		t.Errorf("after Cleanup, want only KUBE-FIREWALL left:\n%s", save)
 	}
 }
+
+// TestRefusesWhatItCannotWrite: two pod-network prefixes of one family
+// do not fit the ClusterIP masquerade rule; the sync fails naming the
+// setting and writes nothing.
+func TestRefusesWhatItCannotWrite(t *testing.T) {
+	in := flows.Fixture()
+	in.Config.ClusterCIDRs = append(in.Config.ClusterCIDRs, netip.MustParsePrefix("10.245.0.0/16"))
+	p, errs := plan.Build(in)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	fake := NewFake()
+	err := New(Options{Kernel: fake}).Sync(context.Background(), p, plan.Changes{Full: true})
+	if err == nil || !strings.Contains(err.Error(), "clusterCIDR") {
+		t.Fatalf("sync with two IPv4 pod prefixes: %v, want a clusterCIDR error", err)
+	}
+	if fake.Last(plan.IPv4) != nil || fake.Dump(plan.IPv4) != "" {
+		t.Errorf("a refused sync wrote:\n%s", fake.Dump(plan.IPv4))
+	}
+}
