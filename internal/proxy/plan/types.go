@@ -7,6 +7,15 @@
 // rejected and when dropped, session affinity and source ranges. The result is
 // backend-neutral data; dataplanes only translate it into kernel objects.
 //
+// Each ServicePort carries its outcomes (outcome.go): for traffic to the
+// ClusterIP and to its external addresses a Route (bypasses by source
+// class, then a default Outcome: forward to a pool of endpoints with a
+// masquerade mode, reject, or drop), the Firewall of its load-balancer
+// IPs, affinity, the hairpin set, the live endpoints and the health check.
+// Plan.NodePorts says which node addresses accept NodePorts, and
+// Capabilities what a dataplane can write. Decide reads the same outcomes
+// and is the reference every dataplane's tracer is held to.
+//
 // Everything here is pure: no I/O, no clocks, no goroutines.
 package plan
 
