@@ -350,3 +350,18 @@ func rootState(t *testing.T) string {
 	}
 	return b.String()
 }
+
+// BenchmarkNew measures building and removing the default cluster: what
+// every kernel test pays once (go test -run '^$' -bench New).
+func BenchmarkNew(b *testing.B) {
+	RequireKernel(b)
+	for b.Loop() {
+		c, err := Build(context.Background(), Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
