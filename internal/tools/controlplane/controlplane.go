@@ -253,9 +253,6 @@ func (c *ControlPlane) Client() kubernetes.Interface { return c.client }
 // URL returns the apiserver's https URL.
 func (c *ControlPlane) URL() string { return c.apiURL }
 
-// EtcdURL returns etcd's client URL.
-func (c *ControlPlane) EtcdURL() string { return c.etcdURL }
-
 // WorkDir returns the directory holding data, certificates and logs.
 func (c *ControlPlane) WorkDir() string { return c.opts.WorkDir }
 
