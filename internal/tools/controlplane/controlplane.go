@@ -26,11 +26,13 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/svcproxy/svcproxy/internal/addrplan"
 )
 
 // DefaultServiceCIDR is the service cluster IP range when Options leaves it
-// empty: dual-stack, IPv4 first, as the testnet address plan.
-const DefaultServiceCIDR = "10.96.0.0/16,fd00:10:96::/112"
+// empty: the address plan's, dual-stack, IPv4 first.
+var DefaultServiceCIDR = addrplan.ServiceCIDRv4.String() + "," + addrplan.ServiceCIDRv6.String()
 
 // ServiceAccountIssuer is the issuer of the service-account tokens.
 const ServiceAccountIssuer = "https://kubernetes.default.svc.cluster.local"

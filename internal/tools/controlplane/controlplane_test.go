@@ -18,7 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/svcproxy/svcproxy/internal/nsrun"
+	"github.com/svcproxy/svcproxy/internal/netwire"
 )
 
 func TestControlPlane(t *testing.T) {
@@ -198,7 +198,7 @@ func TestControlPlaneInNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	netns, addr := fmt.Sprintf("spt-%d-0-cp", os.Getpid()), netip.MustParseAddr("192.0.2.10")
-	makeNetns(ctx, t, netns, addr)
+	makeNetns(t, netns, addr)
 	cp, err := Start(ctx, Options{Dir: dir, WorkDir: t.TempDir(), Netns: netns, Address: addr, Controllers: true})
 	if err != nil {
 		t.Fatal(err)
@@ -239,18 +239,19 @@ func TestControlPlaneInNetns(t *testing.T) {
 
 // makeNetns creates the namespace name with lo up and addr on a veth
 // interface, and deletes it when the test ends.
-func makeNetns(ctx context.Context, t *testing.T, name string, addr netip.Addr) {
-	t.Cleanup(func() { nsrun.IP(context.Background(), "netns", "delete", name) })
-	for _, args := range [][]string{
-		{"netns", "add", name},
-		{"-n", name, "link", "set", "lo", "up"},
-		{"-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"},
-		{"-n", name, "link", "set", "eth1", "up"},
-		{"-n", name, "addr", "add", addr.String() + "/24", "dev", "eth0"},
-		{"-n", name, "link", "set", "eth0", "up"},
-	} {
-		if err := nsrun.IP(ctx, args...); err != nil {
-			t.Fatal(err)
-		}
+func makeNetns(t *testing.T, name string, addr netip.Addr) {
+	if err := netwire.Add(name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netwire.Delete(name) })
+	ns, err := netwire.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	err = errors.Join(ns.Up("lo"), ns.AddVeth("eth0", ns, "eth1"), ns.Up("eth1"),
+		ns.AddAddrs("eth0", netip.PrefixFrom(addr, 24)), ns.Up("eth0"))
+	if err != nil {
+		t.Fatal(err)
 	}
 }

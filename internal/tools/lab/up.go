@@ -118,7 +118,7 @@ func (s *State) bringUp(ctx context.Context, p progress) error {
 	if err := s.save(); err != nil {
 		return err
 	}
-	if err := s.buildNetwork(ctx); err != nil {
+	if err := s.buildNetwork(); err != nil {
 		return err
 	}
 	p.say("network: bridge %s, client %s, nodes %s", LAN, ClientIP, s.nodeSummary())
