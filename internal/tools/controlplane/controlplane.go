@@ -293,7 +293,7 @@ func waitReady(ctx context.Context, p *process, ready func(context.Context) erro
 			return p.exitError()
 		case <-ctx.Done():
 			return fmt.Errorf("controlplane: %s not ready: %v (%w); log %s ends:\n%s",
-				p.name, err, ctx.Err(), p.logPath, tail(p.logPath, 4096))
+				p.name, err, ctx.Err(), p.logPath, Tail(p.logPath, 4096))
 		case <-tick.C:
 		}
 	}

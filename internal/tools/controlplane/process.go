@@ -151,11 +151,12 @@ func (p *process) signal(sig syscall.Signal) bool {
 
 // exitError describes how the child ended, with the tail of its log.
 func (p *process) exitError() error {
-	return fmt.Errorf("controlplane: %s exited (%v); log %s ends:\n%s", p.name, p.err, p.logPath, tail(p.logPath, 4096))
+	return fmt.Errorf("controlplane: %s exited (%v); log %s ends:\n%s", p.name, p.err, p.logPath, Tail(p.logPath, 4096))
 }
 
-// tail returns up to n trailing bytes of the file at path.
-func tail(path string, n int64) string {
+// Tail returns up to n trailing bytes of the file at path (a log), or why
+// it cannot.
+func Tail(path string, n int64) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return err.Error()

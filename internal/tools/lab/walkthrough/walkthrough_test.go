@@ -23,6 +23,7 @@ import (
 	"github.com/svcproxy/svcproxy/internal/nsrun"
 	"github.com/svcproxy/svcproxy/internal/proxy/config"
 	"github.com/svcproxy/svcproxy/internal/proxy/metrics"
+	"github.com/svcproxy/svcproxy/internal/testkit/apiserver"
 	"github.com/svcproxy/svcproxy/internal/tools/controlplane"
 	"github.com/svcproxy/svcproxy/internal/tools/lab"
 	"github.com/svcproxy/svcproxy/internal/tools/lab/walkthrough"
@@ -364,8 +365,8 @@ func grep(s, sub string) string {
 // control-plane binaries (so that timings do not include building).
 func prepare(t *testing.T) string {
 	t.Helper()
-	if os.Getenv(controlplane.EnvSkip) == "1" {
-		t.Skip(controlplane.EnvSkip + "=1: skipping the lab")
+	if os.Getenv(apiserver.EnvSkip) == "1" {
+		t.Skip(apiserver.EnvSkip + "=1: skipping the lab")
 	}
 	if _, err := controlplane.Binaries(context.Background(), true, "coredns"); err != nil {
 		t.Fatal(err)
