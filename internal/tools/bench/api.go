@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -30,6 +29,7 @@ import (
 	"github.com/svcproxy/svcproxy/internal/addrplan"
 	"github.com/svcproxy/svcproxy/internal/netwire"
 	"github.com/svcproxy/svcproxy/internal/nsrun"
+	"github.com/svcproxy/svcproxy/internal/supervise"
 	"github.com/svcproxy/svcproxy/internal/tools/controlplane"
 )
 
@@ -215,7 +215,7 @@ func (e *apiEnv) measure(ctx context.Context, all []*discovery.EndpointSlice, ch
 		}
 		r.latencies, r.writes = append(r.latencies, took), append(r.writes, wrote)
 	}
-	r.rss, r.peak = procMemory(strconv.Itoa(agent.cmd.Process.Pid))
+	r.rss, r.peak = procMemory(strconv.Itoa(agent.Pid()))
 	if dir := os.Getenv("SVCPROXY_BENCH_HEAP"); dir != "" { // for finding where the memory goes
 		if _, body, err := nsrun.Get(ctx, e.netns, metricsURL+"/debug/pprof/heap", time.Minute); err == nil {
 			os.WriteFile(filepath.Join(dir, fmt.Sprintf("heap-%d.pprof", run)), body, 0o644)
@@ -247,7 +247,7 @@ func (e *apiEnv) change(ctx context.Context, all []*discovery.EndpointSlice, i i
 
 // agentProc is svcproxy running as a node's proxy in its own process.
 type agentProc struct {
-	cmd *exec.Cmd
+	*supervise.Child
 	log string
 }
 
@@ -260,32 +260,16 @@ func (e *apiEnv) startAgent(minSync time.Duration, run int) (*agentProc, error) 
 		return nil, err
 	}
 	a := &agentProc{log: filepath.Join(e.work, fmt.Sprintf("agent-%d.log", run))}
-	logf, err := os.Create(a.log)
-	if err != nil {
-		return nil, err
-	}
-	defer logf.Close()
 	node := nodeIP.String()
-	a.cmd = exec.Command(self, "--kubeconfig="+e.cp.Kubeconfig(), "--hostname-override=node1", "--netns="+e.netns,
+	cmd := exec.Command(self, "--kubeconfig="+e.cp.Kubeconfig(), "--hostname-override=node1", "--netns="+e.netns,
 		"--proxy-mode=nftables", "--iptables-min-sync-period="+minSync.String(), "--cluster-cidr="+addrplan.ClusterCIDRv4.String(),
 		"--healthz-bind-address="+node+":10256", "--metrics-bind-address="+node+":10249", "--conntrack-max-per-core=0",
 		"--profiling")
-	a.cmd.Stdout, a.cmd.Stderr = logf, logf
-	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	return a, a.cmd.Start()
+	a.Child, err = supervise.Start(cmd, supervise.Options{Name: "svcproxy", Log: a.log})
+	return a, err
 }
 
-func (a *agentProc) stop() {
-	a.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { a.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		a.cmd.Process.Kill()
-		<-done
-	}
-}
+func (a *agentProc) stop() { supervise.Stop(10*time.Second, a.Child) }
 
 // waitFirstSync polls the agent's metrics until its first sync is done.
 func (a *agentProc) waitFirstSync(ctx context.Context, netns string) (time.Duration, error) {

@@ -88,7 +88,6 @@ type ControlPlane struct {
 	config     *rest.Config
 	client     kubernetes.Interface
 	kubeconfig string
-	spawner    *spawner
 	logs       io.Writer
 
 	mu          sync.Mutex
@@ -155,7 +154,6 @@ func prepare(opts Options) (*ControlPlane, error) {
 func (c *ControlPlane) startAll(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.spawner = newSpawner(c.opts.Detached, c.opts.Netns)
 	p, err := c.start("etcd", c.etcdArgs())
 	if err != nil {
 		return err
@@ -181,11 +179,6 @@ func (c *ControlPlane) startAll(ctx context.Context) error {
 		c.controllers = append(c.controllers, p)
 	}
 	return nil
-}
-
-// start runs the binary name from Options.Dir, logging to WorkDir/name.log.
-func (c *ControlPlane) start(name string, args []string) (*process, error) {
-	return c.spawner.start(name, filepath.Join(c.opts.Dir, name), args, c.path(name+".log"), c.logs)
 }
 
 // StopAPIServer stops kube-apiserver only, leaving etcd and its data. It is
@@ -237,9 +230,6 @@ func (c *ControlPlane) Stop() {
 			p.stop(stopGrace)
 		}
 	}
-	if c.spawner != nil {
-		c.spawner.close()
-	}
 }
 
 // RestConfig returns a copy of the admin client configuration: bearer token,
@@ -267,7 +257,7 @@ func (c *ControlPlane) PIDs() map[string]int {
 	pids := map[string]int{}
 	for _, p := range append([]*process{c.etcd, c.apiserver}, c.controllers...) {
 		if p != nil {
-			pids[p.name] = p.pid()
+			pids[p.name] = p.Pid()
 		}
 	}
 	return pids
@@ -289,7 +279,7 @@ func waitReady(ctx context.Context, p *process, ready func(context.Context) erro
 			return nil
 		}
 		select {
-		case <-p.done:
+		case <-p.Done():
 			return p.exitError()
 		case <-ctx.Done():
 			return fmt.Errorf("controlplane: %s not ready: %v (%w); log %s ends:\n%s",
