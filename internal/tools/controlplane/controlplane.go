@@ -6,9 +6,9 @@
 // create Nodes and Pods themselves.
 //
 // Binaries finds (or builds, via package pinned) the executables, Start
-// launches the processes in their own process groups under a work
-// directory, and Stop kills exactly those processes. New wraps the two for
-// tests.
+// launches the processes (package supervise: each in a process group of its
+// own) under a work directory, and Stop stops exactly those processes.
+// testkit/apiserver wraps the two for tests.
 package controlplane
 
 import (
