@@ -309,25 +309,19 @@ func (r Route) String() string {
 }
 
 // AddRoute adds r; it fails if the route exists.
-func (ns *NS) AddRoute(r Route) error {
-	nr, err := ns.netlinkRoute(r)
-	if err == nil {
-		err = ns.link.RouteAdd(nr)
-	}
-	if err != nil {
-		return ns.errorf("route add %s: %w", r, err)
-	}
-	return nil
-}
+func (ns *NS) AddRoute(r Route) error { return ns.route("add", r, ns.link.RouteAdd) }
 
 // ReplaceRoute adds r or replaces the route to its Dst.
-func (ns *NS) ReplaceRoute(r Route) error {
+func (ns *NS) ReplaceRoute(r Route) error { return ns.route("replace", r, ns.link.RouteReplace) }
+
+// route translates r and applies it with apply (`ip route verb`).
+func (ns *NS) route(verb string, r Route, apply func(*netlink.Route) error) error {
 	nr, err := ns.netlinkRoute(r)
 	if err == nil {
-		err = ns.link.RouteReplace(nr)
+		err = apply(nr)
 	}
 	if err != nil {
-		return ns.errorf("route replace %s: %w", r, err)
+		return ns.errorf("route %s %s: %w", verb, r, err)
 	}
 	return nil
 }

@@ -69,17 +69,11 @@ func ValidateService(svc *v1.Service) field.ErrorList {
 
 // validateMeta checks the namespace (a DNS label) and the name.
 func validateMeta(m *metav1.ObjectMeta, name func(string) []string) field.ErrorList {
-	var errs field.ErrorList
-	for _, msg := range validation.IsDNS1123Label(m.Namespace) {
-		errs = append(errs, field.Invalid(metaPath.Child("namespace"), m.Namespace, msg))
-	}
+	errs := invalid(metaPath.Child("namespace"), m.Namespace, validation.IsDNS1123Label(m.Namespace))
 	if m.Name == "" {
 		return append(errs, field.Required(metaPath.Child("name"), ""))
 	}
-	for _, msg := range name(m.Name) {
-		errs = append(errs, field.Invalid(metaPath.Child("name"), m.Name, msg))
-	}
-	return errs
+	return append(errs, invalid(metaPath.Child("name"), m.Name, name(m.Name))...)
 }
 
 // validateClusterIPs accepts "", "None" or an address in clusterIP and each
@@ -184,9 +178,7 @@ func ValidateEndpointSlice(s *discovery.EndpointSlice) field.ErrorList {
 			errs = append(errs, oneOf(p.Child("protocol"), *port.Protocol, protocols...)...)
 		}
 		if port.Name != nil && *port.Name != "" {
-			for _, msg := range validation.IsDNS1123Label(*port.Name) {
-				errs = append(errs, field.Invalid(p.Child("name"), *port.Name, msg))
-			}
+			errs = append(errs, invalid(p.Child("name"), *port.Name, validation.IsDNS1123Label(*port.Name))...)
 		}
 	}
 	return errs
@@ -205,11 +197,7 @@ func validateAddress(p *field.Path, t discovery.AddressType, a string) field.Err
 			return field.ErrorList{field.Invalid(p, a, "not an "+string(t)+" address (addressType "+string(t)+")")}
 		}
 	case discovery.AddressTypeFQDN:
-		var errs field.ErrorList
-		for _, msg := range validation.IsDNS1123Subdomain(a) {
-			errs = append(errs, field.Invalid(p, a, msg))
-		}
-		return errs
+		return invalid(p, a, validation.IsDNS1123Subdomain(a))
 	}
 	return nil
 }
@@ -241,25 +229,22 @@ func validateCIDR(p *field.Path, s string) field.ErrorList {
 }
 
 func portNum(p *field.Path, n int32) field.ErrorList {
-	var errs field.ErrorList
-	for _, msg := range validation.IsValidPortNum(int(n)) {
-		errs = append(errs, field.Invalid(p, n, msg))
-	}
-	return errs
+	return invalid(p, n, validation.IsValidPortNum(int(n)))
 }
 
 func portName(p *field.Path, name string) field.ErrorList {
-	var errs field.ErrorList
-	for _, msg := range validation.IsValidPortName(name) {
-		errs = append(errs, field.Invalid(p, name, msg))
-	}
-	return errs
+	return invalid(p, name, validation.IsValidPortName(name))
 }
 
 func inRange(p *field.Path, n, lo, hi int) field.ErrorList {
+	return invalid(p, n, validation.IsInRange(n, lo, hi))
+}
+
+// invalid turns apimachinery's messages about v into errors at p.
+func invalid(p *field.Path, v any, msgs []string) field.ErrorList {
 	var errs field.ErrorList
-	for _, msg := range validation.IsInRange(n, lo, hi) {
-		errs = append(errs, field.Invalid(p, n, msg))
+	for _, msg := range msgs {
+		errs = append(errs, field.Invalid(p, v, msg))
 	}
 	return errs
 }
