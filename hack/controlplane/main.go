@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/svcproxy/svcproxy/internal/tools/cachedir"
+	"github.com/svcproxy/svcproxy/internal/cachedir"
 	"github.com/svcproxy/svcproxy/internal/tools/controlplane/pinned"
 )
 

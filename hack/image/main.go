@@ -18,7 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/svcproxy/svcproxy/internal/tools/cachedir"
+	"github.com/svcproxy/svcproxy/internal/cachedir"
 	"github.com/svcproxy/svcproxy/internal/tools/image"
 )
 

@@ -10,9 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os/exec"
 	"runtime"
-	"strings"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -66,16 +64,6 @@ func Listen(name, network, address string) (l net.Listener, err error) {
 		return err
 	})
 	return l, err
-}
-
-// IP runs the ip tool with args (which should name their namespace, as
-// "-n NS ..." or "netns ..."); the error holds ip's output.
-func IP(ctx context.Context, args ...string) error {
-	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
 }
 
 // Dial connects to address from inside the namespace name ("" for the

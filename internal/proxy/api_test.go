@@ -25,6 +25,7 @@ import (
 	"github.com/svcproxy/svcproxy/internal/proxy/conntrack"
 	"github.com/svcproxy/svcproxy/internal/proxy/metrics"
 	"github.com/svcproxy/svcproxy/internal/proxy/source"
+	"github.com/svcproxy/svcproxy/internal/testkit/apiserver"
 	"github.com/svcproxy/svcproxy/internal/testkit/logtest"
 	"github.com/svcproxy/svcproxy/internal/testkit/objects"
 	"github.com/svcproxy/svcproxy/internal/testkit/testnet"
@@ -77,7 +78,7 @@ type rig struct {
 
 func newRig(t *testing.T, mode string) *rig {
 	r := newNetRig(t, mode)
-	r.cp = controlplane.New(t)
+	r.cp = apiserver.New(t)
 	r.client = r.cp.Client()
 	node := objects.Node("node1", "zone-a")
 	for _, ip := range testnet.Node1Addrs.IPs() {

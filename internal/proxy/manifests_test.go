@@ -69,7 +69,7 @@ func testManifestsSource(t *testing.T, mode string) {
 	r.waitCode(healthzAddr, "/healthz", 200)
 
 	write(r.manifest(70000, "pod2b")) // invalid nodePort: ignored as a whole
-	r.waitLog("spec.ports[0].nodePort: must be between 1 and 65535, got 70000")
+	r.waitLog("spec.ports[0].nodePort: Invalid value: 70000: must be between 1 and 65535")
 	r.eventually(r.net.Ext, nodePort, "pod1a", "pod2a")
 
 	write(r.manifest(30090, "pod2b"))

@@ -35,7 +35,6 @@ type Options struct {
 	InitOnly      bool                             // --init-only: do privileged setup and exit
 	Version       bool                             // --version: print version and exit
 	Help          bool                             // --help: usage was requested
-	Verbosity     int                              // -v, from the flag or logging.verbosity
 	Proxy         Settings                         // the mode and the settings of its section
 	Warnings      []string                         // flags that were given but have no effect
 	// Gates are kube-proxy's feature gates as the configuration sets them.
@@ -99,7 +98,6 @@ func Parse(args []string) (*Options, error) {
 	opts.Warnings = append(opts.Warnings, noEffectWarnings(fl.set)...)
 	opts.Config = cfg
 	opts.Proxy = Resolve(cfg)
-	opts.Verbosity = int(cfg.Logging.Verbosity)
 	opts.Gates = gates
 	fl.set.VisitAll(func(f *pflag.Flag) {
 		if f.Hidden { // the refused flags

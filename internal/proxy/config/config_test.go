@@ -55,7 +55,7 @@ func TestParseCommandLines(t *testing.T) {
 			want(t, "maxPerCore", *o.Config.Conntrack.MaxPerCore, int32(0))
 			want(t, "tcpBeLiberal", o.Config.Conntrack.TCPBeLiberal, true)
 			want(t, "mode", o.Proxy.Mode, ModeIPTables)
-			want(t, "verbosity", o.Verbosity, 4)
+			want(t, "verbosity", int(o.Config.Logging.Verbosity), 4)
 			cidrs, err := ClusterCIDRs(o.Config)
 			want(t, "cidrs", err, error(nil))
 			want(t, "cidrs", len(cidrs), 2)
@@ -66,7 +66,7 @@ func TestParseCommandLines(t *testing.T) {
 		check: func(t *testing.T, o *Options) {
 			want(t, "settings", o.Proxy, Settings{Mode: ModeNFTables, Section: "nftables", SyncPeriod: time.Minute, MinSyncPeriod: 2 * time.Second, MasqueradeAll: true, MasqueradeBit: 14})
 			want(t, "nodePortAddresses", strings.Join(o.Config.NodePortAddresses, ","), "primary")
-			want(t, "verbosity", o.Verbosity, 2)
+			want(t, "verbosity", int(o.Config.Logging.Verbosity), 2)
 		},
 	}, {
 		name: "flags only",
@@ -83,7 +83,7 @@ func TestParseCommandLines(t *testing.T) {
 			want(t, "healthz", c.HealthzBindAddress, "0.0.0.0:10256")
 			want(t, "nodePortAddresses", strings.Join(c.NodePortAddresses, ","), "192.0.2.0/24")
 			want(t, "maxPerCore", *c.Conntrack.MaxPerCore, int32(0))
-			want(t, "verbosity", o.Verbosity, 3)
+			want(t, "verbosity", int(o.Config.Logging.Verbosity), 3)
 			want(t, "manifests", o.Manifests, "/srv/manifests")
 		},
 	}, {

@@ -51,16 +51,6 @@ func validate(cfg *v1alpha1.KubeProxyConfiguration, gates featuregate.FeatureGat
 	return joinFieldErrors(errs)
 }
 
-// Supported reports what kube-proxy accepts but svcproxy does not do,
-// each naming the field and why. cfg must be valid.
-func Supported(cfg *v1alpha1.KubeProxyConfiguration) error {
-	gates, err := FeatureGates(cfg)
-	if err != nil {
-		return err
-	}
-	return supported(cfg, gates)
-}
-
 func supported(cfg *v1alpha1.KubeProxyConfiguration, gates featuregate.FeatureGate) error {
 	var errs field.ErrorList
 	switch {

@@ -54,13 +54,12 @@ func concat(lists ...[]float64) []float64 {
 
 // failureCounters names the sync failure counter per proxy mode: kube-proxy
 // counts nftables transactions that fail, and iptables-restore runs that
-// fail in iptables and ipvs modes. Other modes are ours.
+// fail in iptables and ipvs modes (IPVS mode programs its filtering with
+// iptables too).
 var failureCounters = map[string]struct{ name, help string }{
-	"nftables":  {"sync_proxy_rules_nftables_sync_failures_total", "Cumulative proxy nftables sync failures"},
-	"iptables":  {"sync_proxy_rules_iptables_restore_failures_total", "Cumulative proxy iptables restore failures"},
-	"ipvs":      {"sync_proxy_rules_iptables_restore_failures_total", "Cumulative proxy iptables restore failures"},
-	"userspace": {"sync_proxy_rules_userspace_sync_failures_total", "Cumulative proxy userspace sync failures"},
-	"ebpf":      {"sync_proxy_rules_ebpf_sync_failures_total", "Cumulative proxy ebpf sync failures"},
+	"nftables": {"sync_proxy_rules_nftables_sync_failures_total", "Cumulative proxy nftables sync failures"},
+	"iptables": {"sync_proxy_rules_iptables_restore_failures_total", "Cumulative proxy iptables restore failures"},
+	"ipvs":     {"sync_proxy_rules_iptables_restore_failures_total", "Cumulative proxy iptables restore failures"},
 }
 
 // Metrics holds every metric the agent records, in its own registry.

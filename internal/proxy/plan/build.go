@@ -9,6 +9,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // Labels that take a Service away from this proxy, as in kube-proxy.
@@ -54,7 +55,7 @@ func buildService(svc *v1.Service, slices []*discovery.EndpointSlice, node nodeI
 	if !handled(svc) {
 		return nil, nil
 	}
-	spec, err := validateService(svc)
+	spec, err := parseService(svc)
 	if err != nil {
 		return nil, []error{err}
 	}
@@ -170,206 +171,74 @@ func protocolOf(p v1.Protocol) v1.Protocol {
 // DefaultAffinitySeconds is Kubernetes' default ClientIP affinity timeout.
 const DefaultAffinitySeconds = 10800
 
-// validateService checks every field the plan reads and parses it.
-func validateService(svc *v1.Service) (*serviceSpec, error) {
-	bad := func(field, format string, args ...any) error {
-		return fmt.Errorf("service %s: %s: %s", objectName(svc.Namespace, svc.Name), field, fmt.Sprintf(format, args...))
+// parseService checks svc with ValidateService and parses the fields the
+// plan reads; an error names the Service and every field at fault.
+func parseService(svc *v1.Service) (*serviceSpec, error) {
+	if errs := ValidateService(svc); len(errs) > 0 {
+		return nil, fmt.Errorf("service %s: %w", objectName(svc.Namespace, svc.Name), errs.ToAggregate())
 	}
-	if err := validName("metadata.namespace", svc.Namespace, 63); err != nil {
-		return nil, bad("metadata.namespace", "%v", err)
-	}
-	if err := validName("metadata.name", svc.Name, 63); err != nil {
-		return nil, bad("metadata.name", "%v", err)
-	}
-	s := &serviceSpec{svc: svc}
 	ips := svc.Spec.ClusterIPs
 	if len(ips) == 0 {
 		ips = []string{svc.Spec.ClusterIP}
 	}
-	seen := map[Family]bool{}
-	for i, raw := range ips {
-		ip, err := parseIP(raw)
-		if err != nil {
-			return nil, bad(fmt.Sprintf("spec.clusterIPs[%d]", i), "invalid IP %q", raw)
+	s := &serviceSpec{svc: svc, clusterIPs: parseAddrs(ips), externalIPs: parseAddrs(svc.Spec.ExternalIPs)}
+	for _, ing := range svc.Status.LoadBalancer.Ingress {
+		if ing.IP != "" && (ing.IPMode == nil || *ing.IPMode == v1.LoadBalancerIPModeVIP) {
+			// Not hostname-only, nor Proxy mode (where the load balancer
+			// delivers to the node).
+			s.lbIPs = append(s.lbIPs, parseAddrs([]string{ing.IP})...)
 		}
-		if seen[FamilyOf(ip)] {
-			return nil, bad(fmt.Sprintf("spec.clusterIPs[%d]", i), "second %s address %s", FamilyOf(ip), ip)
+	}
+	for _, r := range svc.Spec.LoadBalancerSourceRanges {
+		if p, err := netip.ParsePrefix(strings.TrimSpace(r)); err == nil {
+			s.sourceRanges = append(s.sourceRanges, canonicalPrefix(p))
 		}
-		seen[FamilyOf(ip)] = true
-		s.clusterIPs = append(s.clusterIPs, ip)
 	}
-	if len(svc.Spec.Ports) == 0 {
-		return nil, bad("spec.ports", "no ports")
-	}
-	if err := validatePorts(svc, bad); err != nil {
-		return nil, err
-	}
-	var err error
-	if s.externalIPs, err = parseAddrs(svc.Spec.ExternalIPs, "spec.externalIPs", bad); err != nil {
-		return nil, err
-	}
-	if s.lbIPs, err = lbIngressIPs(svc, bad); err != nil {
-		return nil, err
-	}
-	if s.sourceRanges, err = parseRanges(svc.Spec.LoadBalancerSourceRanges, bad); err != nil {
-		return nil, err
-	}
-	if s.affinity, err = affinityOf(svc, bad); err != nil {
-		return nil, err
-	}
-	if hc := svc.Spec.HealthCheckNodePort; hc < 0 || hc > 65535 {
-		return nil, bad("spec.healthCheckNodePort", "%d out of range", hc)
-	}
+	s.affinity = affinityOf(svc)
 	return s, nil
 }
 
-type badField func(field, format string, args ...any) error
-
-func validatePorts(svc *v1.Service, bad badField) error {
-	type pp struct {
-		port  int32
-		proto v1.Protocol
-	}
-	seenPort := map[pp]bool{}
-	seenName := map[string]bool{}
-	for i, p := range svc.Spec.Ports {
-		field := fmt.Sprintf("spec.ports[%d]", i)
-		proto := protocolOf(p.Protocol)
-		switch proto {
-		case v1.ProtocolTCP, v1.ProtocolUDP, v1.ProtocolSCTP:
-		default:
-			return bad(field+".protocol", "unsupported protocol %q", p.Protocol)
-		}
-		if p.Port < 1 || p.Port > 65535 {
-			return bad(field+".port", "%d out of range 1-65535", p.Port)
-		}
-		if p.NodePort < 0 || p.NodePort > 65535 {
-			return bad(field+".nodePort", "%d out of range", p.NodePort)
-		}
-		if len(svc.Spec.Ports) > 1 && p.Name == "" {
-			return bad(field+".name", "required when a Service has several ports")
-		}
-		if p.Name != "" {
-			if err := validPortName(p.Name); err != nil {
-				return bad(field+".name", "%v", err)
-			}
-		}
-		if seenPort[pp{p.Port, proto}] {
-			return bad(field+".port", "duplicate %d/%s", p.Port, proto)
-		}
-		if seenName[p.Name] {
-			return bad(field+".name", "duplicate %q", p.Name)
-		}
-		seenPort[pp{p.Port, proto}], seenName[p.Name] = true, true
-	}
-	return nil
-}
-
-// parseIP parses an address as the plan stores it: IPv4-mapped IPv6
-// addresses become IPv4, and an IPv6 zone ("fe80::1%eth0") is refused, since
-// no Service address has one and its free-form text would reach the rules.
-func parseIP(raw string) (netip.Addr, error) {
-	a, err := netip.ParseAddr(raw)
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	if a.Zone() != "" {
-		return netip.Addr{}, fmt.Errorf("IPv6 zone %q not allowed", a.Zone())
-	}
-	return a.Unmap(), nil
-}
-
-func parseAddrs(raw []string, field string, bad badField) ([]netip.Addr, error) {
+// parseAddrs parses validated addresses as the plan stores them:
+// IPv4-mapped IPv6 addresses become IPv4.
+func parseAddrs(raw []string) []netip.Addr {
 	var out []netip.Addr
-	for i, r := range raw {
-		a, err := parseIP(r)
-		if err != nil {
-			return nil, bad(fmt.Sprintf("%s[%d]", field, i), "invalid IP %q", r)
+	for _, r := range raw {
+		if a, err := netip.ParseAddr(r); err == nil {
+			out = append(out, a.Unmap())
 		}
-		out = append(out, a)
 	}
-	return out, nil
+	return out
 }
 
-func lbIngressIPs(svc *v1.Service, bad badField) ([]netip.Addr, error) {
-	var out []netip.Addr
-	for i, ing := range svc.Status.LoadBalancer.Ingress {
-		if ing.IP == "" || (ing.IPMode != nil && *ing.IPMode != v1.LoadBalancerIPModeVIP) {
-			continue // hostname-only, or Proxy mode: the load balancer delivers to the node
-		}
-		a, err := parseIP(ing.IP)
-		if err != nil {
-			return nil, bad(fmt.Sprintf("status.loadBalancer.ingress[%d].ip", i), "invalid IP %q", ing.IP)
-		}
-		out = append(out, a)
+// canonicalPrefix masks p and keeps an IPv4-mapped range in its family's
+// form, as addresses are: "::ffff:198.51.100.0/120" is 198.51.100.0/24.
+func canonicalPrefix(p netip.Prefix) netip.Prefix {
+	p = p.Masked()
+	if p.Addr().Is4In6() {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
-	return out, nil
+	return p
 }
 
-func parseRanges(raw []string, bad badField) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for i, r := range raw {
-		p, err := netip.ParsePrefix(strings.TrimSpace(r))
-		if err != nil {
-			return nil, bad(fmt.Sprintf("spec.loadBalancerSourceRanges[%d]", i), "invalid CIDR %q", r)
-		}
-		p = p.Masked()
-		if p.Addr().Is4In6() {
-			// "::ffff:198.51.100.0/120" is 198.51.100.0/24: keep it in its
-			// family's form, as addresses are.
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-		}
-		out = append(out, p)
-	}
-	return out, nil
-}
-
-func affinityOf(svc *v1.Service, bad badField) (int32, error) {
+func affinityOf(svc *v1.Service) int32 {
 	if svc.Spec.SessionAffinity != v1.ServiceAffinityClientIP {
-		return 0, nil
+		return 0
 	}
 	c := svc.Spec.SessionAffinityConfig
 	if c == nil || c.ClientIP == nil || c.ClientIP.TimeoutSeconds == nil {
-		return DefaultAffinitySeconds, nil
+		return DefaultAffinitySeconds
 	}
-	t := *c.ClientIP.TimeoutSeconds
-	if t < 1 || t > 86400 {
-		return 0, bad("spec.sessionAffinityConfig.clientIP.timeoutSeconds", "%d out of range 1-86400", t)
-	}
-	return t, nil
+	return *c.ClientIP.TimeoutSeconds
 }
 
 // objectName prints "namespace/name" as it is when it is plain, quoted
 // otherwise, so that an invalid name cannot forge lines in a log.
 func objectName(namespace, name string) string {
 	nn := namespace + "/" + name
-	if validName("", namespace, 63) == nil && validName("", name, 253) == nil {
+	if len(validation.IsDNS1123Label(namespace)) == 0 && len(validation.IsDNS1123Subdomain(name)) == 0 {
 		return nn
 	}
 	return strconv.Quote(nn)
-}
-
-// validName accepts a DNS-1123 label: what namespaces and Service names are.
-// The renderers rely on it, so a name never carries rule syntax.
-func validName(field, s string, max int) error {
-	if s == "" || len(s) > max {
-		return fmt.Errorf("must be 1-%d characters, got %d", max, len(s))
-	}
-	for i, c := range s {
-		ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' && i > 0 && i < len(s)-1
-		if !ok {
-			return fmt.Errorf("invalid character %q at %d in %q (lower-case letters, digits and inner '-' only)", c, i, s)
-		}
-	}
-	return nil
-}
-
-// validPortName accepts an IANA service name, as Service port names are.
-func validPortName(s string) error {
-	if len(s) > 15 {
-		return fmt.Errorf("%q longer than 15 characters", s)
-	}
-	return validName("name", s, 15)
 }
 
 // epKey groups endpoints by family, port name and protocol.
@@ -414,30 +283,26 @@ func sliceFamily(s *discovery.EndpointSlice) (Family, bool) {
 	return 0, false // FQDN slices are not for proxies
 }
 
+// sliceEndpoints checks s with ValidateEndpointSlice and groups its
+// endpoints by port; an error names the slice and every field at fault.
 func sliceEndpoints(s *discovery.EndpointSlice, f Family, node nodeInfo) (map[epKey][]Endpoint, error) {
-	bad := func(field, format string, args ...any) error {
-		return fmt.Errorf("endpointslice %s: %s: %s", objectName(s.Namespace, s.Name), field, fmt.Sprintf(format, args...))
+	if errs := ValidateEndpointSlice(s); len(errs) > 0 {
+		return nil, fmt.Errorf("endpointslice %s: %w", objectName(s.Namespace, s.Name), errs.ToAggregate())
 	}
 	out := map[epKey][]Endpoint{}
-	for i, p := range s.Ports {
+	for _, p := range s.Ports {
 		if p.Port == nil {
 			continue
-		}
-		if *p.Port < 1 || *p.Port > 65535 {
-			return nil, bad(fmt.Sprintf("ports[%d].port", i), "%d out of range 1-65535", *p.Port)
 		}
 		k := epKey{f, deref(p.Name), protocolOf(derefProto(p.Protocol))}
 		if out[k] == nil {
 			out[k] = make([]Endpoint, 0, len(s.Endpoints))
 		}
-		for j, e := range s.Endpoints {
+		for _, e := range s.Endpoints {
 			if len(e.Addresses) == 0 {
 				continue
 			}
-			a, err := parseIP(e.Addresses[0])
-			if err != nil || FamilyOf(a) != f {
-				return nil, bad(fmt.Sprintf("endpoints[%d].addresses[0]", j), "invalid %s address %q", f, e.Addresses[0])
-			}
+			a := parseAddrs(e.Addresses[:1])[0] // validated: of the slice's family
 			out[k] = append(out[k], endpointOf(e, netip.AddrPortFrom(a, uint16(*p.Port)), node))
 		}
 	}

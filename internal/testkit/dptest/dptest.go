@@ -1,6 +1,6 @@
 // Package dptest is the kernel test suite every dataplane must pass: real
 // TCP and UDP traffic through the real kernel, in a throwaway cluster of
-// network namespaces (internal/testnet). node1 runs the dataplane under test;
+// network namespaces (testkit/testnet). node1 runs the dataplane under test;
 // node2 runs no rules and only routes to its pods.
 //
 // A dataplane's kernel_test.go runs it with a constructor:

@@ -31,7 +31,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/svcproxy/svcproxy/internal/nsrun"
+	"github.com/svcproxy/svcproxy/internal/netwire"
 )
 
 // NamePrefix starts the name of every namespace a Cluster creates.
@@ -139,32 +139,37 @@ func Build(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	return build(ctx, c, c.commands())
+	return build(ctx, c, (*wiring).cluster)
 }
 
-// build creates c's namespaces and runs cmds (arguments of `ip`) in order.
-func build(ctx context.Context, c *Cluster, cmds [][]string) (*Cluster, error) {
-	if err := c.setUp(ctx, cmds); err != nil {
+// build creates c's namespaces and wires them with wire.
+func build(ctx context.Context, c *Cluster, wire func(*wiring) error) (*Cluster, error) {
+	if err := c.setUp(ctx, wire); err != nil {
 		return nil, errors.Join(err, c.Close())
 	}
 	return c, nil
 }
 
-func (c *Cluster) setUp(ctx context.Context, cmds [][]string) error {
+func (c *Cluster) setUp(ctx context.Context, wire func(*wiring) error) error {
+	w := &wiring{c: c, open: map[*NS]*netwire.NS{}}
+	defer w.close()
 	for _, ns := range c.Namespaces() {
-		if err := ip(ctx, "netns", "add", ns.Name); err != nil {
+		if err := netwire.Add(ns.Name); err != nil {
 			return err
 		}
 		c.mu.Lock()
 		c.created = append(c.created, ns)
 		c.mu.Unlock()
-	}
-	for _, args := range cmds {
-		if err := ip(ctx, args...); err != nil {
+		h, err := netwire.Open(ns.Name)
+		if err != nil {
 			return err
 		}
+		w.open[ns] = h
 	}
-	return c.waitAddrs(ctx, 2*time.Second)
+	if err := wire(w); err != nil {
+		return err
+	}
+	return w.waitAddrs(ctx, 2*time.Second)
 }
 
 // Close deletes every namespace the cluster created. Sockets still open in
@@ -207,8 +212,7 @@ func layout(opts Options, base string) (*Cluster, error) {
 		if n > 250 {
 			return nil, fmt.Errorf("pod %s: too many pods on %s", s.Name, s.Node)
 		}
-		p := &Pod{Name: s.Name, Node: s.Node, NS: ns(s.Name),
-			IPv4: nsrun.NthAddr(na.PodCIDRv4, n), IPv6: nsrun.NthAddr(na.PodCIDRv6, n)}
+		p := &Pod{Name: s.Name, Node: s.Node, NS: ns(s.Name), IPv4: na.PodV4(n - 2), IPv6: na.PodV6(n - 2)}
 		c.Pods[p.Name] = p
 		c.PodList = append(c.PodList, p)
 	}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/svcproxy/svcproxy/internal/netwire"
 )
 
 const askTimeout = 2 * time.Second
@@ -51,31 +53,6 @@ func TestLayout(t *testing.T) {
 	} {
 		if _, err := layout(Options{Pods: bad}, "x"); err == nil {
 			t.Errorf("layout(%v) succeeded, want error", bad)
-		}
-	}
-}
-
-// Every command must name one of the cluster's namespaces: the wiring may
-// never touch the namespace of the process running it.
-func TestCommandsStayInNamespaces(t *testing.T) {
-	c, err := layout(Options{}, "x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, ns := range c.Namespaces() {
-		names = append(names, ns.Name)
-	}
-	for _, cmd := range c.commands() {
-		var ns string
-		switch {
-		case len(cmd) > 1 && cmd[0] == "-n":
-			ns = cmd[1]
-		case len(cmd) > 2 && cmd[0] == "netns" && cmd[1] == "exec":
-			ns = cmd[2]
-		}
-		if !slices.Contains(names, ns) {
-			t.Errorf("ip %s: not confined to a cluster namespace", strings.Join(cmd, " "))
 		}
 	}
 }
@@ -233,7 +210,12 @@ func TestBuildFailureCleansUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad := append(c.commands(), in(c.Ext, "link", "set", "nosuchlink", "up"))
+	bad := func(w *wiring) error {
+		if err := w.cluster(); err != nil {
+			return err
+		}
+		return w.open[c.Ext].Up("nosuchlink")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := build(ctx, c, bad); err == nil || !strings.Contains(err.Error(), "nosuchlink") {
@@ -258,7 +240,7 @@ func TestSweep(t *testing.T) {
 	stale := prefix + "-" + itoa(dead.Process.Pid) + "-1-node1"
 	live := prefix + "-" + itoa(os.Getpid()) + "-1-node1"
 	for _, name := range []string{stale, live} {
-		if err := ip(context.Background(), "netns", "add", name); err != nil {
+		if err := netwire.Add(name); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { deleteNS(name) })
@@ -349,4 +331,19 @@ func rootState(t *testing.T) string {
 		b.WriteString(lifetimes.ReplaceAllString(string(out), ""))
 	}
 	return b.String()
+}
+
+// BenchmarkNew measures building and removing the default cluster: what
+// every kernel test pays once (go test -run '^$' -bench New).
+func BenchmarkNew(b *testing.B) {
+	RequireKernel(b)
+	for b.Loop() {
+		c, err := Build(context.Background(), Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

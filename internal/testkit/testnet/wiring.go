@@ -5,15 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/svcproxy/svcproxy/internal/nsrun"
+	"github.com/svcproxy/svcproxy/internal/netwire"
 )
 
 // Sysctls set in every namespace before its links exist, so that no
@@ -32,109 +29,107 @@ var nodeSysctls = []string{
 	"net.ipv4.conf.default.rp_filter=0",
 }
 
-// commands returns, in order, the arguments of every `ip` call that wires
-// the cluster once its namespaces exist. Each one names its namespace
-// ("-n NS" or "netns exec NS"): none touches the caller's namespace.
-func (c *Cluster) commands() [][]string {
-	var cmds [][]string
+// wiring holds the cluster's namespaces open while they are wired. Every
+// change goes through one of them, so none touches the machine's network.
+type wiring struct {
+	c    *Cluster
+	open map[*NS]*netwire.NS
+}
+
+func (w *wiring) close() {
+	for _, h := range w.open {
+		h.Close()
+	}
+}
+
+// cluster wires the whole cluster once its namespaces exist.
+func (w *wiring) cluster() error {
+	c := w.c
 	for _, ns := range c.Namespaces() {
 		sysctls := baseSysctls
 		if ns == c.Node1 || ns == c.Node2 {
-			sysctls = append(slices.Clone(baseSysctls), nodeSysctls...)
+			sysctls = append(sysctls[:len(sysctls):len(sysctls)], nodeSysctls...)
 		}
-		cmds = append(cmds,
-			append([]string{"netns", "exec", ns.Name, "sysctl", "-q", "-w"}, sysctls...),
-			in(ns, "link", "set", "lo", "up"))
+		if err := errors.Join(w.open[ns].Sysctls(sysctls...), w.open[ns].Up("lo")); err != nil {
+			return err
+		}
 	}
-	// Multicast snooping off: neighbour solicitations must reach every
-	// port even if an MLD report was sent before the port came up.
-	cmds = append(cmds,
-		in(c.LAN, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"),
-		in(c.LAN, "link", "set", "br0", "up"))
-	cmds = append(cmds, c.lanPort(c.Node1, "node1", Node1Addrs.LANv4, Node1Addrs.LANv6)...)
-	cmds = append(cmds, c.lanPort(c.Node2, "node2", Node2Addrs.LANv4, Node2Addrs.LANv6)...)
-	cmds = append(cmds, c.lanPort(c.Ext, "ext", ExtIPv4, ExtIPv6)...)
+	if err := w.open[c.LAN].AddBridge("br0"); err != nil {
+		return err
+	}
+	for _, port := range []struct {
+		ns     *NS
+		name   string
+		v4, v6 netip.Addr
+	}{
+		{c.Node1, "node1", Node1Addrs.LANv4, Node1Addrs.LANv6},
+		{c.Node2, "node2", Node2Addrs.LANv4, Node2Addrs.LANv6},
+		{c.Ext, "ext", ExtIPv4, ExtIPv6},
+	} {
+		if err := w.lanPort(port.ns, port.name, port.v4, port.v6); err != nil {
+			return err
+		}
+	}
 	for _, p := range c.PodList {
-		cmds = append(cmds, c.podWiring(p)...)
+		if err := w.pod(p); err != nil {
+			return err
+		}
 	}
-	cmds = append(cmds, nodeRoutes(c.Node1, Node2Addrs)...)
-	cmds = append(cmds, nodeRoutes(c.Node2, Node1Addrs)...)
-	cmds = append(cmds,
-		in(c.Ext, "route", "add", ExternalPoolv4.String(), "via", Node1Addrs.LANv4.String()),
-		in(c.Ext, "-6", "route", "add", ExternalPoolv6.String(), "via", Node1Addrs.LANv6.String()))
-	return cmds
+	ext := w.open[c.Ext]
+	return errors.Join(w.nodeRoutes(c.Node1, Node2Addrs), w.nodeRoutes(c.Node2, Node1Addrs),
+		ext.AddRoute(netwire.Route{Dst: ExternalPoolv4, Via: Node1Addrs.LANv4}),
+		ext.AddRoute(netwire.Route{Dst: ExternalPoolv6, Via: Node1Addrs.LANv6}))
 }
 
 // lanPort connects ns to the LAN bridge: "port" in lan, "lan0" in ns.
-func (c *Cluster) lanPort(ns *NS, port string, v4, v6 netip.Addr) [][]string {
-	return [][]string{
-		in(c.LAN, "link", "add", port, "type", "veth", "peer", "name", "lan0", "netns", ns.Name),
-		in(c.LAN, "link", "set", port, "master", "br0", "up"),
-		in(ns, "addr", "add", prefixed(v4, LANv4), "dev", "lan0"),
-		in(ns, "addr", "add", prefixed(v6, LANv6), "dev", "lan0", "nodad"),
-		in(ns, "link", "set", "lan0", "up"),
+func (w *wiring) lanPort(ns *NS, port string, v4, v6 netip.Addr) error {
+	lan, h := w.open[w.c.LAN], w.open[ns]
+	if err := lan.AddVeth(port, h, "lan0"); err != nil {
+		return err
 	}
+	if err := lan.Plug(port, "br0"); err != nil {
+		return err
+	}
+	if err := h.AddAddrs("lan0", netip.PrefixFrom(v4, LANv4.Bits()), netip.PrefixFrom(v6, LANv6.Bits())); err != nil {
+		return err
+	}
+	return h.Up("lan0")
 }
 
-// podWiring connects a pod to its node. The pod holds /32 and /128 with
-// an on-link route to the gateway, rather than its node's whole pod CIDR:
+// pod connects a pod to its node. The pod holds /32 and /128 with an
+// on-link route to the gateway, rather than its node's whole pod CIDR:
 // with the CIDR on-link a pod would look for its node's other pods by ARP
 // and ND on its veth, where they are not.
-func (c *Cluster) podWiring(p *Pod) [][]string {
-	node := c.Node(p.Node)
+func (w *wiring) pod(p *Pod) error {
+	node, pod := w.open[w.c.Node(p.Node)], w.open[p.NS]
 	na, _ := NodeAddrsOf(p.Node) // layout checked the node
-	veth := "v-" + p.Name
-	gw4, gw6 := na.GatewayV4().String(), na.GatewayV6().String()
-	return [][]string{
-		in(node, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", p.NS.Name),
-		in(node, "addr", "add", gw4+"/32", "dev", veth),
-		in(node, "addr", "add", gw6+"/128", "dev", veth, "nodad"),
-		in(node, "link", "set", veth, "up"),
-		in(node, "route", "add", p.IPv4.String()+"/32", "dev", veth),
-		in(node, "-6", "route", "add", p.IPv6.String()+"/128", "dev", veth),
-		in(p.NS, "addr", "add", p.IPv4.String()+"/32", "dev", "eth0"),
-		in(p.NS, "addr", "add", p.IPv6.String()+"/128", "dev", "eth0", "nodad"),
-		in(p.NS, "link", "set", "eth0", "up"),
-		in(p.NS, "route", "add", gw4, "dev", "eth0", "scope", "link"),
-		in(p.NS, "route", "add", "default", "via", gw4, "dev", "eth0"),
-		in(p.NS, "-6", "route", "add", gw6, "dev", "eth0"),
-		in(p.NS, "-6", "route", "add", "default", "via", gw6, "dev", "eth0"),
-	}
+	return netwire.PodLink(node, "v-"+p.Name, pod, na.Gateways(), p.IPs())
 }
 
 // nodeRoutes sends the other node's pod CIDRs to that node's LAN IPs.
-func nodeRoutes(node *NS, other NodeAddrs) [][]string {
-	return [][]string{
-		in(node, "route", "add", other.PodCIDRv4.String(), "via", other.LANv4.String()),
-		in(node, "-6", "route", "add", other.PodCIDRv6.String(), "via", other.LANv6.String()),
-	}
+func (w *wiring) nodeRoutes(node *NS, other NodeAddrs) error {
+	h := w.open[node]
+	return errors.Join(
+		h.AddRoute(netwire.Route{Dst: other.PodCIDRv4, Via: other.LANv4}),
+		h.AddRoute(netwire.Route{Dst: other.PodCIDRv6, Via: other.LANv6}))
 }
-
-func in(ns *NS, args ...string) []string { return append([]string{"-n", ns.Name}, args...) }
-
-func prefixed(a netip.Addr, p netip.Prefix) string {
-	return netip.PrefixFrom(a, p.Bits()).String()
-}
-
-// ip runs the ip tool with args.
-func ip(ctx context.Context, args ...string) error { return nsrun.IP(ctx, args...) }
 
 // waitAddrs waits until no namespace holds a tentative IPv6 address, so
 // that sockets can bind and neighbour discovery answers. With DAD off this
 // is normally true at once.
-func (c *Cluster) waitAddrs(ctx context.Context, limit time.Duration) error {
+func (w *wiring) waitAddrs(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
-	for _, ns := range c.Namespaces() {
+	for _, ns := range w.c.Namespaces() {
 		for {
-			out, err := exec.CommandContext(ctx, "ip", "-n", ns.Name, "-6", "addr", "show", "tentative").CombinedOutput()
+			tentative, err := w.open[ns].Tentative()
 			if err != nil {
-				return fmt.Errorf("%s: list tentative addresses: %w: %s", ns.Name, err, out)
+				return err
 			}
-			if len(strings.TrimSpace(string(out))) == 0 {
+			if len(tentative) == 0 {
 				break
 			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("%s: addresses still tentative after %v:\n%s", ns.Name, limit, out)
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return fmt.Errorf("%s: addresses still tentative after %v: %v", ns.Name, limit, tentative)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -142,33 +137,23 @@ func (c *Cluster) waitAddrs(ctx context.Context, limit time.Duration) error {
 	return nil
 }
 
-func deleteNS(name string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return ip(ctx, "netns", "delete", name)
-}
-
-// netnsDir is where `ip netns add` keeps named namespaces.
-const netnsDir = "/run/netns"
+func deleteNS(name string) error { return netwire.Delete(name) }
 
 // Sweep deletes namespaces named "<prefix>-<pid>-..." whose pid is no
 // longer running: what a crashed or killed test run left behind.
 // Namespaces of running processes are left alone.
 func Sweep(prefix string) error {
-	entries, err := os.ReadDir(netnsDir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
+	names, err := netwire.Names(prefix + "-")
 	if err != nil {
 		return fmt.Errorf("sweep: %w", err)
 	}
 	var errs []error
-	for _, e := range entries {
-		pid, ok := ownerPID(e.Name(), prefix)
+	for _, name := range names {
+		pid, ok := ownerPID(name, prefix)
 		if !ok || running(pid) {
 			continue
 		}
-		if err := deleteNS(e.Name()); err != nil {
+		if err := deleteNS(name); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -33,6 +33,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/svcproxy/svcproxy/internal/cachedir"
 )
 
 // Command is what to run in the VM.
@@ -91,6 +93,13 @@ func Run(ctx context.Context, cmd Command) (Result, error) {
 		return Result{}, errors.New("vm: no command")
 	}
 	cmd = withDefaults(cmd)
+	if cmd.CacheDir == "" {
+		dir, err := CacheDir()
+		if err != nil {
+			return Result{}, fmt.Errorf("vm: %w", err)
+		}
+		cmd.CacheDir = dir
+	}
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
 		return Result{}, fmt.Errorf("vm: qemu-system-x86_64 not found (install qemu-system-x86: hack/deps.sh): %w", err)
@@ -132,9 +141,6 @@ func withDefaults(cmd Command) Command {
 	}
 	if cmd.MemoryMiB == 0 {
 		cmd.MemoryMiB = 4096
-	}
-	if cmd.CacheDir == "" {
-		cmd.CacheDir = CacheDir()
 	}
 	return cmd
 }
@@ -379,19 +385,15 @@ func script(cmd Command) string {
 // quote makes s one shell word.
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-// CacheDir is where the kernel is kept: $SVCPROXY_VM_CACHE, or .cache/vm
-// in the repository that holds the working directory.
-func CacheDir() string {
+// CacheDir is where the kernel is kept: $SVCPROXY_VM_CACHE, or vm/ in
+// svcproxy's cache directory (package cachedir: the checkout's .cache).
+func CacheDir() (string, error) {
 	if d := os.Getenv("SVCPROXY_VM_CACHE"); d != "" {
-		return d
+		return d, nil
 	}
-	dir, _ := os.Getwd()
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return filepath.Join(d, ".cache", "vm")
-		}
-		if d == filepath.Dir(d) {
-			return filepath.Join(os.TempDir(), "svcproxy-vm-cache")
-		}
+	dir, err := cachedir.Dir()
+	if err != nil {
+		return "", err
 	}
+	return filepath.Join(dir, "vm"), nil
 }

@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -27,9 +26,18 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/svcproxy/svcproxy/internal/testkit/objects"
-	"github.com/svcproxy/svcproxy/internal/testkit/testnet"
+	"github.com/svcproxy/svcproxy/internal/addrplan"
+	"github.com/svcproxy/svcproxy/internal/netwire"
+	"github.com/svcproxy/svcproxy/internal/nsrun"
+	"github.com/svcproxy/svcproxy/internal/supervise"
 	"github.com/svcproxy/svcproxy/internal/tools/controlplane"
+)
+
+// nodeIP is the agent's node address, in its namespace; metricsURL is
+// where it serves its metrics there.
+var (
+	nodeIP     = addrplan.NodeN(1).LANv4
+	metricsURL = "http://" + netip.AddrPortFrom(nodeIP, 10249).String()
 )
 
 // APIOptions configure the network programming benchmark.
@@ -80,7 +88,7 @@ func RunAPI(ctx context.Context, out io.Writer, opts APIOptions) error {
 
 type apiEnv struct {
 	cp     *controlplane.ControlPlane
-	net    *testnet.Cluster
+	netns  string // node1's namespace, with nodeIP
 	client kubernetes.Interface
 	work   string
 	log    io.Writer
@@ -101,7 +109,9 @@ func newAPIEnv(ctx context.Context, log io.Writer) (*apiEnv, error) {
 		e.close()
 		return nil, err
 	}
-	if e.net, err = testnet.Build(ctx, testnet.Options{}); err != nil {
+	e.netns = fmt.Sprintf("svcpbench-%d-node1", os.Getpid())
+	if err = makeNetns(e.netns, netip.PrefixFrom(nodeIP, 24)); err != nil {
+		e.netns = ""
 		e.close()
 		return nil, err
 	}
@@ -110,8 +120,8 @@ func newAPIEnv(ctx context.Context, log io.Writer) (*apiEnv, error) {
 }
 
 func (e *apiEnv) close() {
-	if e.net != nil {
-		e.net.Close()
+	if e.netns != "" {
+		netwire.Delete(e.netns)
 	}
 	if e.cp != nil {
 		e.cp.Stop()
@@ -122,8 +132,10 @@ func (e *apiEnv) close() {
 // populate creates node1, and n Services each with one slice of eps
 // endpoints, from parallel writers.
 func (e *apiEnv) populate(ctx context.Context, n, eps int) ([]*discovery.EndpointSlice, error) {
-	node := objects.Node("node1", "zone-a")
-	node.Status.Addresses = []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: testnet.Node1Addrs.LANv4.String()}}
+	node := &v1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "node1", Labels: map[string]string{v1.LabelTopologyZone: "zone-a"}},
+		Status:     v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: nodeIP.String()}}},
+	}
 	if _, err := e.client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
 		return nil, err
 	}
@@ -158,17 +170,15 @@ func (e *apiEnv) populate(ctx context.Context, n, eps int) ([]*discovery.Endpoin
 
 func (e *apiEnv) createService(ctx context.Context, i, eps int) (*discovery.EndpointSlice, error) {
 	name := fmt.Sprintf("svc-%05d", i)
-	svc := objects.Service("default", name, objects.Port("http", v1.ProtocolTCP, 80, 0))
+	svc := newService("default", name)
 	if _, err := e.client.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("create Service %s: %w", name, err)
 	}
-	var list []discovery.Endpoint
+	s, node := newSlice("default", name+"-1", name, v1.ProtocolTCP), "node2"
 	for j := range eps {
 		ip := netip.AddrFrom4([4]byte{10, 244, byte(j + 1), byte(i%250 + 2)})
-		list = append(list, objects.Endpoint(ip.String(), objects.OnNode("node2")))
+		s.Endpoints = append(s.Endpoints, discovery.Endpoint{Addresses: []string{ip.String()}, NodeName: &node})
 	}
-	s := objects.Slice("default", name+"-1", name, discovery.AddressTypeIPv4,
-		[]discovery.EndpointPort{objects.EndpointPort("http", v1.ProtocolTCP, 8080)}, list...)
 	s, err := e.client.DiscoveryV1().EndpointSlices("default").Create(ctx, s, metav1.CreateOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("create EndpointSlice %s-1: %w", name, err)
@@ -185,10 +195,10 @@ func (e *apiEnv) measure(ctx context.Context, all []*discovery.EndpointSlice, ch
 		return r, err
 	}
 	defer agent.stop()
-	if r.firstSync, err = agent.waitFirstSync(ctx, e.net.Node1); err != nil {
+	if r.firstSync, err = agent.waitFirstSync(ctx, e.netns); err != nil {
 		return r, err
 	}
-	mon, err := startMonitor(e.net.Node1.Name)
+	mon, err := startMonitor(e.netns)
 	if err != nil {
 		return r, err
 	}
@@ -205,10 +215,10 @@ func (e *apiEnv) measure(ctx context.Context, all []*discovery.EndpointSlice, ch
 		}
 		r.latencies, r.writes = append(r.latencies, took), append(r.writes, wrote)
 	}
-	r.rss, r.peak = procMemory(strconv.Itoa(agent.cmd.Process.Pid))
+	r.rss, r.peak = procMemory(strconv.Itoa(agent.Pid()))
 	if dir := os.Getenv("SVCPROXY_BENCH_HEAP"); dir != "" { // for finding where the memory goes
-		if resp, err := e.net.Node1.Get(netip.AddrPortFrom(testnet.Node1Addrs.LANv4, 10249), "/debug/pprof/heap"); err == nil {
-			os.WriteFile(filepath.Join(dir, fmt.Sprintf("heap-%d.pprof", run)), []byte(resp.Body), 0o644)
+		if _, body, err := nsrun.Get(ctx, e.netns, metricsURL+"/debug/pprof/heap", time.Minute); err == nil {
+			os.WriteFile(filepath.Join(dir, fmt.Sprintf("heap-%d.pprof", run)), body, 0o644)
 		}
 	}
 	return r, nil
@@ -237,7 +247,7 @@ func (e *apiEnv) change(ctx context.Context, all []*discovery.EndpointSlice, i i
 
 // agentProc is svcproxy running as a node's proxy in its own process.
 type agentProc struct {
-	cmd *exec.Cmd
+	*supervise.Child
 	log string
 }
 
@@ -250,40 +260,23 @@ func (e *apiEnv) startAgent(minSync time.Duration, run int) (*agentProc, error) 
 		return nil, err
 	}
 	a := &agentProc{log: filepath.Join(e.work, fmt.Sprintf("agent-%d.log", run))}
-	logf, err := os.Create(a.log)
-	if err != nil {
-		return nil, err
-	}
-	defer logf.Close()
-	node := testnet.Node1Addrs.LANv4.String()
-	a.cmd = exec.Command(self, "--kubeconfig="+e.cp.Kubeconfig(), "--hostname-override=node1", "--netns="+e.net.Node1.Name,
-		"--proxy-mode=nftables", "--iptables-min-sync-period="+minSync.String(), "--cluster-cidr="+testnet.ClusterCIDRv4.String(),
+	node := nodeIP.String()
+	cmd := exec.Command(self, "--kubeconfig="+e.cp.Kubeconfig(), "--hostname-override=node1", "--netns="+e.netns,
+		"--proxy-mode=nftables", "--iptables-min-sync-period="+minSync.String(), "--cluster-cidr="+addrplan.ClusterCIDRv4.String(),
 		"--healthz-bind-address="+node+":10256", "--metrics-bind-address="+node+":10249", "--conntrack-max-per-core=0",
 		"--profiling")
-	a.cmd.Stdout, a.cmd.Stderr = logf, logf
-	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	return a, a.cmd.Start()
+	a.Child, err = supervise.Start(cmd, supervise.Options{Name: "svcproxy", Log: a.log})
+	return a, err
 }
 
-func (a *agentProc) stop() {
-	a.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { a.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		a.cmd.Process.Kill()
-		<-done
-	}
-}
+func (a *agentProc) stop() { supervise.Stop(10*time.Second, a.Child) }
 
 // waitFirstSync polls the agent's metrics until its first sync is done.
-func (a *agentProc) waitFirstSync(ctx context.Context, node *testnet.NS) (time.Duration, error) {
+func (a *agentProc) waitFirstSync(ctx context.Context, netns string) (time.Duration, error) {
 	start := time.Now()
-	addr := netip.AddrPortFrom(testnet.Node1Addrs.LANv4, 10249)
 	for deadline := start.Add(5 * time.Minute); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(50 * time.Millisecond) {
-		resp, err := node.Get(addr, "/metrics")
-		if err == nil && syncCount(resp.Body) > 0 {
+		_, body, err := nsrun.Get(ctx, netns, metricsURL+"/metrics", 5*time.Second)
+		if err == nil && syncCount(string(body)) > 0 {
 			return time.Since(start), nil
 		}
 	}

@@ -2,16 +2,17 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
+	"net/netip"
 	"os"
-	"os/exec"
 	"runtime/debug"
 	"slices"
-	"strings"
 	"time"
 
+	"github.com/svcproxy/svcproxy/internal/netwire"
 	"github.com/svcproxy/svcproxy/internal/nsrun"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/iptables"
@@ -120,11 +121,33 @@ func measure(ctx context.Context, n int, opts Options) (Result, error) {
 // which is removed afterwards. Processes fn starts (nft) run there too.
 func inFreshNetns(fn func() error) error {
 	name := fmt.Sprintf("svcpbench-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip netns add: %v: %s", err, strings.TrimSpace(string(out)))
+	if err := makeNetns(name, netip.Prefix{}); err != nil {
+		return err
 	}
-	defer exec.Command("ip", "netns", "delete", name).Run()
+	defer netwire.Delete(name)
 	return nsrun.Do(name, fn)
+}
+
+// makeNetns creates the namespace name with lo up and, if addr is valid,
+// addr on a veth whose peer stays inside: an address the agent can serve
+// on, reached from inside the namespace only.
+func makeNetns(name string, addr netip.Prefix) error {
+	if err := netwire.Add(name); err != nil {
+		return err
+	}
+	ns, err := netwire.Open(name)
+	if err != nil {
+		return errors.Join(err, netwire.Delete(name))
+	}
+	defer ns.Close()
+	err = ns.Up("lo")
+	if addr.IsValid() {
+		err = errors.Join(err, ns.AddVeth("eth0", ns, "eth1"), ns.Up("eth1"), ns.AddAddrs("eth0", addr), ns.Up("eth0"))
+	}
+	if err != nil {
+		return errors.Join(err, netwire.Delete(name))
+	}
+	return nil
 }
 
 func vmHWM() uint64 {

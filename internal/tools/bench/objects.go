@@ -9,8 +9,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
-
-	"github.com/svcproxy/svcproxy/internal/testkit/objects"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // workload generates n Services with eps endpoints each: every tenth one a
@@ -29,20 +28,20 @@ func workload(n, eps int) ([]*v1.Service, []*discovery.EndpointSlice) {
 // service is Service i: a ClusterIP Service with one port "http", every
 // tenth one a NodePort.
 func service(i int) *v1.Service {
-	opts := []objects.ServiceOption{
-		objects.ClusterIP(addr4(netip.MustParseAddr("10.96.0.0"), uint32(i+1)).String()),
-		objects.Port("http", v1.ProtocolTCP, 80, 0),
-	}
+	svc := newService("bench", fmt.Sprintf("svc-%d", i))
+	svc.Spec.ClusterIP = addr4(netip.MustParseAddr("10.96.0.0"), uint32(i+1)).String()
 	if i%10 == 0 {
-		opts = append(opts, objects.NodePort(int32(30000+i/10%2768)))
+		svc.Spec.Type = v1.ServiceTypeNodePort
+		svc.Spec.Ports[0].NodePort = int32(30000 + i/10%2768)
 	}
-	return objects.Service("bench", fmt.Sprintf("svc-%d", i), opts...)
+	return svc
 }
 
 // slice builds Service i's EndpointSlice; gen shifts the addresses so that
 // a new generation replaces one endpoint.
 func slice(i, eps, gen int) *discovery.EndpointSlice {
-	var endpoints []discovery.Endpoint
+	s := newSlice("bench", fmt.Sprintf("svc-%d-abc", i), fmt.Sprintf("svc-%d", i), "")
+	ready := true
 	for j := 0; j < eps; j++ {
 		node := "other"
 		if j == 0 {
@@ -53,10 +52,34 @@ func slice(i, eps, gen int) *discovery.EndpointSlice {
 			k += gen * eps // the last endpoint moves with each generation
 		}
 		ip := addr4(netip.MustParseAddr("10.128.0.0"), uint32(i*eps*64+k+1))
-		endpoints = append(endpoints, objects.Endpoint(ip.String(), objects.OnNode(node), objects.Ready(true)))
+		s.Endpoints = append(s.Endpoints, discovery.Endpoint{Addresses: []string{ip.String()}, NodeName: &node,
+			Conditions: discovery.EndpointConditions{Ready: &ready}})
 	}
-	return objects.Slice("bench", fmt.Sprintf("svc-%d-abc", i), fmt.Sprintf("svc-%d", i), discovery.AddressTypeIPv4,
-		[]discovery.EndpointPort{objects.EndpointPort("http", "", 8080)}, endpoints...)
+	return s
+}
+
+// newService is a ClusterIP Service with one TCP port "http", 80.
+func newService(namespace, name string) *v1.Service {
+	return &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+		Spec: v1.ServiceSpec{Type: v1.ServiceTypeClusterIP,
+			Ports: []v1.ServicePort{{Name: "http", Protocol: v1.ProtocolTCP, Port: 80}}},
+	}
+}
+
+// newSlice is an IPv4 EndpointSlice of service with one port "http", 8080
+// (protocol unset, or proto), and no endpoints yet.
+func newSlice(namespace, name, service string, proto v1.Protocol) *discovery.EndpointSlice {
+	port, portName := int32(8080), "http"
+	p := discovery.EndpointPort{Name: &portName, Port: &port}
+	if proto != "" {
+		p.Protocol = &proto
+	}
+	return &discovery.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: namespace, Name: name, Labels: map[string]string{discovery.LabelServiceName: service}},
+		AddressType: discovery.AddressTypeIPv4,
+		Ports:       []discovery.EndpointPort{p},
+	}
 }
 
 func addr4(base netip.Addr, off uint32) netip.Addr {

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 
-	"github.com/svcproxy/svcproxy/internal/tools/cachedir"
+	"github.com/svcproxy/svcproxy/internal/cachedir"
 	"github.com/svcproxy/svcproxy/internal/tools/controlplane/pinned"
 )
 

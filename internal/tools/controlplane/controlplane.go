@@ -6,9 +6,9 @@
 // create Nodes and Pods themselves.
 //
 // Binaries finds (or builds, via package pinned) the executables, Start
-// launches the processes in their own process groups under a work
-// directory, and Stop kills exactly those processes. New wraps the two for
-// tests.
+// launches the processes (package supervise: each in a process group of its
+// own) under a work directory, and Stop stops exactly those processes.
+// testkit/apiserver wraps the two for tests.
 package controlplane
 
 import (
@@ -26,11 +26,13 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/svcproxy/svcproxy/internal/addrplan"
 )
 
 // DefaultServiceCIDR is the service cluster IP range when Options leaves it
-// empty: dual-stack, IPv4 first, as the testnet address plan.
-const DefaultServiceCIDR = "10.96.0.0/16,fd00:10:96::/112"
+// empty: the address plan's, dual-stack, IPv4 first.
+var DefaultServiceCIDR = addrplan.ServiceCIDRv4.String() + "," + addrplan.ServiceCIDRv6.String()
 
 // ServiceAccountIssuer is the issuer of the service-account tokens.
 const ServiceAccountIssuer = "https://kubernetes.default.svc.cluster.local"
@@ -86,7 +88,6 @@ type ControlPlane struct {
 	config     *rest.Config
 	client     kubernetes.Interface
 	kubeconfig string
-	spawner    *spawner
 	logs       io.Writer
 
 	mu          sync.Mutex
@@ -153,7 +154,6 @@ func prepare(opts Options) (*ControlPlane, error) {
 func (c *ControlPlane) startAll(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.spawner = newSpawner(c.opts.Detached, c.opts.Netns)
 	p, err := c.start("etcd", c.etcdArgs())
 	if err != nil {
 		return err
@@ -179,11 +179,6 @@ func (c *ControlPlane) startAll(ctx context.Context) error {
 		c.controllers = append(c.controllers, p)
 	}
 	return nil
-}
-
-// start runs the binary name from Options.Dir, logging to WorkDir/name.log.
-func (c *ControlPlane) start(name string, args []string) (*process, error) {
-	return c.spawner.start(name, filepath.Join(c.opts.Dir, name), args, c.path(name+".log"), c.logs)
 }
 
 // StopAPIServer stops kube-apiserver only, leaving etcd and its data. It is
@@ -235,9 +230,6 @@ func (c *ControlPlane) Stop() {
 			p.stop(stopGrace)
 		}
 	}
-	if c.spawner != nil {
-		c.spawner.close()
-	}
 }
 
 // RestConfig returns a copy of the admin client configuration: bearer token,
@@ -253,9 +245,6 @@ func (c *ControlPlane) Client() kubernetes.Interface { return c.client }
 // URL returns the apiserver's https URL.
 func (c *ControlPlane) URL() string { return c.apiURL }
 
-// EtcdURL returns etcd's client URL.
-func (c *ControlPlane) EtcdURL() string { return c.etcdURL }
-
 // WorkDir returns the directory holding data, certificates and logs.
 func (c *ControlPlane) WorkDir() string { return c.opts.WorkDir }
 
@@ -268,7 +257,7 @@ func (c *ControlPlane) PIDs() map[string]int {
 	pids := map[string]int{}
 	for _, p := range append([]*process{c.etcd, c.apiserver}, c.controllers...) {
 		if p != nil {
-			pids[p.name] = p.pid()
+			pids[p.name] = p.Pid()
 		}
 	}
 	return pids
@@ -290,11 +279,11 @@ func waitReady(ctx context.Context, p *process, ready func(context.Context) erro
 			return nil
 		}
 		select {
-		case <-p.done:
+		case <-p.Done():
 			return p.exitError()
 		case <-ctx.Done():
 			return fmt.Errorf("controlplane: %s not ready: %v (%w); log %s ends:\n%s",
-				p.name, err, ctx.Err(), p.logPath, tail(p.logPath, 4096))
+				p.name, err, ctx.Err(), p.logPath, Tail(p.logPath, 4096))
 		case <-tick.C:
 		}
 	}

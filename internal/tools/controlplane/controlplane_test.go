@@ -1,4 +1,4 @@
-package controlplane
+package controlplane_test
 
 import (
 	"context"
@@ -18,12 +18,14 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/svcproxy/svcproxy/internal/nsrun"
+	"github.com/svcproxy/svcproxy/internal/netwire"
+	"github.com/svcproxy/svcproxy/internal/testkit/apiserver"
+	"github.com/svcproxy/svcproxy/internal/tools/controlplane"
 )
 
 func TestControlPlane(t *testing.T) {
 	begin := time.Now()
-	cp := New(t)
+	cp := apiserver.New(t)
 	t.Logf("Binaries+Start took %v", time.Since(begin))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -144,14 +146,14 @@ func checkKubeconfig(ctx context.Context, t *testing.T, path string) {
 }
 
 func TestStartErrors(t *testing.T) {
-	if _, err := Start(context.Background(), Options{}); err == nil {
+	if _, err := controlplane.Start(context.Background(), controlplane.Options{}); err == nil {
 		t.Error("Start with empty Options succeeded")
 	}
 	dir := t.TempDir()
-	if _, err := Start(context.Background(), Options{Dir: dir, WorkDir: dir}); err == nil {
+	if _, err := controlplane.Start(context.Background(), controlplane.Options{Dir: dir, WorkDir: dir}); err == nil {
 		t.Error("Start without binaries succeeded")
 	}
-	if _, err := Start(context.Background(), Options{Dir: dir, WorkDir: dir, ServiceCIDR: "bogus"}); err == nil {
+	if _, err := controlplane.Start(context.Background(), controlplane.Options{Dir: dir, WorkDir: dir, ServiceCIDR: "bogus"}); err == nil {
 		t.Error("Start with a bad ServiceCIDR succeeded")
 	}
 }
@@ -161,12 +163,12 @@ func TestStartErrors(t *testing.T) {
 func TestStartExit(t *testing.T) {
 	dir := t.TempDir()
 	script := []byte("#!/bin/sh\necho boom-from-fake; exit 3\n")
-	for _, name := range coreBinaries {
+	for _, name := range []string{"etcd", "kube-apiserver"} {
 		if err := os.WriteFile(dir+"/"+name, script, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, err := Start(context.Background(), Options{Dir: dir, WorkDir: t.TempDir()})
+	_, err := controlplane.Start(context.Background(), controlplane.Options{Dir: dir, WorkDir: t.TempDir()})
 	if err == nil || !strings.Contains(err.Error(), "boom-from-fake") {
 		t.Fatalf("Start with exiting etcd: %v", err)
 	}
@@ -174,7 +176,7 @@ func TestStartExit(t *testing.T) {
 
 // TestBinariesDir: the pins name the cache's subdirectory.
 func TestBinariesDir(t *testing.T) {
-	dir, err := BinariesDir()
+	dir, err := controlplane.BinariesDir()
 	if err != nil || !strings.HasSuffix(dir, "/.cache/controlplane/kubernetes-v1.36.3-etcd-v3.6.8") {
 		t.Errorf("BinariesDir() = %s, %v", dir, err)
 	}
@@ -188,18 +190,16 @@ func ptr[T any](v T) *T { return &v }
 // publishes it as default/kubernetes's endpoint, and every process lives
 // in that namespace.
 func TestControlPlaneInNetns(t *testing.T) {
-	if os.Getenv(EnvSkip) == "1" {
-		t.Skip(EnvSkip + "=1")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), binariesTimeout)
+	apiserver.SkipIfUnwanted(t)
+	ctx, cancel := context.WithTimeout(context.Background(), apiserver.BinariesTimeout)
 	defer cancel()
-	dir, err := Binaries(ctx, true)
+	dir, err := controlplane.Binaries(ctx, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	netns, addr := fmt.Sprintf("spt-%d-0-cp", os.Getpid()), netip.MustParseAddr("192.0.2.10")
-	makeNetns(ctx, t, netns, addr)
-	cp, err := Start(ctx, Options{Dir: dir, WorkDir: t.TempDir(), Netns: netns, Address: addr, Controllers: true})
+	makeNetns(t, netns, addr)
+	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: dir, WorkDir: t.TempDir(), Netns: netns, Address: addr, Controllers: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,18 +239,19 @@ func TestControlPlaneInNetns(t *testing.T) {
 
 // makeNetns creates the namespace name with lo up and addr on a veth
 // interface, and deletes it when the test ends.
-func makeNetns(ctx context.Context, t *testing.T, name string, addr netip.Addr) {
-	t.Cleanup(func() { nsrun.IP(context.Background(), "netns", "delete", name) })
-	for _, args := range [][]string{
-		{"netns", "add", name},
-		{"-n", name, "link", "set", "lo", "up"},
-		{"-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"},
-		{"-n", name, "link", "set", "eth1", "up"},
-		{"-n", name, "addr", "add", addr.String() + "/24", "dev", "eth0"},
-		{"-n", name, "link", "set", "eth0", "up"},
-	} {
-		if err := nsrun.IP(ctx, args...); err != nil {
-			t.Fatal(err)
-		}
+func makeNetns(t *testing.T, name string, addr netip.Addr) {
+	if err := netwire.Add(name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netwire.Delete(name) })
+	ns, err := netwire.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	err = errors.Join(ns.Up("lo"), ns.AddVeth("eth0", ns, "eth1"), ns.Up("eth1"),
+		ns.AddAddrs("eth0", netip.PrefixFrom(addr, 24)), ns.Up("eth0"))
+	if err != nil {
+		t.Fatal(err)
 	}
 }

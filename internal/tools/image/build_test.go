@@ -19,7 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
-	"github.com/svcproxy/svcproxy/internal/tools/cachedir"
+	"github.com/svcproxy/svcproxy/internal/cachedir"
 )
 
 // testOptions build an image of a stand-in binary from the pinned

@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/svcproxy/svcproxy/internal/testkit/apiserver"
 	"github.com/svcproxy/svcproxy/internal/testkit/objects"
 	"github.com/svcproxy/svcproxy/internal/testkit/testnet"
 	"github.com/svcproxy/svcproxy/internal/tools/controlplane"
@@ -44,8 +45,8 @@ const (
 
 func TestImageRunsAsANodesServiceProxy(t *testing.T) {
 	testnet.RequireKernel(t, "nft", "chroot", "mount", "mknod")
-	if os.Getenv(controlplane.EnvSkip) == "1" {
-		t.Skip(controlplane.EnvSkip + "=1: skipping the image's test against an API server")
+	if os.Getenv(apiserver.EnvSkip) == "1" {
+		t.Skip(apiserver.EnvSkip + "=1: skipping the image's test against an API server")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

@@ -18,7 +18,7 @@ func Down(ctx context.Context, name string) error {
 	s := &State{Name: name, Dir: filepath.Join(StateRoot, name)}
 	err := errors.Join(
 		s.stopProcesses(stopGrace),
-		s.removeNetwork(ctx),
+		s.removeNetwork(),
 	)
 	if err != nil {
 		return err

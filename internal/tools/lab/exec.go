@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/svcproxy/svcproxy/internal/netwire"
 )
 
 // Target finds the namespace of what `lab exec` names: a node ("node2"),
@@ -28,7 +30,7 @@ func (s *State) Target(ctx context.Context, namespace, name string) (string, err
 		return "", err
 	}
 	netns := s.PodNetns(pod.Namespace, pod.Name, string(pod.UID))
-	if !NetnsExists(netns) {
+	if !netwire.Exists(netns) {
 		return "", fmt.Errorf("pod %s/%s has no network namespace (yet): phase %s, node %q", namespace, name, pod.Status.Phase, pod.Spec.NodeName)
 	}
 	return netns, nil

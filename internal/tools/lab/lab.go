@@ -28,29 +28,30 @@ import (
 	"path/filepath"
 	"regexp"
 
-	"github.com/svcproxy/svcproxy/internal/nsrun"
+	"github.com/svcproxy/svcproxy/internal/addrplan"
 )
 
 // StateRoot holds one directory per lab.
 const StateRoot = "/run/svcproxy-lab"
 
-// The address plan. Every address lives only inside the lab's namespaces;
-// the external ones come from the documentation ranges (RFC 5737).
+// The address plan, package addrplan's (the tests' too). Every address
+// lives only inside the lab's namespaces; the external ones come from the
+// documentation ranges (RFC 5737, RFC 3849). Node N is LAN .N and LANv6
+// ::N, its pods 10.244.N.0/24 and fd00:10:244:N::/64, a pod's IPv6 ending
+// as its IPv4 does; the client is .100 and ::100. The control plane and the
+// load-balancer pool are IPv4 only.
 var (
-	LAN            = netip.MustParsePrefix("198.51.100.0/24") // node N is .N, the client .100
-	ClientIP       = netip.MustParseAddr("198.51.100.100")
-	ControlPlaneIP = netip.MustParseAddr("198.51.100.250")  // the apiserver, :6443: default/kubernetes's endpoint
-	ClusterCIDR    = netip.MustParsePrefix("10.244.0.0/16") // node N's pods: 10.244.N.0/24
-	// The IPv6 side (RFC 3849 and ULA ranges): node N is LANv6::N, the
-	// client ::100; node N's pods are fd00:10:244:N::/64, a pod's IPv6
-	// ending as its IPv4 does. The control plane is IPv4 only.
-	LANv6         = netip.MustParsePrefix("2001:db8:51:100::/64")
-	ClientIPv6    = netip.MustParseAddr("2001:db8:51:100::100")
-	ClusterCIDRv6 = netip.MustParsePrefix("fd00:10:244::/48")
-	ServiceCIDR   = "10.96.0.0/16,fd00:10:96::/112"
-	KubernetesIP  = netip.MustParseAddr("10.96.0.1")        // the kubernetes Service (the API server)
-	DNSIP         = netip.MustParseAddr("10.96.0.10")       // the kube-dns Service
-	LBPool        = netip.MustParsePrefix("203.0.113.0/24") // LoadBalancer ingress IPs
+	LAN            = addrplan.LANv4
+	LANv6          = addrplan.LANv6
+	ClientIP       = addrplan.ClientV4
+	ClientIPv6     = addrplan.ClientV6
+	ControlPlaneIP = addrplan.ControlPlane // the apiserver, :6443: default/kubernetes's endpoint
+	ClusterCIDR    = addrplan.ClusterCIDRv4
+	ClusterCIDRv6  = addrplan.ClusterCIDRv6
+	ServiceCIDR    = addrplan.ServiceCIDRv4.String() + "," + addrplan.ServiceCIDRv6.String()
+	KubernetesIP   = addrplan.KubernetesIP   // the kubernetes Service (the API server)
+	DNSIP          = addrplan.DNSIP          // the kube-dns Service
+	LBPool         = addrplan.ExternalPoolv4 // LoadBalancer ingress IPs
 )
 
 // ClusterDomain is the DNS suffix of Services.
@@ -103,14 +104,13 @@ func NewState(name string, n int, self, proxyMode string) (*State, error) {
 	s := &State{Name: name, Dir: filepath.Join(StateRoot, name), Self: self, ProxyMode: proxyMode}
 	s.Kubeconfig = filepath.Join(s.Dir, "controlplane", "kubeconfig")
 	for i := 1; i <= n; i++ {
+		a := addrplan.NodeN(i)
 		s.Nodes = append(s.Nodes, Node{
-			Name:      fmt.Sprintf("node%d", i),
-			Zone:      Zones[(i-1)%len(Zones)],
-			IP:        nsrun.NthAddr(LAN, i),
-			PodCIDR:   netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24),
-			IPv6:      nsrun.NthAddr(LANv6, i),
-			PodCIDRv6: netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x10, 0x02, 0x44, 0, byte(i)}), 64),
-			Netns:     fmt.Sprintf("%s-node%d", name, i),
+			Name: fmt.Sprintf("node%d", i),
+			Zone: Zones[(i-1)%len(Zones)],
+			IP:   a.LANv4, PodCIDR: a.PodCIDRv4,
+			IPv6: a.LANv6, PodCIDRv6: a.PodCIDRv6,
+			Netns: fmt.Sprintf("%s-node%d", name, i),
 		})
 	}
 	return s, nil
@@ -172,14 +172,19 @@ func (s *State) save() error {
 	return os.WriteFile(filepath.Join(s.Dir, "lab.json"), data, 0o644)
 }
 
+// plan is where the node sits in the address plan.
+func (n Node) plan() addrplan.Node {
+	return addrplan.Node{LANv4: n.IP, LANv6: n.IPv6, PodCIDRv4: n.PodCIDR, PodCIDRv6: n.PodCIDRv6}
+}
+
 // Gateway is the node's address on every pod veth.
-func (n Node) Gateway() netip.Addr { return nsrun.NthAddr(n.PodCIDR, 1) }
+func (n Node) Gateway() netip.Addr { return n.plan().GatewayV4() }
 
 // PodIP returns the i-th pod address of the node (i from 0).
-func (n Node) PodIP(i int) netip.Addr { return nsrun.NthAddr(n.PodCIDR, i+2) }
+func (n Node) PodIP(i int) netip.Addr { return n.plan().PodV4(i) }
 
 // GatewayV6 is the node's IPv6 address on every pod veth.
-func (n Node) GatewayV6() netip.Addr { return nsrun.NthAddr(n.PodCIDRv6, 1) }
+func (n Node) GatewayV6() netip.Addr { return n.plan().GatewayV6() }
 
 // PodIPv6 returns the IPv6 address of the pod whose IPv4 address is ip:
 // the same host number in the node's IPv6 pod CIDR. It is invalid if ip is
@@ -188,5 +193,5 @@ func (n Node) PodIPv6(ip netip.Addr) netip.Addr {
 	if !ip.Is4() {
 		return netip.Addr{}
 	}
-	return nsrun.NthAddr(n.PodCIDRv6, int(ip.As4()[3]))
+	return addrplan.Nth(n.PodCIDRv6, int(ip.As4()[3]))
 }

@@ -96,7 +96,7 @@ func TestProcessesAreStoppedOnlyIfTheyAreStillOurs(t *testing.T) {
 	}
 	t.Cleanup(func() { // whatever stopProcesses does, leave nothing behind
 		for _, name := range []string{"sleeper", "stubborn"} {
-			if stillRunning(byName[name]) {
+			if byName[name].Alive() {
 				syscall.Kill(byName[name].PID, syscall.SIGKILL)
 			}
 		}
@@ -106,7 +106,7 @@ func TestProcessesAreStoppedOnlyIfTheyAreStillOurs(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"sleeper", "stubborn"} {
-		if stillRunning(byName[name]) {
+		if byName[name].Alive() {
 			t.Errorf("%s still runs", name)
 		}
 	}

@@ -1,23 +1,19 @@
 package lab
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
+	"slices"
 
-	"github.com/svcproxy/svcproxy/internal/nsrun"
+	"github.com/svcproxy/svcproxy/internal/netwire"
 )
 
-// netnsDir is where `ip netns add` keeps named namespaces; etcNetnsDir is
-// where `ip netns exec` finds per-namespace files such as resolv.conf.
-const (
-	netnsDir    = "/run/netns"
-	etcNetnsDir = "/etc/netns"
-)
+// etcNetnsDir is where `ip netns exec` finds per-namespace files such as
+// resolv.conf.
+const etcNetnsDir = "/etc/netns"
 
 // Sysctls of every namespace (no duplicate address detection to wait for)
 // and of routing ones (nodes forward, and replies may leave by another
@@ -34,92 +30,115 @@ var (
 // (and the control plane all of them: pods reach the apiserver through the
 // kubernetes Service without masquerade). Pods come later, from their
 // kubelets.
-func (s *State) buildNetwork(ctx context.Context) error {
-	lan, client := s.LANNetns(), s.ClientNetns()
-	cmds := [][]string{
-		{"netns", "add", lan},
-		{"-n", lan, "link", "set", "lo", "up"},
-		{"-n", lan, "link", "add", "br0", "type", "bridge"},
-		{"-n", lan, "link", "set", "br0", "up"},
+func (s *State) buildNetwork() error {
+	if err := netwire.Add(s.LANNetns()); err != nil {
+		return err
 	}
-	cmds = append(cmds, s.lanHost(client, "client", clientSysctls, ClientIP, ClientIPv6)...)
-	cmds = append(cmds, s.lanHost(s.ControlPlaneNetns(), "controlplane", nil, ControlPlaneIP)...)
-	for _, n := range s.Nodes {
-		cmds = append(cmds, s.lanHost(n.Netns, n.Name, nodeSysctls, n.IP, n.IPv6)...)
+	lan, err := netwire.Open(s.LANNetns())
+	if err != nil {
+		return err
+	}
+	defer lan.Close()
+	if err := errors.Join(lan.Up("lo"), lan.AddBridge("br0")); err != nil {
+		return err
+	}
+	hosts := []lanHost{
+		{s.ClientNetns(), "client", clientSysctls, []netip.Addr{ClientIP, ClientIPv6}},
+		{s.ControlPlaneNetns(), "controlplane", nil, []netip.Addr{ControlPlaneIP}},
 	}
 	for _, n := range s.Nodes {
-		cmds = append(cmds, []string{"-n", s.ControlPlaneNetns(), "route", "add", n.PodCIDR.String(), "via", n.IP.String()})
-		// A default route, as every real node has: the node's own
-		// connections to a ClusterIP need a route before they are DNATed.
-		cmds = append(cmds,
-			[]string{"-n", n.Netns, "route", "add", "default", "via", ClientIP.String()},
-			[]string{"-n", n.Netns, "-6", "route", "add", "default", "via", ClientIPv6.String()})
-		for _, other := range s.Nodes {
-			if other.Name != n.Name {
-				cmds = append(cmds,
-					[]string{"-n", n.Netns, "route", "add", other.PodCIDR.String(), "via", other.IP.String()},
-					[]string{"-n", n.Netns, "route", "add", other.PodCIDRv6.String(), "via", other.IPv6.String()})
-			}
+		hosts = append(hosts, lanHost{n.Netns, n.Name, nodeSysctls, []netip.Addr{n.IP, n.IPv6}})
+	}
+	for _, h := range hosts {
+		if err := h.plug(lan); err != nil {
+			return err
 		}
 	}
-	for _, args := range cmds {
-		if err := nsrun.IP(ctx, args...); err != nil {
+	return s.routes()
+}
+
+// lanHost is a namespace on the LAN: port of the bridge, "eth0" inside.
+type lanHost struct {
+	netns, port string
+	sysctls     []string
+	addrs       []netip.Addr
+}
+
+// plug creates the host's namespace and plugs it into the bridge in lan.
+func (l lanHost) plug(lan *netwire.NS) error {
+	if err := netwire.Add(l.netns); err != nil {
+		return err
+	}
+	h, err := netwire.Open(l.netns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	var prefixes []netip.Prefix
+	for _, a := range l.addrs {
+		bits := LAN.Bits()
+		if a.Is6() {
+			bits = LANv6.Bits()
+		}
+		prefixes = append(prefixes, netip.PrefixFrom(a, bits))
+	}
+	return errors.Join(
+		h.Sysctls(append(slices.Clip(baseSysctls), l.sysctls...)...),
+		h.Up("lo"),
+		lan.AddVeth(l.port, h, "eth0"),
+		lan.Plug(l.port, "br0"),
+		h.AddAddrs("eth0", prefixes...),
+		h.Up("eth0"))
+}
+
+// routes gives the control plane a route to every pod CIDR, and each node
+// a default route (as every real node has: the node's own connections to a
+// ClusterIP need a route before they are DNATed) and routes to the other
+// nodes' pods.
+func (s *State) routes() error {
+	cp, err := netwire.Open(s.ControlPlaneNetns())
+	if err != nil {
+		return err
+	}
+	defer cp.Close()
+	for _, n := range s.Nodes {
+		if err := cp.AddRoute(netwire.Route{Dst: n.PodCIDR, Via: n.IP}); err != nil {
+			return err
+		}
+		h, err := netwire.Open(n.Netns)
+		if err != nil {
+			return err
+		}
+		err = errors.Join(h.AddRoute(netwire.Route{Via: ClientIP}), h.AddRoute(netwire.Route{Via: ClientIPv6}))
+		for _, other := range s.Nodes {
+			if other.Name != n.Name {
+				err = errors.Join(err,
+					h.AddRoute(netwire.Route{Dst: other.PodCIDR, Via: other.IP}),
+					h.AddRoute(netwire.Route{Dst: other.PodCIDRv6, Via: other.IPv6}))
+			}
+		}
+		h.Close()
+		if err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// lanHost creates namespace ns and plugs it into the bridge as port, with
-// addrs (an IPv4 and maybe an IPv6 one) on its "eth0".
-func (s *State) lanHost(ns, port string, sysctls []string, addrs ...netip.Addr) [][]string {
-	lan := s.LANNetns()
-	cmds := [][]string{
-		{"netns", "add", ns},
-		append([]string{"netns", "exec", ns, "sysctl", "-q", "-w"}, append(baseSysctls, sysctls...)...),
-		{"-n", ns, "link", "set", "lo", "up"},
-		{"-n", lan, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns},
-		{"-n", lan, "link", "set", port, "master", "br0", "up"},
-	}
-	for _, a := range addrs {
-		bits := LAN.Bits()
-		if a.Is6() {
-			bits = LANv6.Bits()
-		}
-		cmds = append(cmds, []string{"-n", ns, "addr", "add", netip.PrefixFrom(a, bits).String(), "dev", "eth0", "nodad"})
-	}
-	return append(cmds, []string{"-n", ns, "link", "set", "eth0", "up"})
-}
-
 // Namespaces returns the names of every namespace of the lab that exists
 // now, pods included.
-func (s *State) Namespaces() ([]string, error) {
-	entries, err := os.ReadDir(netnsDir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), s.Name+"-") {
-			names = append(names, e.Name())
-		}
-	}
-	return names, nil
-}
+func (s *State) Namespaces() ([]string, error) { return netwire.Names(s.Name + "-") }
 
 // removeNetwork deletes every namespace of the lab and the resolv.conf
 // files of its pods.
-func (s *State) removeNetwork(ctx context.Context) error {
+func (s *State) removeNetwork() error {
 	names, err := s.Namespaces()
 	var errs []error
 	if err != nil {
 		errs = append(errs, err)
 	}
 	for _, name := range names {
-		if err := nsrun.IP(ctx, "netns", "delete", name); err != nil {
+		if err := netwire.Delete(name); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -148,10 +167,4 @@ func (s *State) WriteResolvConf(podNetns, namespace string) error {
 // RemoveResolvConf removes what WriteResolvConf wrote.
 func RemoveResolvConf(podNetns string) error {
 	return os.RemoveAll(filepath.Join(etcNetnsDir, podNetns))
-}
-
-// NetnsExists reports whether the named namespace exists.
-func NetnsExists(name string) bool {
-	_, err := os.Stat(filepath.Join(netnsDir, name))
-	return err == nil
 }

@@ -34,10 +34,9 @@ func (s *State) startUI() error {
 	defer f.Close()
 	cmd := exec.Command(s.Self, "lab", "ui-server", "--name", s.Name)
 	cmd.ExtraFiles = []*os.File{f} // the child's fd 3
-	if err := s.start("", "ui", cmd); err != nil {
+	if _, err := s.start("", "ui", cmd); err != nil {
 		return err
 	}
-	go cmd.Wait()
 	s.UI = "http://" + l.Addr().String() + "/"
 	return s.save()
 }

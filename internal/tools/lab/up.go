@@ -118,7 +118,7 @@ func (s *State) bringUp(ctx context.Context, p progress) error {
 	if err := s.save(); err != nil {
 		return err
 	}
-	if err := s.buildNetwork(ctx); err != nil {
+	if err := s.buildNetwork(); err != nil {
 		return err
 	}
 	p.say("network: bridge %s, client %s, nodes %s", LAN, ClientIP, s.nodeSummary())
@@ -131,7 +131,7 @@ func (s *State) bringUp(ctx context.Context, p progress) error {
 		return err
 	}
 	for name, pid := range cp.PIDs() {
-		if err := s.recordProcess(s.ControlPlaneNetns(), name, pid); err != nil {
+		if err := s.registry().Record(name, pid, s.ControlPlaneNetns()); err != nil {
 			return err
 		}
 	}

@@ -6,16 +6,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/svcproxy/svcproxy/internal/proxy/plan"
+	"github.com/svcproxy/svcproxy/internal/proxy/source"
 )
 
 // Kinds this source accepts.
@@ -191,11 +194,11 @@ func decodeObject(j []byte, tm metav1.TypeMeta, where string) ([]object, error) 
 	switch {
 	case tm.APIVersion == "v1" && tm.Kind == kindService:
 		svc := &v1.Service{}
-		return finish(j, svc, &svc.ObjectMeta, where, func(e *fieldErrs) { validateService(svc, e) },
+		return finish(j, kindService, svc, &svc.ObjectMeta, where, func() field.ErrorList { return plan.ValidateService(svc) },
 			func(o *object) { o.svc = svc })
 	case tm.APIVersion == discovery.SchemeGroupVersion.String() && tm.Kind == kindEndpointSlice:
 		s := &discovery.EndpointSlice{}
-		return finish(j, s, &s.ObjectMeta, where, func(e *fieldErrs) { validateSlice(s, e) },
+		return finish(j, kindEndpointSlice, s, &s.ObjectMeta, where, func() field.ErrorList { return plan.ValidateEndpointSlice(s) },
 			func(o *object) { o.slice = s })
 	case tm.Kind == "":
 		return nil, fmt.Errorf("%s: kind: required (want v1 Service or discovery.k8s.io/v1 EndpointSlice)", where)
@@ -206,9 +209,9 @@ func decodeObject(j []byte, tm metav1.TypeMeta, where string) ([]object, error) 
 }
 
 // finish decodes j strictly into obj, defaults the namespace, drops objects
-// that are not ours and validates the rest.
-func finish(j []byte, obj any, meta *metav1.ObjectMeta, where string, validate func(*fieldErrs), set func(*object)) ([]object, error) {
-	kind := reflect.TypeOf(obj).Elem().Name()
+// that are not ours and validates the rest with the plan's validator, so
+// that a file is held to the same rules as the objects of an API server.
+func finish(j []byte, kind string, obj any, meta *metav1.ObjectMeta, where string, validate func() field.ErrorList, set func(*object)) ([]object, error) {
 	if err := strictDecode(j, obj); err != nil {
 		return nil, fmt.Errorf("%s (%s): %w", where, describe(j, kind), err)
 	}
@@ -219,16 +222,23 @@ func finish(j []byte, obj any, meta *metav1.ObjectMeta, where string, validate f
 	if ignored(meta.Labels) {
 		return nil, nil
 	}
-	e := &fieldErrs{prefix: fmt.Sprintf("%s (%s)", where, o.key)}
-	if meta.Name == "" {
-		e.add("metadata.name", "required")
+	var errs []error
+	for _, e := range validate() {
+		errs = append(errs, fmt.Errorf("%s (%s): %w", where, o.key, e))
 	}
-	validate(e)
-	if err := e.err(); err != nil {
-		return nil, err
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	set(&o)
 	return []object{o}, nil
+}
+
+// ignored says whether an object is another proxy's or headless, which
+// kube-proxy (and the kube source) never see.
+func ignored(labels map[string]string) bool {
+	_, other := labels[source.LabelServiceProxyName]
+	_, headless := labels[source.LabelHeadless]
+	return other || headless
 }
 
 // describe names an object that failed to decode as "Kind namespace/name",
@@ -243,123 +253,35 @@ func describe(j []byte, kind string) string {
 	return key{kind, cmp.Or(m.Metadata.Namespace, metav1.NamespaceDefault), m.Metadata.Name}.String()
 }
 
-// strictDecode decodes JSON into obj, refusing fields obj has no place for
-// and naming the offending field by its path.
+// strictDecode decodes JSON into obj as the API server does: field names
+// match exactly, and a field obj has no place for, or one given twice, is
+// an error naming the field by its path.
 func strictDecode(j []byte, obj any) error {
-	var generic any
-	if err := json.Unmarshal(j, &generic); err != nil {
-		return jsonErr(err)
+	strict, err := kjson.UnmarshalStrict(j, obj)
+	if err != nil {
+		return typeErr(err)
 	}
-	if p := unknownField(reflect.TypeOf(obj), generic, ""); p != "" {
-		return fmt.Errorf("%s: unknown field", p)
+	var errs []error
+	for _, e := range strict {
+		if fe, ok := e.(kjson.FieldError); ok {
+			// "unknown field \"a.b\"" reads "a.b: unknown field".
+			kind := strings.TrimSuffix(fe.Error(), " "+strconv.Quote(fe.FieldPath()))
+			e = fmt.Errorf("%s: %s", fe.FieldPath(), kind)
+		}
+		errs = append(errs, e)
 	}
-	d := json.NewDecoder(bytes.NewReader(j))
-	d.DisallowUnknownFields()
-	if err := d.Decode(obj); err != nil {
-		return jsonErr(err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// jsonErr rewrites a type mismatch as "field: want T, got V".
-func jsonErr(err error) error {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) && te.Field != "" {
-		return fmt.Errorf("%s: want %s, got %s", te.Field, te.Type, te.Value)
+// typeMismatch is how sigs.k8s.io/json words a value of the wrong type
+// (its error type is internal): "json: cannot unmarshal string into Go
+// struct field ServicePort.spec.ports.port of type int32".
+var typeMismatch = regexp.MustCompile(`^json: cannot unmarshal (\S+) into Go struct field [^.\s]+\.(\S+) of type (\S+)$`)
+
+// typeErr rewrites a type mismatch as "field: want T, got V".
+func typeErr(err error) error {
+	if m := typeMismatch.FindStringSubmatch(err.Error()); m != nil {
+		return fmt.Errorf("%s: want %s, got %s", m[2], m[3], m[1])
 	}
 	return err
-}
-
-var unmarshaler = reflect.TypeFor[json.Unmarshaler]()
-
-// unknownField walks a decoded JSON value alongside the Go type it is meant
-// for and returns the path of the first field the type does not have, or "".
-// Types that decode themselves (IntOrString, Time, Quantity) are not entered.
-// Field names match exactly, as the API server's strict decoding does.
-func unknownField(t reflect.Type, v any, path string) string {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if reflect.PointerTo(t).Implements(unmarshaler) {
-		return ""
-	}
-	switch x := v.(type) {
-	case map[string]any:
-		return unknownInMap(t, x, path)
-	case []any:
-		if t.Kind() != reflect.Slice && t.Kind() != reflect.Array {
-			return ""
-		}
-		for i, e := range x {
-			if p := unknownField(t.Elem(), e, fmt.Sprintf("%s[%d]", path, i)); p != "" {
-				return p
-			}
-		}
-	}
-	return ""
-}
-
-func unknownInMap(t reflect.Type, m map[string]any, path string) string {
-	var fields map[string]reflect.Type
-	switch t.Kind() {
-	case reflect.Struct:
-		fields = jsonFields(t)
-	case reflect.Map:
-	default:
-		return ""
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		if fields == nil {
-			if p := unknownField(t.Elem(), m[k], fmt.Sprintf("%s[%q]", path, k)); p != "" {
-				return p
-			}
-			continue
-		}
-		sub := k
-		if path != "" {
-			sub = path + "." + k
-		}
-		ft, ok := fields[k]
-		if !ok {
-			return sub
-		}
-		if p := unknownField(ft, m[k], sub); p != "" {
-			return p
-		}
-	}
-	return ""
-}
-
-// jsonFields maps the JSON names of a struct's fields to their types,
-// flattening embedded structs without a name as encoding/json does.
-func jsonFields(t reflect.Type) map[string]reflect.Type {
-	out := map[string]reflect.Type{}
-	for f := range t.Fields() {
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		switch {
-		case name == "-" || (!f.IsExported() && !f.Anonymous):
-			continue
-		case f.Anonymous && name == "":
-			ft := f.Type
-			if ft.Kind() == reflect.Pointer {
-				ft = ft.Elem()
-			}
-			if ft.Kind() == reflect.Struct {
-				for n, typ := range jsonFields(ft) {
-					out[n] = typ
-				}
-				continue
-			}
-		}
-		if name == "" {
-			name = f.Name
-		}
-		out[name] = f.Type
-	}
-	return out
 }

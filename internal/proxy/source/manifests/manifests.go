@@ -12,11 +12,13 @@
 // A file may hold several documents separated by "---" lines, and a v1 List
 // of Services and EndpointSlices.
 //
-// Documents are decoded strictly: an unknown field is an error, so a typo is
-// caught rather than silently ignored. Objects are then validated (ports,
-// protocols, IP addresses, the kubernetes.io/service-name label on slices, a
-// name; an object defined twice is an error). Every error names the file, the
-// document and the field. A file that fails is logged once per distinct
+// Documents are decoded strictly, as the API server decodes them
+// (sigs.k8s.io/json): an unknown or repeated field is an error, so a typo is
+// caught rather than silently ignored. Objects are then held to the plan's
+// validator (plan.ValidateService and plan.ValidateEndpointSlice: the API's
+// rules for names, ports, protocols and addresses, and the
+// kubernetes.io/service-name label on slices); an object defined twice is an
+// error. Every error names the file, the document, the object and the field. A file that fails is logged once per distinct
 // content and its last good objects stay in force, so a bad edit never
 // changes the dataplane; once fixed, its new objects apply. A removed file's
 // objects are deleted.

@@ -221,15 +221,15 @@ func TestBadFileKeepsLastGoodState(t *testing.T) {
 		{"unknown field", strings.Replace(webFile(80, "10.0.0.1"), "protocol:", "protocl:", 1), []string{
 			"web.yaml: document 1 (Service default/web): spec.ports[0].protocl: unknown field"}},
 		{"port range", webFile(70000, "10.0.0.1"), []string{
-			"web.yaml: document 1 (Service default/web): spec.ports[0].port: must be between 1 and 65535"}},
+			"web.yaml: document 1 (Service default/web): spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535"}},
 		{"bad ip", webFile(80, "10.0.0.300"), []string{
-			"web.yaml: document 2 (EndpointSlice default/web-1): endpoints[0].addresses[0]: not an IP address"}},
+			"web.yaml: document 2 (EndpointSlice default/web-1): endpoints[0].addresses[0]: Invalid value: \"10.0.0.300\": must be a valid IP address"}},
 		{"family", webFile(80, "fd00::1"), []string{
-			"web.yaml: document 2 (EndpointSlice default/web-1): endpoints[0].addresses[0]: not an IPv4 address"}},
+			"web.yaml: document 2 (EndpointSlice default/web-1): endpoints[0].addresses[0]: Invalid value: \"fd00::1\": not an IPv4 address"}},
 		{"kind", webFile(80, "10.0.0.1") + "---\napiVersion: apps/v1\nkind: Deployment\n", []string{
 			"web.yaml: document 3 (apps/v1 Deployment): kind apps/v1 Deployment is not supported"}},
 		{"label", strings.Replace(webFile(80, "10.0.0.1"), "kubernetes.io/service-name: web", "app: web", 1), []string{
-			`web.yaml: document 2 (EndpointSlice default/web-1): metadata.labels["kubernetes.io/service-name"]: required`}},
+			`web.yaml: document 2 (EndpointSlice default/web-1): metadata.labels[kubernetes.io/service-name]: Required value`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

@@ -13,7 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/svcproxy/svcproxy/internal/tools/lab"
+	"github.com/svcproxy/svcproxy/internal/netwire"
 )
 
 // Bounds of a pod's life: how often it is looked at while nothing changes,
@@ -86,7 +86,7 @@ func (p *pod) run(ctx context.Context) {
 func (p *pod) setUp(ctx context.Context) error {
 	obj := p.latest.Load()
 	p.started = time.Now()
-	if ip, ok := adoptable(obj, p.netns, lab.NetnsExists); ok && p.k.reserveIP(ip) {
+	if ip, ok := adoptable(obj, p.netns, netwire.Exists); ok && p.k.reserveIP(ip) {
 		p.ip = ip
 		p.k.logf("pod %s: taking over %s, IP %s", p.name(), p.netns, ip)
 	} else {
@@ -95,7 +95,7 @@ func (p *pod) setUp(ctx context.Context) error {
 			return err
 		}
 		p.ip = ip
-		if err := p.k.wire(ctx, p.netns, ip, vethName(string(obj.UID))); err != nil {
+		if err := p.k.wire(p.netns, ip, vethName(string(obj.UID))); err != nil {
 			return err
 		}
 	}
@@ -159,9 +159,7 @@ func (p *pod) tearDown() {
 		case <-deadline:
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := p.k.unwire(ctx, p.netns); err != nil {
+	if err := p.k.unwire(p.netns); err != nil {
 		p.k.logf("pod %s: %v", p.name(), err)
 	}
 	if p.ip.IsValid() {

@@ -7,10 +7,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/svcproxy/svcproxy/internal/supervise"
 )
 
 // execIn returns the Env.Exec of container c: it runs an executable as a
@@ -24,27 +25,18 @@ func (p *pod) execIn(c corev1.Container, vars map[string]string) func(context.Co
 		env = append(env, k+"="+vars[k])
 	}
 	return func(ctx context.Context, bin string, args []string, started func()) error {
-		cmd, err := p.k.lab.StartProcess(p.netns, name, env, bin, args...)
+		c, err := p.k.lab.StartProcess(p.netns, name, env, bin, args...)
 		if err != nil {
 			return err
 		}
 		defer p.k.lab.ForgetProcess(name)
 		started()
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
 		select {
-		case err := <-done:
-			return fmt.Errorf("%s exited (%v); see %s", filepath.Base(bin), err, filepath.Join(p.k.lab.Dir, "logs", name+".log"))
+		case <-c.Done():
+			return fmt.Errorf("%s exited (%v); see %s", filepath.Base(bin), c.Err(), filepath.Join(p.k.lab.Dir, "logs", name+".log"))
 		case <-ctx.Done():
 		}
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(stopTimeout - time.Second): // tearDown waits stopTimeout
-			cmd.Process.Kill()
-			<-done
-		}
-		return nil
+		return supervise.Stop(stopTimeout-time.Second, c) // tearDown waits stopTimeout
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/svcproxy/svcproxy/internal/netwire"
 	"github.com/svcproxy/svcproxy/internal/nsrun"
 	"github.com/svcproxy/svcproxy/internal/tools/lab"
 )
@@ -44,6 +45,7 @@ const proxyHealthPort = 10256
 type Controller struct {
 	lab      *lab.State
 	client   kubernetes.Interface
+	outside  *netwire.NS // the client's namespace, where the routes go
 	services listersv1.ServiceLister
 	logf     func(string, ...any)
 	routes   map[netip.Addr]string // routed address -> its nodes, as installed
@@ -68,8 +70,13 @@ func Run(ctx context.Context, st *lab.State, client kubernetes.Interface, logf f
 	factory.Start(ctx.Done())
 	factory.WaitForCacheSync(ctx.Done())
 	defer factory.Shutdown()
-	c := &Controller{lab: st, client: client, services: svcs.Lister(), logf: logf, routes: map[netip.Addr]string{}}
-	if err := nsrun.IP(ctx, "-n", st.ClientNetns(), "route", "flush", "root", lab.LBPool.String()); err != nil {
+	outside, err := netwire.Open(st.ClientNetns())
+	if err != nil {
+		return err
+	}
+	defer outside.Close()
+	c := &Controller{lab: st, client: client, outside: outside, services: svcs.Lister(), logf: logf, routes: map[netip.Addr]string{}}
+	if err := outside.FlushRoutes(lab.LBPool); err != nil {
 		return err
 	}
 	logf("lbpool: assigning %s, routing from %s", lab.LBPool, st.ClientNetns())
@@ -249,12 +256,12 @@ func (c *Controller) check(ctx context.Context, url string) bool {
 
 // install routes a through the named nodes (comma-separated).
 func (c *Controller) install(ctx context.Context, a netip.Addr, nodes string) {
-	args := []string{"-n", c.lab.ClientNetns(), "route", "replace", a.String() + "/32"}
+	r := netwire.Route{Dst: netip.PrefixFrom(a, 32), Dev: "eth0"}
 	for _, name := range strings.Split(nodes, ",") {
 		n, _ := c.lab.Node(name)
-		args = append(args, "nexthop", "via", n.IP.String(), "dev", "eth0")
+		r.Nexthops = append(r.Nexthops, n.IP)
 	}
-	if err := nsrun.IP(ctx, args...); err != nil {
+	if err := c.outside.ReplaceRoute(r); err != nil {
 		c.logf("lbpool: %v", err)
 		return
 	}
@@ -264,7 +271,7 @@ func (c *Controller) install(ctx context.Context, a netip.Addr, nodes string) {
 
 // remove deletes the route to a.
 func (c *Controller) remove(ctx context.Context, a netip.Addr) {
-	if err := nsrun.IP(ctx, "-n", c.lab.ClientNetns(), "route", "del", a.String()+"/32"); err != nil {
+	if err := c.outside.DeleteRoute(netip.PrefixFrom(a, 32)); err != nil {
 		c.logf("lbpool: %v", err)
 	}
 	delete(c.routes, a)

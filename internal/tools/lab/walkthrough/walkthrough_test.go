@@ -23,6 +23,7 @@ import (
 	"github.com/svcproxy/svcproxy/internal/nsrun"
 	"github.com/svcproxy/svcproxy/internal/proxy/config"
 	"github.com/svcproxy/svcproxy/internal/proxy/metrics"
+	"github.com/svcproxy/svcproxy/internal/testkit/apiserver"
 	"github.com/svcproxy/svcproxy/internal/tools/controlplane"
 	"github.com/svcproxy/svcproxy/internal/tools/lab"
 	"github.com/svcproxy/svcproxy/internal/tools/lab/walkthrough"
@@ -286,7 +287,7 @@ func checkGone(t *testing.T, name string, procs []lab.Process) {
 		t.Errorf("files left: %v", etc)
 	}
 	for _, p := range procs {
-		if err := syscall.Kill(p.PID, 0); err == nil && sameStart(p) {
+		if p.Running && p.Alive() { // the same process, not a zombie
 			t.Errorf("process %s (pid %d) still runs", p.Name, p.PID)
 		}
 	}
@@ -297,19 +298,6 @@ func checkGone(t *testing.T, name string, procs []lab.Process) {
 	if strings.Contains(string(mounts), "/run/netns/"+name+"-") {
 		t.Errorf("netns mounts left:\n%s", grep(string(mounts), "/run/netns/"+name+"-"))
 	}
-}
-
-// sameStart: the pid is not recycled (it was running when recorded and
-// its /proc entry still exists; recycling within a test is unlikely, but a
-// zombie must not count).
-func sameStart(p lab.Process) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID))
-	if err != nil {
-		return false
-	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	return p.Running && i > 0 && !strings.HasPrefix(strings.TrimSpace(s[i+1:]), "Z")
 }
 
 // processesMentioning lists running processes whose command line holds s.
@@ -364,8 +352,8 @@ func grep(s, sub string) string {
 // control-plane binaries (so that timings do not include building).
 func prepare(t *testing.T) string {
 	t.Helper()
-	if os.Getenv(controlplane.EnvSkip) == "1" {
-		t.Skip(controlplane.EnvSkip + "=1: skipping the lab")
+	if os.Getenv(apiserver.EnvSkip) == "1" {
+		t.Skip(apiserver.EnvSkip + "=1: skipping the lab")
 	}
 	if _, err := controlplane.Binaries(context.Background(), true, "coredns"); err != nil {
 		t.Fatal(err)

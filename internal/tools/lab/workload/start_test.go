@@ -117,14 +117,6 @@ func (f *fakeServices) lookups() []string {
 	return append([]string(nil), f.asked...)
 }
 
-func addrs(ss ...string) []netip.Addr {
-	var out []netip.Addr
-	for _, s := range ss {
-		out = append(out, netip.MustParseAddr(s))
-	}
-	return out
-}
-
 // freePort returns a TCP port on ip that nothing listens on (any more).
 func freePort(t *testing.T, ip netip.Addr) uint16 {
 	t.Helper()

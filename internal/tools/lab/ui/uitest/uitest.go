@@ -57,11 +57,6 @@ func Endpoints(p *browser.Page, service string) (map[string]Counter, error) {
 		.map(e => [e.dataset.endpoint, {window: +e.dataset.window, total: +e.dataset.total}]))`, js(service)))
 }
 
-// PodWindow is the new connections drawn under a pod.
-func PodWindow(p *browser.Page, pod string) (int, error) {
-	return browser.Eval[int](p, fmt.Sprintf(`+(document.querySelector('g.pod[data-pod=%s]')?.dataset.window ?? -1)`, js(pod)))
-}
-
 // HealthChecks returns, by node, the status drawn for a Service's
 // health-check node port (0: no answer or not drawn).
 func HealthChecks(p *browser.Page, service string) (map[string]int, error) {
@@ -107,9 +102,4 @@ func Trace(p *browser.Page, src, dst, via string) (string, error) {
 		return "", fmt.Errorf("the page's trace: %s", out[1])
 	}
 	return out[0], nil
-}
-
-// Destinations lists the trace form's destinations: value and label.
-func Destinations(p *browser.Page) (map[string]string, error) {
-	return browser.Eval[map[string]string](p, `Object.fromEntries([...document.querySelectorAll('#trace-dst option')].map(o => [o.value, o.textContent]))`)
 }

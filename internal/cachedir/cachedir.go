@@ -1,8 +1,9 @@
-// Package cachedir says where svcproxy's tools keep what they build or
-// download (the control-plane binaries, the image's Debian packages):
-// .cache/ of the svcproxy checkout the working directory is in, as `make
-// test` and `make demo` run, else svcproxy/ in the user's cache directory
-// ($XDG_CACHE_HOME or ~/.cache), as a `go install`ed svcproxy runs.
+// Package cachedir says where svcproxy's tools and tests keep what they
+// build or download (the control-plane binaries, the image's Debian
+// packages, the test VM's kernel): .cache/ of the svcproxy checkout the
+// working directory is in, as `make test` and `make demo` run, else
+// svcproxy/ in the user's cache directory ($XDG_CACHE_HOME or ~/.cache), as
+// a `go install`ed svcproxy runs.
 package cachedir
 
 import (
