@@ -566,6 +566,28 @@ func expectRefused(t *testing.T, ns *testnet.NS, proto string, dst netip.AddrPor
 // destination is dst.
 func (s *suite) udpFlows(t *testing.T, dst netip.AddrPort) []*netlink.ConntrackFlow {
 	t.Helper()
+	return s.udpFlowsWhere(t, func(f *netlink.ConntrackFlow) bool {
+		a, _ := netip.AddrFromSlice(f.Forward.DstIP)
+		return netip.AddrPortFrom(a.Unmap(), f.Forward.DstPort) == dst
+	})
+}
+
+// clientUDPFlows lists node1's IPv4 UDP conntrack entries sent from client
+// (its address with any of ports), or answered to it: those of one client
+// socket, also when NAT gave it another source port.
+func (s *suite) clientUDPFlows(t *testing.T, client netip.Addr, ports ...uint16) []*netlink.ConntrackFlow {
+	t.Helper()
+	return s.udpFlowsWhere(t, func(f *netlink.ConntrackFlow) bool {
+		src, _ := netip.AddrFromSlice(f.Forward.SrcIP)
+		replyDst, _ := netip.AddrFromSlice(f.Reverse.DstIP)
+		return src.Unmap() == client && slices.Contains(ports, f.Forward.SrcPort) ||
+			replyDst.Unmap() == client && slices.Contains(ports, f.Reverse.DstPort)
+	})
+}
+
+// udpFlowsWhere lists node1's IPv4 UDP conntrack entries that keep accepts.
+func (s *suite) udpFlowsWhere(t *testing.T, keep func(*netlink.ConntrackFlow) bool) []*netlink.ConntrackFlow {
+	t.Helper()
 	var flows []*netlink.ConntrackFlow
 	var err error
 	for range 3 { // a dump is interrupted when the table changes meanwhile
@@ -582,8 +604,7 @@ func (s *suite) udpFlows(t *testing.T, dst netip.AddrPort) []*netlink.ConntrackF
 		t.Fatalf("listing conntrack entries: %v", err)
 	}
 	return slices.DeleteFunc(flows, func(f *netlink.ConntrackFlow) bool {
-		a, _ := netip.AddrFromSlice(f.Forward.DstIP)
-		return f.Forward.Protocol != unix.IPPROTO_UDP || netip.AddrPortFrom(a.Unmap(), f.Forward.DstPort) != dst
+		return f.Forward.Protocol != unix.IPPROTO_UDP || !keep(f)
 	})
 }
 

@@ -346,10 +346,11 @@ func (s *suite) testPartialSync(t *testing.T) {
 			for i := range 3 {
 				r, err := uc.Ask(askTimeout)
 				if err != nil {
-					t.Fatalf("udp %s → %s: request %d: %v", uc.LocalAddr(), dst, i+1, err)
+					t.Fatalf("udp %s → %s: request %d: %v\n%s", uc.LocalAddr(), dst, i+1, err, s.udpClientState(t, uc.LocalAddr()))
 				}
 				if r.Pod != want.Name || r.Src != uc.LocalAddr() {
-					t.Fatalf("udp %s → %s: answered by %s seeing %s, want %s seeing the client", uc.LocalAddr(), dst, r.Pod, r.Src, want.Name)
+					t.Fatalf("udp %s → %s: answered by %s seeing %s, want %s seeing the client\n%s",
+						uc.LocalAddr(), dst, r.Pod, r.Src, want.Name, s.udpClientState(t, uc.LocalAddr(), r.Src.Port()))
 				}
 			}
 		}
@@ -410,6 +411,16 @@ func (s *suite) testPartialSync(t *testing.T) {
 			t.Errorf("conntrack entries to the deleted Service remain:\n%s", flowList(flows))
 		}
 	})
+}
+
+// udpClientState describes, for a failure, node1's UDP conntrack entries
+// of a client socket (also under the other source ports NAT may have given
+// it) and node1's rules.
+func (s *suite) udpClientState(t *testing.T, client netip.AddrPort, otherPorts ...uint16) string {
+	t.Helper()
+	flows := s.clientUDPFlows(t, client.Addr(), append(otherPorts, client.Port())...)
+	return fmt.Sprintf("node1's UDP conntrack entries of %s (ports %v):\n%s\nnode1's rules:\n%s",
+		client, append(otherPorts, client.Port()), flowList(flows), s.dump(t))
 }
 
 // syncAndCleanUDP applies a tracker's sync on node1, then clears stale UDP
