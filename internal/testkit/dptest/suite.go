@@ -362,7 +362,7 @@ func (s *suite) testPartialSync(t *testing.T) {
 		}
 		askUDP(s.pod2a)
 		if n := countReplySrc(s.udpFlows(t, dst), s.pod2a.IPv4); n == 0 {
-			t.Fatalf("no conntrack entry answered by pod2a while it serves the flow:\n%s", flowList(s.udpFlows(t, dst)))
+			t.Fatalf("no conntrack entry answered by pod2a while it serves the flow:\n%s", testnet.FlowList(s.udpFlows(t, dst)))
 		}
 
 		tr.SetSlice(endpointsOf(swap, s.pod2b)[0])
@@ -372,11 +372,11 @@ func (s *suite) testPartialSync(t *testing.T) {
 		}
 		t.Logf("CleanUDP deleted %d entries", s.syncAndCleanUDP(t, p, ch))
 		if flows := s.udpFlows(t, dst); countReplySrc(flows, s.pod2a.IPv4) > 0 {
-			t.Errorf("conntrack entries answered by the removed pod2a remain:\n%s", flowList(flows))
+			t.Errorf("conntrack entries answered by the removed pod2a remain:\n%s", testnet.FlowList(flows))
 		}
 		askUDP(s.pod2b) // the same socket, so the same 5-tuple
 		if flows := s.udpFlows(t, dst); countReplySrc(flows, s.pod2a.IPv4) > 0 {
-			t.Errorf("conntrack entries answered by the removed pod2a remain:\n%s", flowList(flows))
+			t.Errorf("conntrack entries answered by the removed pod2a remain:\n%s", testnet.FlowList(flows))
 		}
 	})
 
@@ -414,7 +414,7 @@ func (s *suite) testPartialSync(t *testing.T) {
 		}
 		s.syncAndCleanUDP(t, p, ch)
 		if flows := s.udpFlows(t, dst); len(flows) > 0 {
-			t.Errorf("conntrack entries to the deleted Service remain:\n%s", flowList(flows))
+			t.Errorf("conntrack entries to the deleted Service remain:\n%s", testnet.FlowList(flows))
 		}
 	})
 }
@@ -426,7 +426,7 @@ func (s *suite) udpClientState(t *testing.T, client netip.AddrPort, otherPorts .
 	t.Helper()
 	flows := s.clientUDPFlows(t, client.Addr(), append(otherPorts, client.Port())...)
 	return fmt.Sprintf("node1's UDP conntrack entries of %s (ports %v):\n%s\nnode1's rules:\n%s",
-		client, append(otherPorts, client.Port()), flowList(flows), s.dump(t))
+		client, append(otherPorts, client.Port()), testnet.FlowList(flows), s.dump(t))
 }
 
 // syncAndCleanUDP applies a tracker's sync on node1, then clears stale UDP
