@@ -143,17 +143,12 @@ func newSuite(t *testing.T, opts Options) *suite {
 	// Without one, traffic to a Service address that no rule DNATs would
 	// fail routing (ICMP network unreachable) before any reject or drop
 	// rule saw it, and the node itself could not even connect to a
-	// ClusterIP.
-	//
-	// With that route, a packet node1 forwards without DNAT goes back out
-	// the LAN port it came in by, so node1 would send ext an ICMP redirect;
-	// Linux counts redirects in the same per-peer state as its ICMP error
-	// rate limit, and would then withhold the next "port unreachable" to
-	// ext for a second. Routers on a shared LAN commonly turn redirects off.
+	// ClusterIP. (A packet node1 forwards by that route without DNAT goes
+	// back out the LAN port it came in by; testnet's nodes send ext no
+	// ICMP redirect for it.)
 	for _, args := range [][]string{
 		{"ip", "-4", "route", "add", "default", "via", testnet.ExtIPv4.String()},
 		{"ip", "-6", "route", "add", "default", "via", testnet.ExtIPv6.String()},
-		{"sysctl", "-q", "-w", "net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.default.send_redirects=0", "net.ipv4.conf.lan0.send_redirects=0"},
 	} {
 		if _, err := c.Node1.Exec(ctx, args...); err != nil {
 			t.Fatal(err)
@@ -495,25 +490,30 @@ func expectRefused(t *testing.T, ns *testnet.NS, proto string, dst netip.AddrPor
 // destination is dst.
 func (s *suite) udpFlows(t *testing.T, dst netip.AddrPort) []*netlink.ConntrackFlow {
 	t.Helper()
-	var flows []*netlink.ConntrackFlow
-	var err error
-	for range 3 { // a dump is interrupted when the table changes meanwhile
-		err = s.c.Node1.Do(func() error {
-			var err error
-			flows, err = netlink.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
-			return err
-		})
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
+	return s.udpFlowsWhere(t, func(f *netlink.ConntrackFlow) bool { return testnet.OrigDst(f) == dst })
+}
+
+// clientUDPFlows lists node1's IPv4 UDP conntrack entries sent from client
+// (its address with any of ports), or answered to it: those of one client
+// socket, also when NAT gave it another source port.
+func (s *suite) clientUDPFlows(t *testing.T, client netip.Addr, ports ...uint16) []*netlink.ConntrackFlow {
+	t.Helper()
+	return s.udpFlowsWhere(t, func(f *netlink.ConntrackFlow) bool {
+		src, _ := netip.AddrFromSlice(f.Forward.SrcIP)
+		replyDst, _ := netip.AddrFromSlice(f.Reverse.DstIP)
+		return src.Unmap() == client && slices.Contains(ports, f.Forward.SrcPort) ||
+			replyDst.Unmap() == client && slices.Contains(ports, f.Reverse.DstPort)
+	})
+}
+
+// udpFlowsWhere lists node1's IPv4 UDP conntrack entries that keep accepts.
+func (s *suite) udpFlowsWhere(t *testing.T, keep func(*netlink.ConntrackFlow) bool) []*netlink.ConntrackFlow {
+	t.Helper()
+	flows, err := s.c.Node1.UDPFlows(unix.AF_INET, keep)
 	if err != nil {
 		t.Fatalf("listing conntrack entries: %v", err)
 	}
-	return slices.DeleteFunc(flows, func(f *netlink.ConntrackFlow) bool {
-		a, _ := netip.AddrFromSlice(f.Forward.DstIP)
-		return f.Forward.Protocol != unix.IPPROTO_UDP || netip.AddrPortFrom(a.Unmap(), f.Forward.DstPort) != dst
-	})
+	return flows
 }
 
 // ---- Dumps ----
@@ -560,17 +560,9 @@ func diff(a, b string) string {
 func countReplySrc(flows []*netlink.ConntrackFlow, src netip.Addr) int {
 	n := 0
 	for _, f := range flows {
-		if a, ok := netip.AddrFromSlice(f.Reverse.SrcIP); ok && a.Unmap() == src {
+		if testnet.ReplySrc(f).Addr() == src {
 			n++
 		}
 	}
 	return n
-}
-
-func flowList(flows []*netlink.ConntrackFlow) string {
-	var b strings.Builder
-	for _, f := range flows {
-		b.WriteString(f.String() + "\n")
-	}
-	return b.String()
 }

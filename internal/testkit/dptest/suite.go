@@ -20,7 +20,13 @@ import (
 
 // Each subtest uses its own ClusterIPs (10.96.<n>.0/24 for subtest n),
 // NodePorts (300<nn>) and load-balancer IPs (203.0.113.<n>), so no
-// conntrack entry of one subtest can match another's traffic.
+// conntrack entry of one subtest can match another's traffic. Entries do
+// outlive their subtest (30 s for UDP) and still share reply tuples
+// (endpoint → client address and port) with later flows of the same client
+// and endpoint through other Service addresses: NAT then gives the later
+// flow another source port. So a check of what a backend saw compares the
+// client's address (testnet.Reply.SawAddrOf), and its port only where no
+// other flow can share the reply tuple: SCTP's, the suite's only SCTP flows.
 
 var (
 	node1v4 = testnet.Node1Addrs.LANv4
@@ -346,16 +352,17 @@ func (s *suite) testPartialSync(t *testing.T) {
 			for i := range 3 {
 				r, err := uc.Ask(askTimeout)
 				if err != nil {
-					t.Fatalf("udp %s → %s: request %d: %v", uc.LocalAddr(), dst, i+1, err)
+					t.Fatalf("udp %s → %s: request %d: %v\n%s", uc.LocalAddr(), dst, i+1, err, s.udpClientState(t, uc.LocalAddr()))
 				}
-				if r.Pod != want.Name || r.Src != uc.LocalAddr() {
-					t.Fatalf("udp %s → %s: answered by %s seeing %s, want %s seeing the client", uc.LocalAddr(), dst, r.Pod, r.Src, want.Name)
+				if r.Pod != want.Name || !r.SawAddrOf(uc.LocalAddr()) {
+					t.Fatalf("udp %s → %s: answered by %s seeing %s, want %s seeing the client's address\n%s",
+						uc.LocalAddr(), dst, r.Pod, r.Src, want.Name, s.udpClientState(t, uc.LocalAddr(), r.Src.Port()))
 				}
 			}
 		}
 		askUDP(s.pod2a)
 		if n := countReplySrc(s.udpFlows(t, dst), s.pod2a.IPv4); n == 0 {
-			t.Fatalf("no conntrack entry answered by pod2a while it serves the flow:\n%s", flowList(s.udpFlows(t, dst)))
+			t.Fatalf("no conntrack entry answered by pod2a while it serves the flow:\n%s", testnet.FlowList(s.udpFlows(t, dst)))
 		}
 
 		tr.SetSlice(endpointsOf(swap, s.pod2b)[0])
@@ -365,11 +372,11 @@ func (s *suite) testPartialSync(t *testing.T) {
 		}
 		t.Logf("CleanUDP deleted %d entries", s.syncAndCleanUDP(t, p, ch))
 		if flows := s.udpFlows(t, dst); countReplySrc(flows, s.pod2a.IPv4) > 0 {
-			t.Errorf("conntrack entries answered by the removed pod2a remain:\n%s", flowList(flows))
+			t.Errorf("conntrack entries answered by the removed pod2a remain:\n%s", testnet.FlowList(flows))
 		}
 		askUDP(s.pod2b) // the same socket, so the same 5-tuple
 		if flows := s.udpFlows(t, dst); countReplySrc(flows, s.pod2a.IPv4) > 0 {
-			t.Errorf("conntrack entries answered by the removed pod2a remain:\n%s", flowList(flows))
+			t.Errorf("conntrack entries answered by the removed pod2a remain:\n%s", testnet.FlowList(flows))
 		}
 	})
 
@@ -407,9 +414,19 @@ func (s *suite) testPartialSync(t *testing.T) {
 		}
 		s.syncAndCleanUDP(t, p, ch)
 		if flows := s.udpFlows(t, dst); len(flows) > 0 {
-			t.Errorf("conntrack entries to the deleted Service remain:\n%s", flowList(flows))
+			t.Errorf("conntrack entries to the deleted Service remain:\n%s", testnet.FlowList(flows))
 		}
 	})
+}
+
+// udpClientState describes, for a failure, node1's UDP conntrack entries
+// of a client socket (also under the other source ports NAT may have given
+// it) and node1's rules.
+func (s *suite) udpClientState(t *testing.T, client netip.AddrPort, otherPorts ...uint16) string {
+	t.Helper()
+	flows := s.clientUDPFlows(t, client.Addr(), append(otherPorts, client.Port())...)
+	return fmt.Sprintf("node1's UDP conntrack entries of %s (ports %v):\n%s\nnode1's rules:\n%s",
+		client, append(otherPorts, client.Port()), testnet.FlowList(flows), s.dump(t))
 }
 
 // syncAndCleanUDP applies a tracker's sync on node1, then clears stale UDP

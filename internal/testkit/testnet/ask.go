@@ -22,6 +22,14 @@ type Reply struct {
 	Src netip.AddrPort
 }
 
+// SawAddrOf reports whether the server saw client's address, as it does
+// when the flow is not masqueraded. The port is not compared: conntrack
+// keeps reply tuples unique, and when a live entry already has the new
+// flow's reply tuple (endpoint → client address and port: an older flow
+// to another Service address, from a closed socket whose port the kernel
+// gave out again), NAT gives the new flow another source port.
+func (r Reply) SawAddrOf(client netip.AddrPort) bool { return r.Src.Addr() == client.Addr() }
+
 // Ask connects from inside ns to dst over proto ("tcp" or "udp") and
 // returns the server's reply, waiting at most timeout. Use IsRefused,
 // IsUnreachable and IsTimeout to tell failures apart.

@@ -22,11 +22,20 @@ var baseSysctls = []string{
 
 // Sysctls set in node namespaces: nodes route, and asymmetric paths (a
 // reply leaving by another interface than the request came in) are fine.
+//
+// Nodes send no IPv4 ICMP redirects, as routers on a shared LAN commonly
+// do not. A node forwards some of ext's packets back out the LAN port they
+// came in by (to a NodePort whose endpoint is on the other node, say), and
+// would tell ext so; Linux counts redirects in the same per-peer state as
+// its ICMP error rate limit, and would then withhold the next "port
+// unreachable" to ext for about a second, turning a refusal into a timeout.
 var nodeSysctls = []string{
 	"net.ipv4.ip_forward=1",
 	"net.ipv6.conf.all.forwarding=1",
 	"net.ipv4.conf.all.rp_filter=0",
 	"net.ipv4.conf.default.rp_filter=0",
+	"net.ipv4.conf.all.send_redirects=0",
+	"net.ipv4.conf.default.send_redirects=0",
 }
 
 // wiring holds the cluster's namespaces open while they are wired. Every
