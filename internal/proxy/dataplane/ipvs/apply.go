@@ -317,7 +317,7 @@ func sortedServices(vss []VirtualServer) []*VirtualServer {
 }
 
 func compareServiceKeys(a, b serviceKey) int {
-	return cmp.Or(compareAddrPorts(a.AddrPort, b.AddrPort), cmp.Compare(a.Protocol, b.Protocol))
+	return cmp.Or(cmp.Compare(a.FWMark, b.FWMark), compareAddrPorts(a.AddrPort, b.AddrPort), cmp.Compare(a.Protocol, b.Protocol))
 }
 
 func compareAddrPorts(a, b netip.AddrPort) int { return a.Compare(b) }

@@ -57,7 +57,7 @@ func (f *Fake) LastOps() []Op {
 func (f *Fake) SetConnections(proto Protocol, service, real netip.AddrPort, active, inactive int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	svc := f.state.services[serviceKey{proto, service}]
+	svc := f.state.services[serviceKey{Protocol: proto, AddrPort: service}]
 	if svc == nil || svc.reals[real] == nil {
 		return fmt.Errorf("fake: no real server %s in %s %s: %w", real, proto, service, syscall.ENOENT)
 	}
@@ -201,5 +201,13 @@ func (f *Fake) doSet(op Op) error {
 	default:
 		return errors.New("fake: unknown change")
 	}
+	return nil
+}
+
+// Cleanup empties the fake, as Netlink.Cleanup empties the kernel.
+func (f *Fake) Cleanup(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.state = newObserved()
 	return nil
 }

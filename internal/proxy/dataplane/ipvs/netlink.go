@@ -177,9 +177,6 @@ func (k *Netlink) readServices(o *observed) error {
 		return fmt.Errorf("ipvs services: %w", err)
 	}
 	for _, s := range svcs {
-		if s.FWMark != 0 {
-			continue // never one of ours
-		}
 		vs, err := fromService(s)
 		if err != nil {
 			return err
@@ -286,6 +283,7 @@ func toService(vs *VirtualServer) *libipvs.Service {
 		Address:   vs.Address.AsSlice(),
 		Protocol:  uint16(vs.Protocol),
 		Port:      vs.Port,
+		FWMark:    vs.FWMark,
 		SchedName: vs.Scheduler,
 		Flags:     uint32(vs.Flags),
 	}
@@ -302,6 +300,12 @@ func toService(vs *VirtualServer) *libipvs.Service {
 
 func fromService(s *libipvs.Service) (VirtualServer, error) {
 	addr, ok := netip.AddrFromSlice(s.Address)
+	switch {
+	case s.FWMark != 0 && s.AddressFamily == unix.AF_INET6:
+		addr, ok = netip.IPv6Unspecified(), true
+	case s.FWMark != 0:
+		addr, ok = netip.IPv4Unspecified(), true
+	}
 	if !ok {
 		return VirtualServer{}, fmt.Errorf("ipvs service with address %v", s.Address)
 	}
@@ -309,6 +313,7 @@ func fromService(s *libipvs.Service) (VirtualServer, error) {
 		Address:   addr.Unmap(),
 		Protocol:  Protocol(s.Protocol),
 		Port:      s.Port,
+		FWMark:    s.FWMark,
 		Scheduler: s.SchedName,
 		Flags:     Flags(s.Flags &^ (flagPersistent | flagHashed)),
 	}
@@ -428,3 +433,31 @@ func fromIpsetEntry(t SetType, e netlink.IPSetEntry) Entry {
 }
 
 func secondsToDuration(s uint32) time.Duration { return time.Duration(s) * time.Second }
+
+// SetTimeouts sets IPVS's connection timeouts (ipvsadm --set); a zero one
+// is left as it is.
+func (k *Netlink) SetTimeouts(t Timeouts) error {
+	if err := k.open(); err != nil {
+		return err
+	}
+	cur, err := k.ipvs.GetConfig()
+	if err != nil {
+		return fmt.Errorf("ipvs timeouts: %w", err)
+	}
+	next := *cur
+	for _, s := range []struct {
+		want time.Duration
+		to   *time.Duration
+	}{{t.TCP, &next.TimeoutTCP}, {t.TCPFin, &next.TimeoutTCPFin}, {t.UDP, &next.TimeoutUDP}} {
+		if s.want > 0 {
+			*s.to = s.want
+		}
+	}
+	if next == *cur {
+		return nil
+	}
+	if err := k.ipvs.SetConfig(&next); err != nil {
+		return fmt.Errorf("ipvs timeouts: %w", err)
+	}
+	return nil
+}
