@@ -244,6 +244,14 @@ func (n inNetns) Cleanup(ctx context.Context) error {
 	return n.do(func() error { return n.dp.Cleanup(ctx) })
 }
 
+// RecheckAfter passes on the dataplane's request for another sync.
+func (n inNetns) RecheckAfter() time.Duration {
+	if r, ok := n.dp.(dataplane.Rechecker); ok {
+		return r.RecheckAfter()
+	}
+	return 0
+}
+
 // families are the IP families the node runs: IPv6 only when the kernel has
 // it.
 func families() []plan.Family {

@@ -155,6 +155,10 @@ func TestParseErrors(t *testing.T) {
 		args: []string{"--proxy-mode=nftable"},
 		want: `KubeProxyConfiguration.mode: Unsupported value: "nftable": supported values: "", "iptables", "ipvs", "nftables"`,
 	}, {
+		name: "ipvs masquerade bit among the ipvs dataplane's own",
+		args: []string{"--proxy-mode=ipvs", "--iptables-masquerade-bit=20"},
+		want: `KubeProxyConfiguration.iptables.masqueradeBit: Invalid value: 20: svcproxy's ipvs mode takes 1 to 14: it marks packets with the bits beside it and the upper 16 bits too`,
+	}, {
 		name: "unknown ipvs scheduler",
 		args: []string{"--proxy-mode=ipvs", "--ipvs-scheduler=fastest"},
 		want: `KubeProxyConfiguration.ipvs.scheduler: Unsupported value: "fastest": supported values: "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh"`,

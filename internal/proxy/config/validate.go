@@ -59,6 +59,9 @@ func supported(cfg *v1alpha1.KubeProxyConfiguration, gates featuregate.FeatureGa
 	switch {
 	case cfg.Mode == ModeIPVS && cfg.IPVS.Scheduler != "" && !slices.Contains(ipvs.Schedulers, cfg.IPVS.Scheduler):
 		errs = append(errs, field.NotSupported(root.Child("ipvs", "scheduler"), cfg.IPVS.Scheduler, ipvs.Schedulers))
+	case cfg.Mode == ModeIPVS && cfg.IPTables.MasqueradeBit != nil && (*cfg.IPTables.MasqueradeBit < 1 || *cfg.IPTables.MasqueradeBit > 14):
+		errs = append(errs, field.Invalid(root.Child("iptables", "masqueradeBit"), *cfg.IPTables.MasqueradeBit,
+			"svcproxy's ipvs mode takes 1 to 14: it marks packets with the bits beside it and the upper 16 bits too"))
 	case cfg.DetectLocalMode == "BridgeInterface" || cfg.DetectLocalMode == "InterfaceNamePrefix":
 		errs = append(errs, field.Invalid(root.Child("detectLocalMode"), string(cfg.DetectLocalMode),
 			`svcproxy tells pod traffic by address only; use "ClusterCIDR" or "NodeCIDR"`))

@@ -37,9 +37,9 @@ type DataplaneOptions struct {
 	// Families to program (default IPv4 and IPv6).
 	Families []plan.Family
 	// MasqueradeBit is the packet-mark bit that asks for masquerading
-	// (default 14, mark 0x4000). The bit above it (below it for 31) marks
-	// bypass traffic, and the mark's upper 16 bits number the bypasses:
-	// see markAllocator.
+	// (default 14, mark 0x4000), 1 to 14: the bits next to it are the
+	// dataplane's too, and the upper 16 bits number the bypasses (see
+	// marks).
 	MasqueradeBit uint
 	// Kernel configures the kernel layer (exclude CIDRs, grace period).
 	Kernel Options
@@ -111,20 +111,22 @@ func NewDataplane(opts DataplaneOptions) *Dataplane {
 func (d *Dataplane) reset() {
 	d.fams = map[plan.Family]*famState{}
 	for _, f := range d.opts.Families {
-		d.fams[f] = &famState{ports: map[plan.Key]*portState{}, marks: newMarkAllocator(d.bypassBit(), d.masqMark())}
+		d.fams[f] = &famState{ports: map[plan.Key]*portState{}, marks: newMarkAllocator(d.marks())}
 	}
 	d.needFull = true
 }
 
-func (d *Dataplane) masqMark() uint32 { return 1 << d.opts.MasqueradeBit }
+// marks are the packet-mark bits the dataplane uses.
+type marks struct {
+	// masq asks for masquerading (MasqueradeBit), bypass says a bypass
+	// took the packet (the bit above), local that the node takes the
+	// packet in (the bit below; State.LocalMark).
+	masq, bypass, local uint32
+}
 
-// bypassBit is the mark bit of bypass traffic: the one above the
-// masquerade bit, or below it when that is bit 31.
-func (d *Dataplane) bypassBit() uint32 {
-	if d.opts.MasqueradeBit >= 15 {
-		return 1 << (d.opts.MasqueradeBit - 1)
-	}
-	return 1 << (d.opts.MasqueradeBit + 1)
+func (d *Dataplane) marks() marks {
+	b := d.opts.MasqueradeBit
+	return marks{masq: 1 << b, bypass: 1 << (b + 1), local: 1 << (b - 1)}
 }
 
 // RecheckAfter is when the last sync asked to run again: real servers are
@@ -137,6 +139,9 @@ func (d *Dataplane) RecheckAfter() time.Duration { return d.recheck }
 func (d *Dataplane) Sync(ctx context.Context, p *plan.Plan, ch plan.Changes) error {
 	if err := p.Config.Check(Capabilities); err != nil {
 		return err
+	}
+	if b := d.opts.MasqueradeBit; b < 1 || b > 14 {
+		return fmt.Errorf("masquerade bit %d: the ipvs dataplane takes 1 to 14 (the bits beside it and the upper 16 are its own)", b)
 	}
 	err := d.sync(ctx, p, ch)
 	if err != nil {
@@ -152,7 +157,7 @@ func (d *Dataplane) sync(ctx context.Context, p *plan.Plan, ch plan.Changes) err
 			return err
 		}
 	}
-	var state State
+	state := State{LocalMark: d.marks().local}
 	glue := map[plan.Family][]glueChain{}
 	for _, f := range d.opts.Families {
 		fs, err := d.render(p, ch, f, full)
@@ -160,7 +165,7 @@ func (d *Dataplane) sync(ctx context.Context, p *plan.Plan, ch plan.Changes) err
 			return err
 		}
 		d.fams[f] = fs
-		chains, err := fs.assemble(&state, f, d.masqMark(), d.bypassBit())
+		chains, err := fs.assemble(&state, f, d.marks())
 		if err != nil {
 			return err
 		}
@@ -192,7 +197,7 @@ func (d *Dataplane) render(p *plan.Plan, ch plan.Changes, f plan.Family, full bo
 	r := &renderer{fam: f, nodePortAddrs: addrs, marks: fs.marks}
 	if full {
 		fs.ports = map[plan.Key]*portState{}
-		fs.marks = newMarkAllocator(d.bypassBit(), d.masqMark())
+		fs.marks = newMarkAllocator(d.marks())
 		r.marks = fs.marks
 		for _, sp := range p.PortsOf(f) {
 			if fs.ports[sp.Key], err = r.port(sp); err != nil {
@@ -220,7 +225,7 @@ func (d *Dataplane) render(p *plan.Plan, ch plan.Changes, f plan.Family, full bo
 // assemble adds the family's ports to state, in key order (where two ports
 // claim the same virtual server, address or entry, the first keeps it),
 // with the family's sets, and returns its glue.
-func (fs *famState) assemble(state *State, f plan.Family, mark, bypassBit uint32) ([]glueChain, error) {
+func (fs *famState) assemble(state *State, f plan.Family, m marks) ([]glueChain, error) {
 	keys := slices.SortedFunc(maps.Keys(fs.ports), compareKeys)
 	seenVS := map[serviceKey]bool{}
 	for _, vs := range state.Services {
@@ -278,7 +283,7 @@ func (fs *famState) assemble(state *State, f plan.Family, mark, bypassBit uint32
 	for _, base := range slices.Sorted(maps.Keys(sets)) {
 		state.Sets = append(state.Sets, *sets[base])
 	}
-	return glueChains(f, mark, bypassBit, masq, bypass), nil
+	return glueChains(f, m, masq, bypass), nil
 }
 
 func sameMasquerade(a, b plan.Masquerade) bool {

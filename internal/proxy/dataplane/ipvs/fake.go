@@ -80,6 +80,7 @@ func (f *Fake) read(context.Context) (*observed, error) {
 		}
 		o.services[k] = c
 	}
+	o.localMarks = maps.Clone(f.state.localMarks)
 	o.sets = map[string]*observedSet{}
 	for name, set := range f.state.sets {
 		o.sets[name] = &observedSet{set: set.set, entries: maps.Clone(set.entries)}
@@ -98,6 +99,19 @@ func (f *Fake) do(_ context.Context, op Op) error {
 		return f.doService(op)
 	case AddReal, UpdateReal, DrainReal, DeleteReal:
 		return f.doReal(op)
+	case AddLocalRouting, DeleteLocalRouting:
+		cur, exists := f.state.localMarks[op.Family]
+		switch {
+		case op.Kind == AddLocalRouting && exists:
+			return syscall.EEXIST
+		case op.Kind == AddLocalRouting:
+			f.state.localMarks[op.Family] = op.Mark
+		case !exists || cur != op.Mark:
+			return syscall.ENOENT
+		default:
+			delete(f.state.localMarks, op.Family)
+		}
+		return nil
 	}
 	return f.doSet(op)
 }

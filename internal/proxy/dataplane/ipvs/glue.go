@@ -24,12 +24,14 @@ const (
 	chainNodePort      = "KUBE-NODE-PORT"
 	chainSourceRanges  = "KUBE-SOURCE-RANGES-FIREWALL"
 	chainFilter        = "KUBE-IPVS-FILTER"
+	chainLocal         = "KUBE-IPVS-LOCAL"
 	tableNat, tableFlt = "nat", "filter"
+	tableMangle        = "mangle"
 )
 
 // ownChains are the chains only this mode writes: where one exists, the
 // shared names are this mode's too (see Cleanup).
-var ownChains = []string{chainBypass, chainNodePort, chainSourceRanges, chainFilter}
+var ownChains = []string{chainBypass, chainNodePort, chainSourceRanges, chainFilter, chainLocal}
 
 // glueChain is one chain of the glue.
 type glueChain struct {
@@ -41,6 +43,8 @@ type glueChain struct {
 type glueJump struct{ table, chain, rule string }
 
 var glueJumps = []glueJump{
+	{tableMangle, "PREROUTING", comment("kubernetes external service ports taken in") + " -j " + chainLocal},
+	{tableMangle, "OUTPUT", comment("kubernetes external service ports taken in") + " -j " + chainLocal},
 	{tableNat, "PREROUTING", comment("kubernetes service portals") + " -j " + chainServices},
 	{tableNat, "OUTPUT", comment("kubernetes service portals") + " -j " + chainServices},
 	{tableNat, "POSTROUTING", comment("kubernetes postrouting rules") + " -j " + chainPostrouting},
@@ -54,9 +58,9 @@ var glueJumps = []glueJump{
 // glueChains renders the chains of family f. masq is the masquerading of
 // forwarded ClusterIP traffic (nil: none is forwarded), bypass the
 // KUBE-EXTERNAL-BYPASS rules.
-func glueChains(f plan.Family, mark, bypassBit uint32, masq *plan.Masquerade, bypass []string) []glueChain {
+func glueChains(f plan.Family, m marks, masq *plan.Masquerade, bypass []string) []glueChain {
 	set := func(base, dirs string) string { return "-m set --match-set " + setName(f, base) + " " + dirs }
-	markHex := fmt.Sprintf("%#x", mark)
+	markHex, localHex := fmt.Sprintf("%#x", m.masq), fmt.Sprintf("%#x", m.local)
 	services := []string{comment("kubernetes service bypasses") + " -j " + chainBypass}
 	if masq != nil {
 		switch masq.Mode {
@@ -72,10 +76,16 @@ func glueChains(f plan.Family, mark, bypassBit uint32, masq *plan.Masquerade, by
 		"-m addrtype --dst-type LOCAL -j "+chainNodePort)
 	var nodePort []string
 	for _, p := range []Protocol{TCP, UDP, SCTP} {
-		lp := lower(p)
-		nodePort = append(nodePort, "-p "+lp+" "+comment("Kubernetes nodeport "+lp+" port for masquerade purpose")+" "+set(nodePortSet[p], "dst")+" -j "+chainMarkMasq)
+		lp, dirs := lower(p), "dst"
+		if setTypes[nodePortSet[p]] != BitmapPort {
+			dirs = "dst,dst"
+		}
+		nodePort = append(nodePort, "-p "+lp+" "+comment("Kubernetes nodeport "+lp+" port for masquerade purpose")+" "+set(nodePortSet[p], dirs)+" -j "+chainMarkMasq)
 	}
 	return []glueChain{
+		{tableMangle, iptables.Chain{Name: chainLocal, Rules: []string{
+			comment("external service ports: the node takes them in") + " " + set(setExternal, "dst,dst") + " -j MARK --set-xmark " + localHex + "/" + localHex,
+		}}},
 		{tableNat, iptables.Chain{Name: chainServices, Rules: services}},
 		{tableNat, iptables.Chain{Name: chainBypass, Rules: bypass}},
 		{tableNat, iptables.Chain{Name: chainNodePort, Rules: nodePort}},
@@ -94,7 +104,7 @@ func glueChains(f plan.Family, mark, bypassBit uint32, masq *plan.Masquerade, by
 			comment("source not in the load balancer's source ranges") + " -j DROP",
 		}}},
 		{tableFlt, iptables.Chain{Name: chainFilter, Rules: []string{
-			fmt.Sprintf("-m mark --mark %#x/%#x %s -j RETURN", bypassBit, bypassBit, comment("bypass traffic uses every endpoint")),
+			fmt.Sprintf("-m mark --mark %#x/%#x %s -j RETURN", m.bypass, m.bypass, comment("bypass traffic uses every endpoint")),
 			comment("service traffic to drop") + " " + set(setDrop, "dst,dst") + " -j DROP",
 			comment("service traffic to reject") + " " + set(setReject, "dst,dst") + " -j REJECT --reject-with " + rejectWith(f),
 		}}},
@@ -146,7 +156,7 @@ func glueTransaction(existing map[string]*iptables.Table, chains []glueChain) *i
 // deleteJumps deletes every rule of a built-in chain that jumps to a glue
 // chain.
 func deleteJumps(tx *iptables.Transaction, existing map[string]*iptables.Table) {
-	for _, table := range []string{tableFlt, tableNat} {
+	for _, table := range []string{tableMangle, tableFlt, tableNat} {
 		t := existing[table]
 		if t == nil {
 			continue
@@ -182,7 +192,7 @@ func cleanupTransaction(existing map[string]*iptables.Table) *iptables.Transacti
 		return tx
 	}
 	deleteJumps(tx, existing)
-	for _, table := range []string{tableFlt, tableNat} {
+	for _, table := range []string{tableMangle, tableFlt, tableNat} {
 		t := existing[table]
 		if t == nil {
 			continue

@@ -70,6 +70,9 @@ func (k *Netlink) Cleanup(ctx context.Context) error {
 	if link, err := k.nl.LinkByName(k.opts.Interface); err == nil {
 		errs = append(errs, k.nl.LinkDel(link))
 	}
+	for f, mark := range o.localMarks {
+		errs = append(errs, k.do(ctx, Op{Kind: DeleteLocalRouting, Family: f, Mark: mark}))
+	}
 	for name, set := range o.sets {
 		if strings.HasPrefix(name, k.opts.SetPrefix) {
 			errs = append(errs, k.do(ctx, Op{Kind: DestroySet, Set: &set.set}))
@@ -146,7 +149,71 @@ func (k *Netlink) read(context.Context) (*observed, error) {
 	if err := k.readServices(o); err != nil {
 		return nil, err
 	}
+	if err := k.readLocalRouting(o); err != nil {
+		return nil, err
+	}
 	return o, k.readSets(o)
+}
+
+// readLocalRouting finds, per family, the LocalMark rule into
+// Options.LocalTable and that table's local default route: a family has
+// its local routing when it has both.
+func (k *Netlink) readLocalRouting(o *observed) error {
+	for _, f := range []Family{IPv4, IPv6} {
+		rules, err := k.nl.RuleListFiltered(nlFamily(f), &netlink.Rule{Table: k.opts.LocalTable}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return fmt.Errorf("policy rules: %w", err)
+		}
+		routes, err := k.nl.RouteListFiltered(nlFamily(f), &netlink.Route{Table: k.opts.LocalTable}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return fmt.Errorf("routes of table %d: %w", k.opts.LocalTable, err)
+		}
+		if len(rules) > 0 && len(routes) > 0 {
+			o.localMarks[f] = rules[0].Mark
+		}
+	}
+	return nil
+}
+
+func nlFamily(f Family) int {
+	if f == IPv6 {
+		return netlink.FAMILY_V6
+	}
+	return netlink.FAMILY_V4
+}
+
+// doLocalRouting adds or deletes a family's LocalMark rule and route. An
+// add replaces a route left alone, a delete ignores one already gone.
+func (k *Netlink) doLocalRouting(op Op) error {
+	lo, err := k.nl.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	mask := op.Mark
+	rule := netlink.NewRule()
+	rule.Family, rule.Table, rule.Priority, rule.Mark, rule.Mask = nlFamily(op.Family), k.opts.LocalTable, k.opts.LocalRulePriority, op.Mark, &mask
+	dst := &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+	if op.Family == IPv6 {
+		dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+	}
+	route := &netlink.Route{Family: nlFamily(op.Family), Dst: dst, LinkIndex: lo.Attrs().Index, Table: k.opts.LocalTable,
+		Type: unix.RTN_LOCAL, Scope: netlink.SCOPE_HOST}
+	if op.Kind == AddLocalRouting {
+		// A rule left without its route reads as no local routing: go
+		// it, so that the add does not find it there.
+		if err := k.nl.RuleDel(rule); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("policy rule: %w", err)
+		}
+		if err := k.nl.RouteReplace(route); err != nil {
+			return fmt.Errorf("route local default dev lo table %d: %w", k.opts.LocalTable, err)
+		}
+		return k.nl.RuleAdd(rule)
+	}
+	err = k.nl.RuleDel(rule)
+	if rerr := k.nl.RouteDel(route); rerr != nil && !errors.Is(rerr, unix.ESRCH) {
+		err = errors.Join(err, rerr)
+	}
+	return err
 }
 
 func (k *Netlink) readAddresses(o *observed) error {
@@ -241,6 +308,8 @@ func (k *Netlink) do(_ context.Context, op Op) error {
 		return k.nl.IpsetDestroy(op.Set.Name)
 	case AddEntry, ReplaceEntry, DeleteEntry:
 		return k.doEntry(op)
+	case AddLocalRouting, DeleteLocalRouting:
+		return k.doLocalRouting(op)
 	}
 	return fmt.Errorf("unknown change %d", op.Kind)
 }

@@ -12,9 +12,12 @@ import (
 
 // The dataplane's translation of the plan, kube-proxy's IPVS-mode layout:
 //
-//   - every ClusterIP, external IP and load-balancer IP is bound to
-//     kube-ipvs0, so the node takes their packets in (LOCAL_IN, where IPVS
-//     hooks);
+//   - every ClusterIP is bound to kube-ipvs0, so the node takes its
+//     packets in (LOCAL_IN, where IPVS hooks); packets to the Service
+//     ports of external and load-balancer IPs get the local mark in mangle
+//     and a policy route takes them in (State.LocalMark), so that their
+//     other ports still lead where they did (kube-proxy binds these too,
+//     and rejects every other port);
 //   - traffic a route forwards by default meets a virtual server at the
 //     Service address and port (one per node-port address for NodePorts),
 //     whose real servers are the pool's endpoints;
@@ -44,20 +47,21 @@ const (
 	setLoadBalancer = "KUBE-LOAD-BALANCER"             // LB IP,proto:port forwarded and masqueraded
 	setNodePortTCP  = "KUBE-NODE-PORT-TCP"             // node ports forwarded and masqueraded
 	setNodePortUDP  = "KUBE-NODE-PORT-UDP"             //
-	setNodePortSCTP = "KUBE-NODE-PORT-SCTP"            //
+	setNodePortSCTP = "KUBE-NODE-PORT-SCTP-HASH"       // node IP,sctp:port: bitmap:port matches only TCP and UDP ports
 	setLBFirewall   = "KUBE-LOAD-BALANCER-FW"          // LB IP,proto:port with source ranges
 	setLBSourceCIDR = "KUBE-LOAD-BALANCER-SOURCE-CIDR" // LB IP,proto:port,allowed source
 	setLoopBack     = "KUBE-LOOP-BACK"                 // endpoint,proto:port,endpoint: hairpin
 	setReject       = "KUBE-IPVS-REJECT"               // address,proto:port rejected
 	setDrop         = "KUBE-IPVS-DROP"                 // address,proto:port dropped
+	setExternal     = "KUBE-IPVS-EXTERNAL"             // external and LB IP,proto:port: taken in locally
 )
 
 // setTypes are the sets every family has, with their types.
 var setTypes = map[string]SetType{
 	setClusterIP: HashIPPort, setExternalIP: HashIPPort, setLoadBalancer: HashIPPort,
-	setNodePortTCP: BitmapPort, setNodePortUDP: BitmapPort, setNodePortSCTP: BitmapPort,
+	setNodePortTCP: BitmapPort, setNodePortUDP: BitmapPort, setNodePortSCTP: HashIPPort,
 	setLBFirewall: HashIPPort, setLBSourceCIDR: HashIPPortNet, setLoopBack: HashIPPortIP,
-	setReject: HashIPPort, setDrop: HashIPPort,
+	setReject: HashIPPort, setDrop: HashIPPort, setExternal: HashIPPort,
 }
 
 // setName is a set's name in family f: kube-proxy's IPv6 sets are
@@ -94,7 +98,7 @@ func (r *renderer) port(sp *plan.ServicePort) (*portState, error) {
 	ps := &portState{entries: map[string][]Entry{}}
 	proto := protocolOf(sp.Key)
 	what := sp.ServicePortName.String()
-	ps.addresses = append(append(append(ps.addresses, sp.ClusterIP), sp.ExternalIPs...), sp.LoadBalancerIPs...)
+	ps.addresses = []netip.Addr{sp.ClusterIP}
 	in := sp.Internal.Default
 	cip := Entry{IP: sp.ClusterIP, Protocol: proto, Port: sp.Port, Comment: entryComment(what + " cluster IP")}
 	switch in.Action {
@@ -160,13 +164,16 @@ func (r *renderer) external(ps *portState, sp *plan.ServicePort) error {
 	}
 	for _, d := range dests {
 		e := Entry{IP: d.addr, Protocol: proto, Port: d.port, Comment: entryComment(what + " " + d.whatAddr)}
+		if !d.nodePort {
+			ps.add(setExternal, e)
+		}
 		switch {
 		case def.Action != plan.Forward:
 			ps.add(verdictSet(def.Action), e)
 		default:
 			ps.services = append(ps.services, r.virtualServer(sp, d.addr, d.port, 0, def.Pool))
 			if def.Masquerade.Mode == plan.MasqAlways {
-				if d.nodePort {
+				if d.nodePort && setTypes[d.masqSet] == BitmapPort {
 					// Masqueraded by port, whatever the node address.
 					ps.add(d.masqSet, Entry{Port: d.port, Comment: e.Comment})
 				} else {
@@ -308,18 +315,19 @@ func comment(s string) string {
 	return `-m comment --comment "` + string(b) + `"`
 }
 
-// markAllocator gives each bypass its firewall mark: the bypass bit, a
-// 16-bit slot in the mark's upper half, and the masquerade bit when the
-// bypass masquerades. A slot is the hash of the bypass's name, probed
-// forward on a collision, so marks stay the same across restarts.
+// markAllocator gives each bypass its firewall mark: the bypass and local
+// bits (see marks), a 16-bit slot in the mark's upper half, and the
+// masquerade bit when the bypass masquerades. A slot is the hash of the
+// bypass's name, probed forward on a collision, so marks stay the same
+// across restarts.
 type markAllocator struct {
-	bypassBit, masqBit uint32
-	slots              map[string]uint32 // by bypass name
-	used               map[uint32]string
+	marks
+	slots map[string]uint32 // by bypass name
+	used  map[uint32]string
 }
 
-func newMarkAllocator(bypassBit, masqBit uint32) *markAllocator {
-	return &markAllocator{bypassBit: bypassBit, masqBit: masqBit, slots: map[string]uint32{}, used: map[uint32]string{}}
+func newMarkAllocator(m marks) *markAllocator {
+	return &markAllocator{marks: m, slots: map[string]uint32{}, used: map[uint32]string{}}
 }
 
 func (m *markAllocator) mark(k plan.Key, i int, masq bool) uint32 {
@@ -334,9 +342,9 @@ func (m *markAllocator) mark(k plan.Key, i int, masq bool) uint32 {
 		}
 		m.slots[name], m.used[slot] = slot, name
 	}
-	mark := m.bypassBit | slot<<16
+	mark := m.bypass | m.local | slot<<16
 	if masq {
-		mark |= m.masqBit
+		mark |= m.masq
 	}
 	return mark
 }
