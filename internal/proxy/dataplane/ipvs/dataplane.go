@@ -59,9 +59,9 @@ type DataplaneOptions struct {
 	// Timeouts are IPVS's connection timeouts (ipvs.tcpTimeout,
 	// tcpFinTimeout, udpTimeout); a zero one is left as it is.
 	Timeouts Timeouts
-	// SysctlRoot is where sysctls are written ("" means /proc/sys); tests
-	// on a Fake point it at a directory.
-	SysctlRoot string
+	// Sysctl writes one sysctl (name as under /proc/sys); nil writes it
+	// in /proc/sys when it differs. Tests on a Fake record them instead.
+	Sysctl func(name string, value int) error
 	// Log receives the glue transactions at -v=9.
 	Log logr.Logger
 }
@@ -97,8 +97,8 @@ func NewDataplane(opts DataplaneOptions) *Dataplane {
 	if len(opts.Families) == 0 {
 		opts.Families = plan.Families
 	}
-	if opts.SysctlRoot == "" {
-		opts.SysctlRoot = "/proc/sys"
+	if opts.Sysctl == nil {
+		opts.Sysctl = writeSysctl
 	}
 	d := &Dataplane{opts: opts, layer: opts.Layer, ipt: opts.IPTables, needFull: true}
 	if d.layer == nil {
@@ -447,7 +447,7 @@ func (d *Dataplane) setUpHost() error {
 	}
 	var errs []error
 	for _, name := range slices.Sorted(maps.Keys(values)) {
-		errs = append(errs, writeSysctl(d.opts.SysctlRoot, name, values[name]))
+		errs = append(errs, d.opts.Sysctl(name, values[name]))
 	}
 	if t := d.opts.Timeouts; t != (Timeouts{}) {
 		if n, ok := d.layer.(*Netlink); ok {
@@ -463,11 +463,12 @@ func (d *Dataplane) setUpHost() error {
 
 var sysctlMu sync.Mutex
 
-// writeSysctl writes a sysctl when it differs.
-func writeSysctl(root, name string, v int) error {
+// writeSysctl writes a sysctl of the calling thread's network namespace
+// when it differs.
+func writeSysctl(name string, v int) error {
 	sysctlMu.Lock()
 	defer sysctlMu.Unlock()
-	path := filepath.Join(root, name)
+	path := filepath.Join("/proc/sys", name)
 	want := strconv.Itoa(v)
 	if cur, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(cur)) == want {
 		return nil

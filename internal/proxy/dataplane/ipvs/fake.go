@@ -225,3 +225,10 @@ func (f *Fake) Cleanup(context.Context) error {
 	f.state = newObserved()
 	return nil
 }
+
+// State returns what the fake holds, as Netlink.Read returns the kernel's.
+func (f *Fake) State() State {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.state.state(f.opts)
+}

@@ -530,3 +530,13 @@ func (k *Netlink) SetTimeouts(t Timeouts) error {
 	}
 	return nil
 }
+
+// Read returns what the kernel holds of this layer's, as a State (for
+// tracing it, e.g. `svcproxy trace` on an IPVS node).
+func (k *Netlink) Read(ctx context.Context) (State, error) {
+	o, err := k.read(ctx)
+	if err != nil {
+		return State{}, err
+	}
+	return o.state(k.opts), nil
+}
