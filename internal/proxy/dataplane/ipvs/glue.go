@@ -85,6 +85,12 @@ func glueChains(f plan.Family, m marks, masq *plan.Masquerade, bypass []string) 
 	return []glueChain{
 		{tableMangle, iptables.Chain{Name: chainLocal, Rules: []string{
 			comment("external service ports: the node takes them in") + " " + set(setExternal, "dst,dst") + " -j MARK --set-xmark " + localHex + "/" + localHex,
+			// What IPVS sends on to a real server passes LOCAL_OUT with
+			// the client packet's mark, and is routed again (nat OUTPUT,
+			// mangle here): without the local bit, or the local table
+			// would take it in again.
+			"-m mark --mark " + localHex + "/" + localHex + " -m set ! --match-set " + setName(f, setExternal) + " dst,dst " +
+				comment("sent on by IPVS: routed as any other") + " -j MARK --set-xmark 0x0/" + localHex,
 		}}},
 		{tableNat, iptables.Chain{Name: chainServices, Rules: services}},
 		{tableNat, iptables.Chain{Name: chainBypass, Rules: bypass}},
