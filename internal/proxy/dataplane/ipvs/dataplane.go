@@ -426,6 +426,26 @@ func Loaded() bool {
 	return err == nil
 }
 
+// HasGlue reports whether the node holds this mode's glue (one of the
+// chains only it writes), in the family it programs first: the node ran
+// in ipvs mode last, so the iptables mode's leftovers are long gone, and
+// cleaning them up would only take the chains the two modes share away
+// until the first sync.
+func (d *Dataplane) HasGlue(ctx context.Context) bool {
+	tables, err := d.iptables(ctx).Save(ctx, d.opts.Families[0])
+	if err != nil {
+		return false
+	}
+	for _, t := range tables {
+		for _, c := range ownChains {
+			if t.Chains[c] != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // setUpHost writes the sysctls IPVS mode needs, as kube-proxy does:
 // conntrack for IPVS connections (the glue's masquerading needs it),
 // forwarding, and kube-proxy's connection-reuse settings; strictARP; and

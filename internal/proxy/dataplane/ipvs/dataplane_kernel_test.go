@@ -3,13 +3,20 @@ package ipvs
 import (
 	"context"
 	"maps"
+	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/iptables"
+	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 	"github.com/svcproxy/svcproxy/internal/testkit/dptest"
+	"github.com/svcproxy/svcproxy/internal/testkit/objects"
 	"github.com/svcproxy/svcproxy/internal/testkit/testnet"
 )
 
@@ -64,4 +71,75 @@ func canonicalGlue(save string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestDataplaneScheduler: the scheduler the plan gives a service port
+// reaches its virtual server (sh: one client keeps one endpoint; then rr:
+// strict rotation, after a partial sync of that port alone), and ClientIP
+// affinity becomes persistence, with real connections in the VM.
+func TestDataplaneScheduler(t *testing.T) {
+	c := newIPVSCluster(t)
+	ctx := context.Background()
+	// The cluster's own NodePort glue stands aside for the dataplane's.
+	if _, err := c.Node1.Exec(ctx, "iptables", "-t", "nat", "-F"); err != nil {
+		t.Fatal(err)
+	}
+	web := objects.Service("default", "web", objects.ClusterIPs("10.96.0.10"), objects.Port("http", v1.ProtocolTCP, 80, 0))
+	sticky := objects.Service("default", "sticky", objects.ClusterIPs("10.96.0.20"), objects.Port("http", v1.ProtocolTCP, 80, 0), objects.Affinity(60))
+	in := plan.Input{Node: objects.Node("node1", ""), Services: []*v1.Service{web, sticky},
+		Config: plan.Config{NodeName: "node1", ClusterCIDRs: []netip.Prefix{testnet.ClusterCIDRv4}, NodeIPs: testnet.Node1Addrs.IPs()}}
+	for _, svc := range []*v1.Service{web, sticky} {
+		var eps []discovery.Endpoint
+		for _, p := range c.eps {
+			eps = append(eps, objects.Endpoint(p.IPv4.String(), objects.Conditions(true, true, false), objects.OnNode(p.Node)))
+		}
+		in.Slices = append(in.Slices, objects.Slice("default", svc.Name, svc.Name, discovery.AddressTypeIPv4,
+			[]discovery.EndpointPort{objects.EndpointPort("http", v1.ProtocolTCP, servePort)}, eps...))
+	}
+	p, errs := plan.Build(in)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	webKey := plan.Key{ServicePortName: plan.ServicePortName{Namespace: "default", Name: "web", Port: "http", Protocol: v1.ProtocolTCP}, Family: plan.IPv4}
+	if p.Ports[webKey] == nil {
+		t.Fatalf("no port %v in the plan", webKey)
+	}
+	p.Ports[webKey].Scheduler = "sh"
+	dp := NewDataplane(DataplaneOptions{Families: []plan.Family{plan.IPv4}, IPTables: iptables.Binaries("nft", nil)})
+	sync := func(ch plan.Changes) {
+		t.Helper()
+		if err := c.Node1.Do(func() error { return dp.Sync(ctx, p, ch) }); err != nil {
+			t.Fatalf("sync: %v\n%s", err, c.ipvsadm(t))
+		}
+	}
+	sync(plan.Changes{Full: true})
+	t.Cleanup(func() {
+		if err := c.Node1.Do(func() error { return dp.Cleanup(ctx) }); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	listing := c.ipvsadm(t)
+	t.Logf("ipvsadm -Ln:\n%s", listing)
+	for _, want := range []string{`TCP  10\.96\.0\.10:80 sh\n`, `TCP  10\.96\.0\.20:80 rr persistent 60\n`} {
+		if !regexp.MustCompile(want).MatchString(listing) {
+			t.Errorf("ipvsadm -Ln lacks %q", want)
+		}
+	}
+	cli := c.Pods["cli"]
+	answers := func(dst string, n int) []string {
+		var out []string
+		for range n {
+			out = append(out, ask(t, cli.NS, "tcp", netip.MustParseAddrPort(dst)).Pod)
+		}
+		return out
+	}
+	for _, dst := range []string{"10.96.0.10:80", "10.96.0.20:80"} {
+		if got := answers(dst, 6); len(slices.Compact(slices.Sorted(slices.Values(got)))) != 1 {
+			t.Errorf("%s: one client answered by %q, want one endpoint (sh, persistence)", dst, got)
+		}
+	}
+
+	p.Ports[webKey].Scheduler = "rr"
+	sync(plan.Changes{Keys: map[plan.Key]bool{webKey: true}})
+	checkRotation(t, "rr after a partial sync", answers("10.96.0.10:80", 6), 3)
 }

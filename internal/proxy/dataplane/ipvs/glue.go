@@ -80,7 +80,9 @@ func glueChains(f plan.Family, m marks, masq *plan.Masquerade, bypass []string) 
 		if setTypes[nodePortSet[p]] != BitmapPort {
 			dirs = "dst,dst"
 		}
-		nodePort = append(nodePort, "-p "+lp+" "+comment("Kubernetes nodeport "+lp+" port for masquerade purpose")+" "+set(nodePortSet[p], dirs)+" -j "+chainMarkMasq)
+		// The mark itself, not a jump to KUBE-MARK-MASQ: the iptables
+		// mode's cleanup deletes that chain, and must not find it used.
+		nodePort = append(nodePort, "-p "+lp+" "+comment("Kubernetes nodeport "+lp+" port for masquerade purpose")+" "+set(nodePortSet[p], dirs)+" -j MARK --set-xmark "+markHex+"/"+markHex)
 	}
 	return []glueChain{
 		{tableMangle, iptables.Chain{Name: chainLocal, Rules: []string{

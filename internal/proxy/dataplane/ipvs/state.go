@@ -1,9 +1,10 @@
-// Package ipvs is the kernel layer of the coming IPVS dataplane: the IPVS
-// virtual servers, the addresses bound to the kube-ipvs0 dummy interface,
-// and the ipsets kube-proxy pairs with them, described as one value
-// (State) that one step (Apply) makes the kernel hold, with as few changes
-// as it can. It makes no policy decision: what to program is the caller's
-// (the plan's) business.
+// Package ipvs is svcproxy's IPVS dataplane (Dataplane, --proxy-mode=ipvs:
+// render.go, glue.go, dataplane.go, trace.go) and the kernel layer it
+// stands on: the IPVS virtual servers, the addresses bound to the
+// kube-ipvs0 dummy interface, and the ipsets kube-proxy pairs with them,
+// described as one value (State) that one step (Apply) makes the kernel
+// hold, with as few changes as it can. The kernel layer makes no policy
+// decision, and the dataplane only translates the plan's outcomes.
 //
 // Netlink (netlink.go) is the kernel: IPVS through github.com/moby/ipvs,
 // the interface and the sets through github.com/vishvananda/netlink; no
