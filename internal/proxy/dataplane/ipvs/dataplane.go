@@ -226,7 +226,7 @@ func (d *Dataplane) render(p *plan.Plan, ch plan.Changes, f plan.Family, full bo
 // claim the same virtual server, address or entry, the first keeps it),
 // with the family's sets, and returns its glue.
 func (fs *famState) assemble(state *State, f plan.Family, m marks) ([]glueChain, error) {
-	keys := slices.SortedFunc(maps.Keys(fs.ports), compareKeys)
+	keys := slices.SortedFunc(maps.Keys(fs.ports), plan.Key.Compare)
 	seenVS := map[serviceKey]bool{}
 	for _, vs := range state.Services {
 		seenVS[vs.key()] = true
@@ -288,16 +288,6 @@ func (fs *famState) assemble(state *State, f plan.Family, m marks) ([]glueChain,
 
 func sameMasquerade(a, b plan.Masquerade) bool {
 	return a.Mode == b.Mode && slices.Equal(a.Except, b.Except)
-}
-
-func compareKeys(a, b plan.Key) int {
-	if a.Less(b) {
-		return -1
-	}
-	if b.Less(a) {
-		return 1
-	}
-	return 0
 }
 
 // nodePortAddrs are the addresses whose NodePorts get virtual servers.
@@ -433,17 +423,7 @@ func Loaded() bool {
 // until the first sync.
 func (d *Dataplane) HasGlue(ctx context.Context) bool {
 	tables, err := d.iptables(ctx).Save(ctx, d.opts.Families[0])
-	if err != nil {
-		return false
-	}
-	for _, t := range tables {
-		for _, c := range ownChains {
-			if t.Chains[c] != nil {
-				return true
-			}
-		}
-	}
-	return false
+	return err == nil && hasOwnChains(tables)
 }
 
 // setUpHost writes the sysctls IPVS mode needs, as kube-proxy does:
@@ -494,22 +474,4 @@ func writeSysctl(name string, v int) error {
 		return nil
 	}
 	return os.WriteFile(path, []byte(want+"\n"), 0o644)
-}
-
-// splitFields splits a rule, keeping quoted strings whole.
-func splitFields(rule string) []string {
-	var out []string
-	for s := strings.TrimSpace(rule); s != ""; s = strings.TrimSpace(s) {
-		if s[0] == '"' {
-			end := strings.IndexByte(s[1:], '"')
-			if end < 0 {
-				return append(out, s)
-			}
-			out, s = append(out, s[1:end+1]), s[end+2:]
-			continue
-		}
-		tok, rest, _ := strings.Cut(s, " ")
-		out, s = append(out, tok), rest
-	}
-	return out
 }

@@ -61,7 +61,7 @@ func canonicalGlue(save string) string {
 		t := tables[name]
 		for _, c := range slices.Sorted(slices.Values(t.Order)) {
 			for _, r := range t.Chains[c].Rules {
-				if isGlueChain(c) || isGlueChain(jumpTarget(r)) {
+				if isGlueChain(c) || isGlueChain(iptables.JumpTarget(r)) {
 					b.WriteString(name + " -A " + c + " " + r + "\n")
 				}
 			}

@@ -158,7 +158,10 @@ func (r *Rules) service(w *dataplane.Walk) *VirtualServer {
 // negates the next), then its target. It knows only the shapes the glue
 // writes and fails on any other.
 func (r *Rules) evalRule(w *dataplane.Walk, table, rule string) (dataplane.Verdict, error) {
-	tok := splitFields(rule)
+	tok, err := iptables.Fields(rule)
+	if err != nil {
+		return dataplane.Verdict{}, err
+	}
 	matched, neg := true, false
 	cond := func(ok bool) {
 		if ok == neg {
