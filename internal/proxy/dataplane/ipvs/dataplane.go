@@ -29,6 +29,7 @@ var Capabilities = plan.Capabilities{Dataplane: "ipvs", PodPrefixes: 1}
 // tests.
 type Layer interface {
 	Apply(ctx context.Context, s State) (Result, error)
+	ApplyChanges(ctx context.Context, prev, next State) (Result, error)
 	Cleanup(ctx context.Context) error
 }
 
@@ -79,6 +80,9 @@ type Dataplane struct {
 	needFull bool
 	recheck  time.Duration
 	setUp    bool
+	// applied is the State the last sync applied; nil until a sync
+	// succeeds, and after one fails.
+	applied *State
 }
 
 // famState is what the last sync rendered in one family.
@@ -113,7 +117,7 @@ func (d *Dataplane) reset() {
 	for _, f := range d.opts.Families {
 		d.fams[f] = &famState{ports: map[plan.Key]*portState{}, marks: newMarkAllocator(d.marks())}
 	}
-	d.needFull = true
+	d.needFull, d.applied = true, nil
 }
 
 // marks are the packet-mark bits the dataplane uses.
@@ -171,11 +175,11 @@ func (d *Dataplane) sync(ctx context.Context, p *plan.Plan, ch plan.Changes) err
 		}
 		glue[f] = chains
 	}
-	res, err := d.layer.Apply(ctx, state)
+	res, err := d.apply(ctx, full, state)
 	if err != nil {
 		return err
 	}
-	d.recheck = res.RecheckAfter
+	d.recheck, d.applied = res.RecheckAfter, &state
 	for _, f := range d.opts.Families {
 		if err := d.writeGlue(ctx, f, glue[f]); err != nil {
 			return fmt.Errorf("ipvs %s glue: %w", f, err)
@@ -183,6 +187,17 @@ func (d *Dataplane) sync(ctx context.Context, p *plan.Plan, ch plan.Changes) err
 	}
 	d.needFull = false
 	return nil
+}
+
+// apply hands the state to the kernel layer: in a partial sync, as the
+// change from the last state applied, so that the kernel is read only
+// where real servers go; in a full one, or while real servers drain, over
+// the kernel read whole.
+func (d *Dataplane) apply(ctx context.Context, full bool, state State) (Result, error) {
+	if full || d.applied == nil || d.recheck > 0 {
+		return d.layer.Apply(ctx, state)
+	}
+	return d.layer.ApplyChanges(ctx, *d.applied, state)
 }
 
 // render renders the ports of family f: all of them in a full sync, else

@@ -10,9 +10,9 @@ import (
 )
 
 // TestPartialSync: a partial sync renders only the changed port, and the
-// kernel layer changes only that port's real servers; the glue, which
-// depends on no single port here, is not rewritten. A sync without
-// changes changes nothing.
+// kernel layer, without reading the kernel whole, changes only that port's
+// real servers; the glue, which depends on no single port here, is not
+// rewritten. A sync without changes changes nothing.
 func TestPartialSync(t *testing.T) {
 	in := flows.Fixture()
 	tr := plan.NewTracker(in.Config)
@@ -45,8 +45,12 @@ func TestPartialSync(t *testing.T) {
 	if ch.Full || len(ch.Keys) != 1 {
 		t.Fatalf("tracker: %+v, want one changed port", ch)
 	}
+	reads := n.layer.Reads()
 	if err := n.dp.Sync(ctx, p, ch); err != nil {
 		t.Fatal(err)
+	}
+	if n.layer.Reads() != reads {
+		t.Errorf("the partial sync read the whole kernel")
 	}
 	ops := opStrings(n.layer.LastOps())
 	if len(ops) != 1 || !strings.HasPrefix(ops[0], "delete real TCP 10.96.0.11:80 -> ") {
