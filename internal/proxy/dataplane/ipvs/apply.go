@@ -179,8 +179,8 @@ func observedOf(s State) *observed {
 		}
 		o.sets[set.Name] = os
 	}
-	if s.LocalMark != 0 {
-		o.localMarks[IPv4], o.localMarks[IPv6] = s.LocalMark, s.LocalMark
+	for _, f := range s.LocalFamilies {
+		o.localMarks[f] = s.LocalMark
 	}
 	return o
 }
@@ -284,12 +284,16 @@ func (p *planner) plan(want *State, have *observed) []Op {
 	}
 	p.sets(want.Sets, have.sets)
 	for _, f := range []Family{IPv4, IPv6} {
-		if cur := have.localMarks[f]; cur != want.LocalMark {
+		mark := want.LocalMark
+		if !slices.Contains(want.LocalFamilies, f) {
+			mark = 0
+		}
+		if cur := have.localMarks[f]; cur != mark {
 			if cur != 0 {
 				p.add(Op{Kind: DeleteLocalRouting, Family: f, Mark: cur})
 			}
-			if want.LocalMark != 0 {
-				p.add(Op{Kind: AddLocalRouting, Family: f, Mark: want.LocalMark})
+			if mark != 0 {
+				p.add(Op{Kind: AddLocalRouting, Family: f, Mark: mark})
 			}
 		}
 	}

@@ -162,6 +162,9 @@ func (d *Dataplane) sync(ctx context.Context, p *plan.Plan, ch plan.Changes) err
 		}
 	}
 	state := State{LocalMark: d.marks().local}
+	for _, f := range d.opts.Families {
+		state.LocalFamilies = append(state.LocalFamilies, map[plan.Family]Family{plan.IPv4: IPv4, plan.IPv6: IPv6}[f])
+	}
 	glue := map[plan.Family][]glueChain{}
 	for _, f := range d.opts.Families {
 		fs, err := d.render(p, ch, f, full)

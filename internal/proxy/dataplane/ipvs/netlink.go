@@ -170,6 +170,9 @@ func (k *Netlink) read(context.Context) (*observed, error) {
 func (k *Netlink) readLocalRouting(o *observed) error {
 	for _, f := range []Family{IPv4, IPv6} {
 		rules, err := k.nl.RuleListFiltered(nlFamily(f), &netlink.Rule{Table: k.opts.LocalTable}, netlink.RT_FILTER_TABLE)
+		if errors.Is(err, unix.EAFNOSUPPORT) {
+			continue // a kernel without IPv6 has no rule of it
+		}
 		if err != nil {
 			return fmt.Errorf("policy rules: %w", err)
 		}

@@ -176,9 +176,11 @@ func (o *observed) state(opts Options) State {
 		}
 		s.Sets = append(s.Sets, set)
 	}
-	s.LocalMark = o.localMarks[IPv4]
-	if s.LocalMark == 0 {
-		s.LocalMark = o.localMarks[IPv6]
+	for _, f := range []Family{IPv4, IPv6} {
+		if m := o.localMarks[f]; m != 0 {
+			s.LocalMark = m
+			s.LocalFamilies = append(s.LocalFamilies, f)
+		}
 	}
 	return s
 }

@@ -37,12 +37,13 @@ type State struct {
 	// Sets are the ipsets, each named with Options.SetPrefix.
 	Sets []Set
 	// LocalMark, when not 0, is a mark bit whose packets the node takes
-	// in as its own whatever their destination: a policy rule (priority
-	// Options.LocalRulePriority, both families) sends them to a routing
-	// table (Options.LocalTable) whose one route is "local default dev
-	// lo". Service addresses that the node must not own on every port
+	// in as its own whatever their destination, in each of LocalFamilies:
+	// a policy rule (priority Options.LocalRulePriority) sends them to a
+	// routing table (Options.LocalTable) whose one route is "local default
+	// dev lo". Service addresses that the node must not own on every port
 	// (external and load-balancer IPs) reach IPVS this way.
-	LocalMark uint32
+	LocalMark     uint32
+	LocalFamilies []Family
 }
 
 // Protocol is an IP protocol number.
