@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/iptables"
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 	"github.com/svcproxy/svcproxy/internal/testkit/flows"
 )
@@ -66,5 +67,29 @@ func TestPartialSync(t *testing.T) {
 	}
 	if ops := opStrings(n.layer.LastOps()); len(ops) != 0 {
 		t.Errorf("a sync without changes changed:\n%s", strings.Join(ops, "\n"))
+	}
+}
+
+// TestCleanupAfterEitherMode: the iptables mode's cleanup (as a node
+// going from ipvs to another mode runs it, before the ipvs mode's) succeeds
+// over the glue, whose chains share names with it; the ipvs mode's cleanup
+// then leaves no chain, virtual server, address or set.
+func TestCleanupAfterEitherMode(t *testing.T) {
+	_, n := fixtureSync(t)
+	ctx := context.Background()
+	ipt := iptables.New(iptables.Options{Kernel: n.ipt})
+	if err := ipt.Cleanup(ctx); err != nil {
+		t.Fatalf("the iptables mode's cleanup over the ipvs glue: %v", err)
+	}
+	if err := n.dp.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range plan.Families {
+		if dump := n.ipt.Dump(f); strings.Contains(dump, "KUBE-") {
+			t.Errorf("%s chains left:\n%s", f, dump)
+		}
+	}
+	if dump := n.layer.Dump(); dump != "" {
+		t.Errorf("kernel layer state left:\n%s", dump)
 	}
 }

@@ -84,8 +84,8 @@ func glueChains(f plan.Family, m marks, masq *plan.Masquerade, bypass []string) 
 		if setTypes[nodePortSet[p]] != BitmapPort {
 			dirs = "dst,dst"
 		}
-		// The mark itself, not a jump to KUBE-MARK-MASQ: the iptables
-		// mode's cleanup deletes that chain, and must not find it used.
+		// The mark itself, not a jump to KUBE-MARK-MASQ, which the
+		// iptables mode's cleanup would cut out of this chain.
 		nodePort = append(nodePort, "-p "+lp+" "+comment("Kubernetes nodeport "+lp+" port for masquerade purpose")+" "+set(nodePortSet[p], dirs)+" -j MARK --set-xmark "+markHex+"/"+markHex)
 	}
 	return []glueChain{
