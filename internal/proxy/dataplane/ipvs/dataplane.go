@@ -269,7 +269,11 @@ func (fs *famState) assemble(state *State, f plan.Family, m marks) (glue []glueC
 		seenAddr[a] = true
 	}
 	sets := familySets(f)
-	seenEntry := map[string]bool{}
+	type entryKey struct {
+		set   string
+		entry Entry // without its comment
+	}
+	seenEntry := map[entryKey]bool{}
 	var masq *plan.Masquerade
 	var bypass []string
 	for _, k := range keys {
@@ -291,7 +295,9 @@ func (fs *famState) assemble(state *State, f plan.Family, m marks) (glue []glueC
 		for _, base := range slices.Sorted(maps.Keys(ps.entries)) {
 			set := sets[base]
 			for _, e := range ps.entries[base] {
-				if id := set.Name + " " + e.String(set.Type); !seenEntry[id] {
+				id := entryKey{base, e}
+				id.entry.Comment = ""
+				if !seenEntry[id] {
 					seenEntry[id] = true
 					set.Entries = append(set.Entries, e)
 				}
