@@ -13,10 +13,14 @@ import (
 	"github.com/svcproxy/svcproxy/internal/testkit/objects"
 )
 
+// benchNodeIPs are the node's addresses: one, so one NodePort virtual
+// server per Service.
+var benchNodeIPs = []netip.Addr{netip.MustParseAddr("198.51.100.1")}
+
 // benchWorld is a tracker holding n Services of 10 endpoints each, and
 // their EndpointSlices.
 func benchWorld(n int) (*plan.Tracker, []*discovery.EndpointSlice) {
-	cfg := plan.Config{NodeName: "node1", ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, NodeIPs: []netip.Addr{netip.MustParseAddr("198.51.100.1")}}
+	cfg := plan.Config{NodeName: "node1", ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, NodeIPs: benchNodeIPs}
 	tr := plan.NewTracker(cfg)
 	tr.SetNode(objects.Node("node1", ""))
 	var slices []*discovery.EndpointSlice
@@ -45,8 +49,7 @@ func BenchmarkSyncFake(b *testing.B) {
 			tr, _ := benchWorld(n)
 			p, _ := tr.Sync()
 			for b.Loop() {
-				nd := newFakeNode(nil)
-				nd.dp.opts.Families = []plan.Family{plan.IPv4}
+				nd := newFakeNode(benchNodeIPs)
 				if err := nd.dp.Sync(context.Background(), p, plan.Changes{Full: true}); err != nil {
 					b.Fatal(err)
 				}
@@ -55,7 +58,7 @@ func BenchmarkSyncFake(b *testing.B) {
 		b.Run(fmt.Sprintf("services=%d/one-change", n), func(b *testing.B) {
 			tr, sl := benchWorld(n)
 			p, ch := tr.Sync()
-			nd := newFakeNode(nil)
+			nd := newFakeNode(benchNodeIPs)
 			if err := nd.dp.Sync(context.Background(), p, ch); err != nil {
 				b.Fatal(err)
 			}
