@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -461,6 +462,20 @@ func (d *Dataplane) Cleanup(ctx context.Context) error {
 func Loaded() bool {
 	_, err := os.Stat("/proc/thread-self/net/ip_vs")
 	return err == nil
+}
+
+// Available loads ip_vs if it is not (as kube-proxy and moby/ipvs do, with
+// modprobe) and says why IPVS mode cannot run when the kernel still lacks
+// it.
+func Available() error {
+	if Loaded() {
+		return nil
+	}
+	out, err := exec.Command("modprobe", "ip_vs").CombinedOutput()
+	if Loaded() {
+		return nil
+	}
+	return fmt.Errorf("the kernel has no IPVS (no /proc/net/ip_vs; modprobe ip_vs: %v: %s)", err, strings.TrimSpace(string(out)))
 }
 
 // HasGlue reports whether the node holds this mode's glue (one of the
