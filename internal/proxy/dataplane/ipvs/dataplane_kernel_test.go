@@ -300,3 +300,35 @@ func TestModeSwitch(t *testing.T) {
 		t.Errorf("iptables rules left after cleanup:\n%s", s)
 	}
 }
+
+// TestDataplaneExternalIP: an external IP's Service port, which the node
+// takes in by the local mark's policy route (the address is on no
+// interface), answers the node itself and a pod, from every endpoint,
+// masqueraded (externalTrafficPolicy Cluster).
+func TestDataplaneExternalIP(t *testing.T) {
+	c := newIPVSCluster(t)
+	ctx := context.Background()
+	if _, err := c.Node1.Exec(ctx, "iptables", "-t", "nat", "-F"); err != nil {
+		t.Fatal(err)
+	}
+	svc := objects.Service("default", "eip", objects.ClusterIPs("10.96.0.40"), objects.Port("http", v1.ProtocolTCP, 80, 0), objects.ExternalIPs("203.0.113.40"))
+	dp := NewDataplane(DataplaneOptions{Families: []plan.Family{plan.IPv4}, IPTables: iptables.Binaries("nft", nil)})
+	if err := c.Node1.Do(func() error { return dp.Sync(ctx, c.plan(t, servePort, c.eps, svc), plan.Changes{Full: true}) }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Node1.Do(func() error { return dp.Cleanup(ctx) }) })
+	dst := netip.MustParseAddrPort("203.0.113.40:80")
+	for _, from := range []*testnet.NS{c.Node1, c.Pods["cli"].NS} {
+		seen := map[string]bool{}
+		for range 9 {
+			r := ask(t, from, "tcp", dst)
+			seen[r.Pod] = true
+			if src := r.Src.Addr(); src != node1IP && src != testnet.Node1Addrs.GatewayV4() {
+				t.Errorf("%s → %s: endpoint saw %s, want one of node1's addresses (masqueraded)", from, dst, r.Src)
+			}
+		}
+		if len(seen) != 3 {
+			t.Errorf("%s → %s: answered by %v, want all three endpoints", from, dst, seen)
+		}
+	}
+}
