@@ -308,8 +308,15 @@ func TestModeSwitch(t *testing.T) {
 func TestDataplaneExternalIP(t *testing.T) {
 	c := newIPVSCluster(t)
 	ctx := context.Background()
-	if _, err := c.Node1.Exec(ctx, "iptables", "-t", "nat", "-F"); err != nil {
-		t.Fatal(err)
+	// The node's own packet is routed before any mark is set: as on any
+	// node, a default route takes it first (the mark then reroutes it).
+	for _, args := range [][]string{
+		{"iptables", "-t", "nat", "-F"},
+		{"ip", "-4", "route", "add", "default", "via", testnet.ExtIPv4.String()},
+	} {
+		if _, err := c.Node1.Exec(ctx, args...); err != nil {
+			t.Fatal(err)
+		}
 	}
 	svc := objects.Service("default", "eip", objects.ClusterIPs("10.96.0.40"), objects.Port("http", v1.ProtocolTCP, 80, 0), objects.ExternalIPs("203.0.113.40"))
 	dp := NewDataplane(DataplaneOptions{Families: []plan.Family{plan.IPv4}, IPTables: iptables.Binaries("nft", nil)})
