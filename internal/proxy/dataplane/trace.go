@@ -15,7 +15,9 @@ import (
 // this code. A dataplane supplies only its Rules: which chains a hook runs,
 // the rules of a chain, and what one rule matches and does (Eval). Random
 // choices (a probability match, a random index) fork the walk; Trace
-// explores every path.
+// explores every path. A scheduler's choice (round robin, source hash)
+// forks the walk the same way, each candidate taking an equal share of
+// connections, and the paths say which scheduler chose.
 
 // Hook is a netfilter hook.
 type Hook string
@@ -76,7 +78,10 @@ type TracePath struct {
 	Endpoint        netip.AddrPort // after DNAT
 	Masquerade      bool
 	AffinitySeconds int32
-	Probability     float64 // of this path among all
+	// Scheduler is the scheduler that chose the endpoint ("rr", "sh"), ""
+	// for a random choice.
+	Scheduler   string
+	Probability float64 // of this path among all
 }
 
 // Walk is one path in progress: the packet as the rules have changed it,
@@ -238,6 +243,14 @@ func (w *Walk) Choose(n int) int {
 	return w.choose(probs)
 }
 
+// Schedule draws one of n candidates as a scheduler does: each takes an
+// equal share of new connections (a turn of round robin, a share of the
+// source-hash space), and the path records the scheduler.
+func (w *Walk) Schedule(n int, scheduler string) int {
+	w.path.Scheduler = scheduler
+	return w.Choose(n)
+}
+
 func (w *Walk) choose(probs []float64) int {
 	c := 0
 	if k := len(w.options); k < len(w.forced) {
@@ -270,10 +283,13 @@ func Decide(paths []TracePath) (plan.Decision, error) {
 	if len(paths) == 0 {
 		return plan.Decision{}, fmt.Errorf("no path")
 	}
-	d := plan.Decision{Action: paths[0].Action, AffinitySeconds: paths[0].AffinitySeconds}
+	d := plan.Decision{Action: paths[0].Action, AffinitySeconds: paths[0].AffinitySeconds, Scheduler: paths[0].Scheduler}
 	for _, p := range paths {
 		if p.Action != d.Action {
 			return d, fmt.Errorf("paths disagree: %s and %s", d.Action, p.Action)
+		}
+		if p.Scheduler != d.Scheduler {
+			return d, fmt.Errorf("paths disagree on the scheduler: %q and %q", d.Scheduler, p.Scheduler)
 		}
 		if math.Abs(p.Probability-1/float64(len(paths))) > probabilityTolerance {
 			return d, fmt.Errorf("path to %s has probability %.6f, not 1/%d", p.Endpoint, p.Probability, len(paths))

@@ -92,7 +92,8 @@ func programmed(t *testing.T, mode string, dp dataplane.Dataplane) (explain.Node
 	t.Helper()
 	testnet.RequireKernel(t, "nft", "iptables-save")
 	c := testnet.New(t, testnet.Options{})
-	p, errs := plan.Build(flows.Fixture())
+	caps := map[string]plan.Capabilities{"nftables": nftables.Capabilities, "iptables": iptables.Capabilities}[mode]
+	p, errs := plan.Build(flows.FixtureFor(caps))
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}

@@ -209,7 +209,8 @@ func (t *Tracker) sliceList(nn types.NamespacedName) []*discovery.EndpointSlice 
 	return out
 }
 
-// Errors returns the validation errors of the objects left out of the plan,
+// Errors returns the validation errors of the objects left out of the plan
+// and of the fields planned as if unset (an invalid scheduler annotation),
 // sorted.
 func (t *Tracker) Errors() []error {
 	var out []error

@@ -8,16 +8,23 @@ import (
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 )
 
-// TestPlan runs every flow against the plan of the fixture.
+// TestPlan runs every flow against the plan of the fixture, for a
+// dataplane that expresses every scheduler, some, and none.
 func TestPlan(t *testing.T) {
-	p, errs := plan.Build(Fixture())
-	for _, err := range errs {
-		t.Errorf("fixture: %v", err)
-	}
-	for _, f := range Flows() {
-		t.Run(f.Name, func(t *testing.T) {
-			Check(t, f, p.Decide(f.Pkt))
-		})
+	for _, caps := range []plan.Capabilities{
+		{Dataplane: "every", Schedulers: plan.Schedulers},
+		{Dataplane: "some", Schedulers: []string{"rr", "sh"}},
+		{Dataplane: "none"},
+	} {
+		p, errs := plan.Build(FixtureFor(caps))
+		for _, err := range errs {
+			t.Errorf("fixture: %v", err)
+		}
+		for _, f := range FlowsFor(caps) {
+			t.Run(caps.Dataplane+"/"+f.Name, func(t *testing.T) {
+				Check(t, f, p.Decide(f.Pkt))
+			})
+		}
 	}
 }
 
