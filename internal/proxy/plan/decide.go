@@ -26,13 +26,13 @@ type Target struct {
 
 // Decision is what the node does with a packet, and why.
 type Decision struct {
-	Action          Action
-	Service         Key
-	Targets         []Target // for Forward: the candidates, each equally likely
+	Action  Action
+	Service Key
+	Targets []Target // for Forward: the candidates, each equally likely
 	// Scheduler is how the candidates take turns for Forward: a scheduler
 	// (ServicePort.Scheduler: "rr" strict rotation, "sh" one per source,
 	// ...), or "" for a random choice.
-	Scheduler string
+	Scheduler       string
 	AffinitySeconds int32
 	Reason          string
 }
