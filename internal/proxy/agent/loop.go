@@ -101,6 +101,7 @@ func (a *Agent) sync(ctx context.Context) error {
 	}
 	a.logSync(p, ch, took)
 	a.afterSync(p, ch, triggers)
+	a.reportSchedulers(ctx, p)
 	return nil
 }
 

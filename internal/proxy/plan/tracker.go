@@ -64,6 +64,11 @@ func (t *Tracker) SetService(svc *v1.Service) {
 	t.dirty[nn] = true
 }
 
+// Service returns the Service the tracker holds, or nil.
+func (t *Tracker) Service(namespace, name string) *v1.Service {
+	return t.services[types.NamespacedName{Namespace: namespace, Name: name}]
+}
+
 // DeleteService removes a Service.
 func (t *Tracker) DeleteService(namespace, name string) {
 	nn := types.NamespacedName{Namespace: namespace, Name: name}
