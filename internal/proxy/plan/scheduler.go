@@ -23,14 +23,14 @@ var Schedulers = []string{"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh",
 type Scheduling struct {
 	// Chosen is the scheduler asked for: the Service's annotation, else
 	// Config.Scheduler; "" when neither names one.
-	Chosen string
+	Chosen string `json:"chosen,omitempty"`
 	// From says where Chosen came from, for messages: the annotation or
 	// the configuration.
-	From string
+	From string `json:"from,omitempty"`
 	// Unsupported, when set, says in words that the dataplane cannot
 	// express Chosen and what it does instead. The agent reports it (an
 	// Event on the Service, a warning, a metric) and status shows it.
-	Unsupported string
+	Unsupported string `json:"unsupported,omitempty"`
 }
 
 // Where a chosen scheduler comes from.
