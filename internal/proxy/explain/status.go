@@ -40,18 +40,18 @@ type SyncStatus struct {
 
 // Port is one service port: its addresses, policies and endpoints.
 type Port struct {
-	Service             string     `json:"service"` // ns/name:port
-	Protocol            string     `json:"protocol"`
-	ClusterIP           string     `json:"clusterIP"`
-	Port                uint16     `json:"port"`
-	NodePort            uint16     `json:"nodePort,omitempty"`
-	ExternalIPs         []string   `json:"externalIPs,omitempty"`
-	LoadBalancerIPs     []string   `json:"loadBalancerIPs,omitempty"`
-	InternalPolicy      string     `json:"internalTrafficPolicy"`
-	ExternalPolicy      string     `json:"externalTrafficPolicy"`
-	HealthCheckNodePort uint16     `json:"healthCheckNodePort,omitempty"`
-	AffinitySeconds     int32      `json:"sessionAffinitySeconds,omitempty"`
-	Topology            string     `json:"topology,omitempty"`
+	Service             string   `json:"service"` // ns/name:port
+	Protocol            string   `json:"protocol"`
+	ClusterIP           string   `json:"clusterIP"`
+	Port                uint16   `json:"port"`
+	NodePort            uint16   `json:"nodePort,omitempty"`
+	ExternalIPs         []string `json:"externalIPs,omitempty"`
+	LoadBalancerIPs     []string `json:"loadBalancerIPs,omitempty"`
+	InternalPolicy      string   `json:"internalTrafficPolicy"`
+	ExternalPolicy      string   `json:"externalTrafficPolicy"`
+	HealthCheckNodePort uint16   `json:"healthCheckNodePort,omitempty"`
+	AffinitySeconds     int32    `json:"sessionAffinitySeconds,omitempty"`
+	Topology            string   `json:"topology,omitempty"`
 	// Scheduler is how the dataplane takes the endpoints in turn ("" for
 	// at random); Scheduling what was chosen, and why the dataplane does
 	// otherwise, if it does.
