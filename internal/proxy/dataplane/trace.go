@@ -80,7 +80,10 @@ type TracePath struct {
 	AffinitySeconds int32
 	// Scheduler is the scheduler that chose the endpoint ("rr", "sh"), ""
 	// for a random choice.
-	Scheduler   string
+	Scheduler string
+	// Predicted says the tracer knows this path is the one the packet
+	// takes: the endpoint a source hash gives this packet's source.
+	Predicted bool
 	Probability float64 // of this path among all
 }
 
@@ -245,10 +248,14 @@ func (w *Walk) Choose(n int) int {
 
 // Schedule draws one of n candidates as a scheduler does: each takes an
 // equal share of new connections (a turn of round robin, a share of the
-// source-hash space), and the path records the scheduler.
-func (w *Walk) Schedule(n int, scheduler string) int {
+// source-hash space), and the path records the scheduler. predicted is
+// the candidate the tracer knows this packet gets (a source hash it can
+// compute), or -1.
+func (w *Walk) Schedule(n int, scheduler string, predicted int) int {
 	w.path.Scheduler = scheduler
-	return w.Choose(n)
+	i := w.Choose(n)
+	w.path.Predicted = i == predicted
+	return i
 }
 
 func (w *Walk) choose(probs []float64) int {
