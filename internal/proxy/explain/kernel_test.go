@@ -35,10 +35,13 @@ func TestTraceEveryFlowInTheKernel(t *testing.T) {
 					t.Errorf("%s: %v", fl.Name, err)
 					continue
 				}
+				var b strings.Builder
+				r.Write(&b)
 				if len(r.Problems) > 0 || r.Kernel.Action != string(fl.Want.Action) {
-					var b strings.Builder
-					r.Write(&b)
 					t.Errorf("%s: %v\n%s", fl.Name, r.Problems, b.String())
+				}
+				if mode == "nftables" && fl.Want.Scheduler == "sh" && strings.Count(b.String(), "<- this path: the source hash of") != 1 {
+					t.Errorf("%s: the trace does not point out the source's endpoint once:\n%s", fl.Name, b.String())
 				}
 			}
 		})
