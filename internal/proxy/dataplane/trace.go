@@ -83,7 +83,7 @@ type TracePath struct {
 	Scheduler string
 	// Predicted says the tracer knows this path is the one the packet
 	// takes: the endpoint a source hash gives this packet's source.
-	Predicted bool
+	Predicted   bool
 	Probability float64 // of this path among all
 }
 
