@@ -258,6 +258,14 @@ func (w *Walk) Schedule(n int, scheduler string, predicted int) int {
 	return i
 }
 
+// Turn decides a match that holds for one new connection in every n that
+// reach it (a round-robin cascade: iptables' statistic nth): it forks as
+// Chance(1/n) does, and the path records the scheduler.
+func (w *Walk) Turn(n int, scheduler string) bool {
+	w.path.Scheduler = scheduler
+	return n == 1 || w.Chance(1/float64(n))
+}
+
 func (w *Walk) choose(probs []float64) int {
 	c := 0
 	if k := len(w.options); k < len(w.forced) {
