@@ -134,7 +134,7 @@ func (e *eval) draw(expr, mod, seed string) (int, string, error) {
 		}
 		return i, fmt.Sprintf(" (other sources'; jhash of %s: %d)", e.w.Src, own), nil
 	case "rr":
-		return e.w.Schedule(n, s, -1), " (round robin: this connection's turn)", nil
+		return e.w.Schedule(n, s, -1), fmt.Sprintf(" (round robin: one turn in %d)", n), nil
 	}
 	return e.w.Choose(n), "", nil
 }
