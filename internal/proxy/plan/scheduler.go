@@ -39,6 +39,9 @@ const (
 	fromConfig     = "--ipvs-scheduler"
 )
 
+// maxShown bounds how much of an invalid annotation value an error repeats.
+const maxShown = 64
+
 // chosenScheduler reads a Service's annotation. An invalid value is an
 // error naming the Service and the annotation; the Service keeps the
 // configured default, as if it had none.
@@ -48,6 +51,9 @@ func chosenScheduler(svc *v1.Service, cfg *Config) (chosen, from string, err err
 		return v, fromAnnotation, nil
 	}
 	if ok {
+		if len(v) > maxShown {
+			v = v[:maxShown] + "..."
+		}
 		err = fmt.Errorf("service %s: annotation %s: %q is not a scheduler (want one of %s); the Service uses the default",
 			objectName(svc.Namespace, svc.Name), AnnotationScheduler, v, strings.Join(Schedulers, ", "))
 	}

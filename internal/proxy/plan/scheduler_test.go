@@ -37,6 +37,7 @@ func TestScheduler(t *testing.T) {
 		{name: "invalid annotation: the default", annotation: "fastest", def: "sh", caps: ipvs, want: "sh", chosen: "sh",
 			err: `service ns/web: annotation svcproxy.io/scheduler: "fastest" is not a scheduler`},
 		{name: "invalid annotation, no default", annotation: "RR", caps: nft, err: `"RR" is not a scheduler`},
+		{name: "invalid annotation, long: shortened", annotation: strings.Repeat("x", 300), caps: nft, err: `"` + strings.Repeat("x", 64) + `..." is not`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig

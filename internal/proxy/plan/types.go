@@ -11,7 +11,8 @@
 // ClusterIP and to its external addresses a Route (bypasses by source
 // class, then a default Outcome: forward to a pool of endpoints with a
 // masquerade mode, reject, or drop), the Firewall of its load-balancer
-// IPs, affinity, the hairpin set, the live endpoints and the health check.
+// IPs, affinity, the scheduler the dataplane will use (scheduler.go), the
+// hairpin set, the live endpoints and the health check.
 // Plan.NodePorts says which node addresses accept NodePorts, and
 // Capabilities what a dataplane can write. Decide reads the same outcomes
 // and is the reference every dataplane's tracer is held to.
