@@ -25,6 +25,7 @@ the kernel.`,
 		eps := fs.Int("endpoints", 10, "endpoints per Service")
 		changes := fs.Int("changes", 50, "single-endpoint changes timed per size")
 		dp := fs.String("dataplane", "nftables", "dataplane to measure: nftables, iptables or iptables-legacy")
+		sched := fs.String("scheduler", "", "the scheduler every Service chooses (annotation svcproxy.io/scheduler); none by default")
 		api := fs.Bool("api", false, "measure network programming latency against a real kube-apiserver instead")
 		minSyncs := fs.String("min-sync-periods", "0s,1s", "with --api: the minSyncPeriods to measure")
 		return func(ctx context.Context, _ []string, stdout, _ io.Writer) error {
@@ -33,7 +34,7 @@ the kernel.`,
 				return err
 			}
 			if !*api {
-				return bench.Run(ctx, stdout, bench.Options{Sizes: ns, Endpoints: *eps, Changes: *changes, Dataplane: *dp})
+				return bench.Run(ctx, stdout, bench.Options{Sizes: ns, Endpoints: *eps, Changes: *changes, Dataplane: *dp, Scheduler: *sched})
 			}
 			var periods []time.Duration
 			for _, s := range strings.Split(*minSyncs, ",") {

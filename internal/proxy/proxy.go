@@ -95,7 +95,8 @@ func Run(ctx context.Context, opts *config.Options, env Env) error {
 	if err != nil {
 		return err
 	}
-	if err := pc.Check(capabilities(set.Mode)); err != nil {
+	pc.Dataplane = capabilities(set.Mode)
+	if err := pc.Check(pc.Dataplane); err != nil {
 		return err
 	}
 	client, err := apiClient(opts, env)
@@ -136,11 +137,13 @@ func Run(ctx context.Context, opts *config.Options, env Env) error {
 	}
 	defer closeCT()
 
+	svcEvents, stopEvents := newServiceEvents(ctx, client, nodeName)
+	defer stopEvents()
 	a := agent.New(agent.Options{
 		Plan: pc, Families: fams, PrimaryNodePorts: primary, BindAddress: bindAddress(cfg),
 		LocalFromPodCIDRs: cfg.DetectLocalMode == "NodeCIDR" && opts.Manifests == "",
 		MinSyncPeriod:     set.MinSyncPeriod, SyncPeriod: set.SyncPeriod,
-		Dataplane: dp, Conntrack: ct, Health: ph, Services: svcHealth, Metrics: m, Log: env.Log,
+		Dataplane: dp, Conntrack: ct, Health: ph, Services: svcHealth, Metrics: m, Events: svcEvents, Log: env.Log,
 	})
 	if opts.Manifests != "" {
 		ph.SyncNode(standaloneNode(nodeName)) // no Node object: the node is eligible

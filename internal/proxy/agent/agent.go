@@ -20,6 +20,7 @@ import (
 	"github.com/go-logr/logr"
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
 	"github.com/svcproxy/svcproxy/internal/proxy/conntrack"
@@ -57,6 +58,9 @@ type Options struct {
 	Health    *health.ProxyHealth
 	Services  *health.ServiceHealth
 	Metrics   *metrics.Metrics
+	// Events records Events on Services (a scheduler the dataplane cannot
+	// express); nil records none.
+	Events Recorder
 	// Log receives failures and warnings, and at -v=2 and -v=4 each sync;
 	// the zero Logger means klog's.
 	Log logr.Logger
@@ -80,6 +84,9 @@ type Agent struct {
 	lastFull time.Time
 	status   Status
 	reported map[string]bool // invalid-object errors already logged
+	// schedReported holds the Services told of an unsupported scheduler,
+	// with what they were told; used by the sync loop only.
+	schedReported map[types.NamespacedName]string
 }
 
 // Status describes the last sync, for status pages and tests.

@@ -102,6 +102,7 @@ func (a *Agent) sync(ctx context.Context) error {
 	}
 	a.logSync(p, ch, took)
 	a.afterSync(p, ch, triggers)
+	a.reportSchedulers(ctx, p)
 	return nil
 }
 
@@ -138,15 +139,15 @@ func (a *Agent) takeChanges() (*plan.Plan, plan.Changes, []trigger) {
 	return p, ch, triggers
 }
 
-// reportInvalid logs each object the plan leaves out, once while it stays
-// invalid: the error names the object and the field.
+// reportInvalid logs each object (or field) the plan leaves out, once
+// while it stays invalid: the error names the object and the field.
 func (a *Agent) reportInvalid(errs []error) {
 	now := map[string]bool{}
 	for _, err := range errs {
 		msg := err.Error()
 		now[msg] = true
 		if !a.reported[msg] {
-			a.opts.Log.Error(err, "Ignoring an invalid object; the others are programmed")
+			a.opts.Log.Error(err, "Ignoring an invalid object or field; the rest is programmed")
 		}
 	}
 	a.reported = now

@@ -15,7 +15,9 @@ import (
 // this code. A dataplane supplies only its Rules: which chains a hook runs,
 // the rules of a chain, and what one rule matches and does (Eval). Random
 // choices (a probability match, a random index) fork the walk; Trace
-// explores every path.
+// explores every path. A scheduler's choice (round robin, source hash)
+// forks the walk the same way, each candidate taking an equal share of
+// connections, and the paths say which scheduler chose.
 
 // Hook is a netfilter hook.
 type Hook string
@@ -76,7 +78,13 @@ type TracePath struct {
 	Endpoint        netip.AddrPort // after DNAT
 	Masquerade      bool
 	AffinitySeconds int32
-	Probability     float64 // of this path among all
+	// Scheduler is the scheduler that chose the endpoint ("rr", "sh"), ""
+	// for a random choice.
+	Scheduler string
+	// Predicted says the tracer knows this path is the one the packet
+	// takes: the endpoint a source hash gives this packet's source.
+	Predicted   bool
+	Probability float64 // of this path among all
 }
 
 // Walk is one path in progress: the packet as the rules have changed it,
@@ -238,6 +246,26 @@ func (w *Walk) Choose(n int) int {
 	return w.choose(probs)
 }
 
+// Schedule draws one of n candidates as a scheduler does: each takes an
+// equal share of new connections (a turn of round robin, a share of the
+// source-hash space), and the path records the scheduler. predicted is
+// the candidate the tracer knows this packet gets (a source hash it can
+// compute), or -1.
+func (w *Walk) Schedule(n int, scheduler string, predicted int) int {
+	w.path.Scheduler = scheduler
+	i := w.Choose(n)
+	w.path.Predicted = i == predicted
+	return i
+}
+
+// Turn decides a match that holds for one new connection in every n that
+// reach it (a round-robin cascade: iptables' statistic nth): it forks as
+// Chance(1/n) does, and the path records the scheduler.
+func (w *Walk) Turn(n int, scheduler string) bool {
+	w.path.Scheduler = scheduler
+	return n == 1 || w.Chance(1/float64(n))
+}
+
 func (w *Walk) choose(probs []float64) int {
 	c := 0
 	if k := len(w.options); k < len(w.forced) {
@@ -270,10 +298,13 @@ func Decide(paths []TracePath) (plan.Decision, error) {
 	if len(paths) == 0 {
 		return plan.Decision{}, fmt.Errorf("no path")
 	}
-	d := plan.Decision{Action: paths[0].Action, AffinitySeconds: paths[0].AffinitySeconds}
+	d := plan.Decision{Action: paths[0].Action, AffinitySeconds: paths[0].AffinitySeconds, Scheduler: paths[0].Scheduler}
 	for _, p := range paths {
 		if p.Action != d.Action {
 			return d, fmt.Errorf("paths disagree: %s and %s", d.Action, p.Action)
+		}
+		if p.Scheduler != d.Scheduler {
+			return d, fmt.Errorf("paths disagree on the scheduler: %q and %q", d.Scheduler, p.Scheduler)
 		}
 		if math.Abs(p.Probability-1/float64(len(paths))) > probabilityTolerance {
 			return d, fmt.Errorf("path to %s has probability %.6f, not 1/%d", p.Endpoint, p.Probability, len(paths))

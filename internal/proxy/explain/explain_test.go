@@ -32,7 +32,7 @@ func TestParsePacket(t *testing.T) {
 // TestStatusOfTheFixture: the status lists every port with its policies
 // and endpoints, saying which traffic uses which.
 func TestStatusOfTheFixture(t *testing.T) {
-	p, _ := plan.Build(flows.Fixture())
+	p, _ := plan.Build(flows.FixtureFor(plan.Capabilities{Dataplane: "nftables", Schedulers: []string{"rr", "sh"}}))
 	s := Status{Mode: "nftables", Ports: PortsOf(p)}
 	var b strings.Builder
 	s.Write(&b)
@@ -45,6 +45,9 @@ func TestStatusOfTheFixture(t *testing.T) {
 		"no endpoints: connections are rejected",
 		"terminating, serving",
 		"sessionAffinity ClientIP",
+		"flows/round-robin (tcp) 10.96.0.31:80, nodePort 30031\n  internalTrafficPolicy Cluster, externalTrafficPolicy Cluster\n  scheduler rr (annotation svcproxy.io/scheduler)\n",
+		"flows/least-conn (tcp) 10.96.0.33:80\n  internalTrafficPolicy Cluster, externalTrafficPolicy Cluster\n" +
+			`  scheduler NOT SUPPORTED: scheduler "lc" (annotation svcproxy.io/scheduler) cannot be expressed by the nftables dataplane (it expresses rr, sh); it spreads new connections uniformly at random` + "\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)

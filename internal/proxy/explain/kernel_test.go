@@ -35,10 +35,13 @@ func TestTraceEveryFlowInTheKernel(t *testing.T) {
 					t.Errorf("%s: %v", fl.Name, err)
 					continue
 				}
+				var b strings.Builder
+				r.Write(&b)
 				if len(r.Problems) > 0 || r.Kernel.Action != string(fl.Want.Action) {
-					var b strings.Builder
-					r.Write(&b)
 					t.Errorf("%s: %v\n%s", fl.Name, r.Problems, b.String())
+				}
+				if mode == "nftables" && fl.Want.Scheduler == "sh" && strings.Count(b.String(), "<- this path: the source hash of") != 1 {
+					t.Errorf("%s: the trace does not point out the source's endpoint once:\n%s", fl.Name, b.String())
 				}
 			}
 		})
@@ -92,7 +95,8 @@ func programmed(t *testing.T, mode string, dp dataplane.Dataplane) (explain.Node
 	t.Helper()
 	testnet.RequireKernel(t, "nft", "iptables-save")
 	c := testnet.New(t, testnet.Options{})
-	p, errs := plan.Build(flows.Fixture())
+	caps := map[string]plan.Capabilities{"nftables": nftables.Capabilities, "iptables": iptables.Capabilities}[mode]
+	p, errs := plan.Build(flows.FixtureFor(caps))
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}

@@ -40,19 +40,24 @@ type SyncStatus struct {
 
 // Port is one service port: its addresses, policies and endpoints.
 type Port struct {
-	Service             string     `json:"service"` // ns/name:port
-	Protocol            string     `json:"protocol"`
-	ClusterIP           string     `json:"clusterIP"`
-	Port                uint16     `json:"port"`
-	NodePort            uint16     `json:"nodePort,omitempty"`
-	ExternalIPs         []string   `json:"externalIPs,omitempty"`
-	LoadBalancerIPs     []string   `json:"loadBalancerIPs,omitempty"`
-	InternalPolicy      string     `json:"internalTrafficPolicy"`
-	ExternalPolicy      string     `json:"externalTrafficPolicy"`
-	HealthCheckNodePort uint16     `json:"healthCheckNodePort,omitempty"`
-	AffinitySeconds     int32      `json:"sessionAffinitySeconds,omitempty"`
-	Topology            string     `json:"topology,omitempty"`
-	Endpoints           []Endpoint `json:"endpoints"`
+	Service             string   `json:"service"` // ns/name:port
+	Protocol            string   `json:"protocol"`
+	ClusterIP           string   `json:"clusterIP"`
+	Port                uint16   `json:"port"`
+	NodePort            uint16   `json:"nodePort,omitempty"`
+	ExternalIPs         []string `json:"externalIPs,omitempty"`
+	LoadBalancerIPs     []string `json:"loadBalancerIPs,omitempty"`
+	InternalPolicy      string   `json:"internalTrafficPolicy"`
+	ExternalPolicy      string   `json:"externalTrafficPolicy"`
+	HealthCheckNodePort uint16   `json:"healthCheckNodePort,omitempty"`
+	AffinitySeconds     int32    `json:"sessionAffinitySeconds,omitempty"`
+	Topology            string   `json:"topology,omitempty"`
+	// Scheduler is how the dataplane takes the endpoints in turn ("" for
+	// at random); Scheduling what was chosen, and why the dataplane does
+	// otherwise, if it does.
+	Scheduler  string          `json:"scheduler,omitempty"`
+	Scheduling plan.Scheduling `json:"scheduling"`
+	Endpoints  []Endpoint      `json:"endpoints"`
 }
 
 // Endpoint is one endpoint of a port and which traffic uses it.
@@ -90,6 +95,7 @@ func portOf(sp *plan.ServicePort) Port {
 		ExternalIPs: strs(sp.ExternalIPs), LoadBalancerIPs: strs(sp.LoadBalancerIPs),
 		InternalPolicy: policy(in.InternalLocal), ExternalPolicy: policy(in.ExternalLocal),
 		HealthCheckNodePort: sp.HealthCheck.NodePort, AffinitySeconds: sp.AffinitySeconds, Topology: in.Topology,
+		Scheduler: sp.Scheduler, Scheduling: sp.Scheduling,
 	}
 	if sp.Key.Port != "" {
 		pt.Service += ":" + sp.Key.Port
@@ -177,6 +183,9 @@ func (p Port) write(w io.Writer) {
 		fmt.Fprintf(w, ", topology %s", p.Topology)
 	}
 	fmt.Fprintln(w)
+	if line := p.schedulerLine(); line != "" {
+		fmt.Fprintln(w, "  "+line)
+	}
 	if len(p.Endpoints) == 0 {
 		fmt.Fprintln(w, "  no endpoints: connections are rejected")
 		return
@@ -195,6 +204,24 @@ func (p Port) write(w io.Writer) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", e.Addr, orDash(e.Node), orDash(e.Zone), e.state(), where, used)
 	}
 	tw.Flush()
+}
+
+// schedulerLine says how new connections are spread when a scheduler was
+// chosen: the one the dataplane uses and where it was chosen, or that the
+// dataplane cannot express it.
+func (p Port) schedulerLine() string {
+	sc := p.Scheduling
+	switch {
+	case sc.Unsupported != "":
+		return "scheduler NOT SUPPORTED: " + sc.Unsupported
+	case sc.Chosen == "" && p.Scheduler == "":
+		return ""
+	case sc.Chosen == "":
+		return "scheduler " + p.Scheduler + " (the dataplane's default)"
+	case sc.Chosen != p.Scheduler:
+		return fmt.Sprintf("scheduler %s (%s chose %s: every endpoint weighs the same)", p.Scheduler, sc.From, sc.Chosen)
+	}
+	return fmt.Sprintf("scheduler %s (%s)", p.Scheduler, sc.From)
 }
 
 // state is ready, serving-terminating, terminating or not ready.

@@ -39,6 +39,9 @@ type Path struct {
 	Endpoint        string   `json:"endpoint,omitempty"`
 	Masquerade      bool     `json:"masquerade"`
 	AffinitySeconds int32    `json:"affinitySeconds,omitempty"`
+	// Predicted: the tracer knows the packet takes this path (the
+	// endpoint a source hash gives its source).
+	Predicted bool `json:"predicted,omitempty"`
 }
 
 // Verdict is a decision in words.
@@ -48,6 +51,7 @@ type Verdict struct {
 	Endpoints       []string `json:"endpoints,omitempty"`
 	Masqueraded     []string `json:"masqueraded,omitempty"`
 	AffinitySeconds int32    `json:"affinitySeconds,omitempty"`
+	Scheduler       string   `json:"scheduler,omitempty"`
 	Reason          string   `json:"reason,omitempty"`
 }
 
@@ -117,7 +121,7 @@ func summarize(raw []dataplane.TracePath, err error) ([]Path, plan.Decision, err
 	}
 	var paths []Path
 	for _, p := range raw {
-		paths = append(paths, Path{p.Probability, p.Steps, string(p.Action), addrPort(p.Endpoint), p.Masquerade, p.AffinitySeconds})
+		paths = append(paths, Path{p.Probability, p.Steps, string(p.Action), addrPort(p.Endpoint), p.Masquerade, p.AffinitySeconds, p.Predicted})
 	}
 	d, err := dataplane.Decide(raw)
 	return paths, d, err
@@ -131,7 +135,7 @@ func addrPort(a netip.AddrPort) string {
 }
 
 func verdictOf(d plan.Decision) Verdict {
-	v := Verdict{Action: string(d.Action), AffinitySeconds: d.AffinitySeconds, Reason: d.Reason}
+	v := Verdict{Action: string(d.Action), AffinitySeconds: d.AffinitySeconds, Scheduler: d.Scheduler, Reason: d.Reason}
 	if d.Service.Name != "" {
 		v.Service = d.Service.Namespace + "/" + d.Service.Name
 		if d.Service.Port != "" {
@@ -173,6 +177,9 @@ func (r *Result) Write(w io.Writer) {
 		if p.AffinitySeconds != 0 {
 			fmt.Fprintf(w, ", client pinned for %ds", p.AffinitySeconds)
 		}
+		if p.Predicted {
+			fmt.Fprint(w, " <- this path: the source hash of "+r.client)
+		}
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "\nverdict: %s\n", r.Kernel.words(r.client))
@@ -192,7 +199,7 @@ func (v Verdict) words(client string) string {
 		s += " (" + v.Service + ")"
 	}
 	if len(v.Endpoints) > 0 {
-		s += fmt.Sprintf(" to one of %d endpoints, each %.0f%%: %s", len(v.Endpoints), 100/float64(len(v.Endpoints)), strings.Join(v.Endpoints, ", "))
+		s += fmt.Sprintf(" to one of %d endpoints, %s: %s", len(v.Endpoints), spread(v.Scheduler, len(v.Endpoints), client), strings.Join(v.Endpoints, ", "))
 	}
 	switch {
 	case len(v.Masqueraded) > 0 && len(v.Masqueraded) == len(v.Endpoints):
@@ -214,4 +221,17 @@ func addrOf(endpoint string) string {
 		return ""
 	}
 	return ap.Addr().String()
+}
+
+// spread says how a scheduler picks one of n endpoints for client.
+func spread(scheduler string, n int, client string) string {
+	switch scheduler {
+	case "":
+		return fmt.Sprintf("each %.0f%%", 100/float64(n))
+	case "rr":
+		return "in turn (round robin)"
+	case "sh":
+		return "by source hash (every connection from " + client + " to the same one)"
+	}
+	return "by the " + scheduler + " scheduler"
 }

@@ -20,6 +20,11 @@ const (
 	// to listen; Failures leaves it out: a proxy without its servers still
 	// programs Services (bindAddressHardFail false).
 	ListenFailuresName = "svcproxy_server_listen_failures_total"
+	// SchedulerNotSupportedName is how many service ports chose a
+	// scheduler the dataplane cannot express (and get its default
+	// instead); Failures leaves it out: it is the Services' choice, not
+	// the agent's failure.
+	SchedulerNotSupportedName = "svcproxy_scheduler_not_supported_service_ports"
 )
 
 // Failures reads a metrics page (what /metrics serves) and describes every

@@ -80,6 +80,7 @@ type Metrics struct {
 	conntrackDeleted    *prometheus.CounterVec
 	conntrackErrors     *prometheus.CounterVec
 	listenFailures      *prometheus.CounterVec
+	schedNotSupported   prometheus.Gauge
 	endpointChanges     changes
 	serviceChanges      changes
 }
@@ -120,6 +121,10 @@ func NewForMode(mode string) *Metrics {
 			Name: ListenFailuresName,
 			Help: "Cumulative failures of the healthz or metrics server to listen on its address (retried every 5 s unless bindAddressHardFail)",
 		}, []string{"server"}),
+		schedNotSupported: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: SchedulerNotSupportedName,
+			Help: "Service ports whose chosen scheduler (annotation " + plan.AnnotationScheduler + " or --ipvs-scheduler) the dataplane cannot express, at the last sync",
+		}),
 		endpointChanges: newChanges("endpoint", "Endpoint"),
 		serviceChanges:  newChanges("service", "Service"),
 	}
@@ -129,7 +134,7 @@ func NewForMode(mode string) *Metrics {
 		m.syncDuration, m.syncFullDuration, m.syncPartialDuration,
 		m.lastSync, m.lastQueued, m.syncFailures, m.networkProgramming,
 		m.noLocalEndpoints, m.healthz, m.livez, m.fallbacks,
-		m.conntrackDeleted, m.conntrackErrors, m.listenFailures,
+		m.conntrackDeleted, m.conntrackErrors, m.listenFailures, m.schedNotSupported,
 		m.endpointChanges.pending, m.endpointChanges.total,
 		m.serviceChanges.pending, m.serviceChanges.total,
 	)
@@ -199,6 +204,10 @@ func (m *Metrics) NoLocalEndpoints(f plan.Family, internal, external int) {
 	m.noLocalEndpoints.WithLabelValues("internal", f.String()).Set(float64(internal))
 	m.noLocalEndpoints.WithLabelValues("external", f.String()).Set(float64(external))
 }
+
+// SchedulerNotSupported records how many service ports chose a scheduler
+// the dataplane cannot express.
+func (m *Metrics) SchedulerNotSupported(ports int) { m.schedNotSupported.Set(float64(ports)) }
 
 // HealthzAnswer counts one /healthz answer by status code.
 func (m *Metrics) HealthzAnswer(code int) { m.healthz.WithLabelValues(codeString(code)).Inc() }

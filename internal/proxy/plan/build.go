@@ -60,13 +60,17 @@ func buildService(svc *v1.Service, slices []*discovery.EndpointSlice, node nodeI
 		return nil, []error{err}
 	}
 	eps, errs := collectEndpoints(svc, slices, node)
+	chosen, from, err := chosenScheduler(svc, cfg)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	var out []*ServicePort
 	for _, ip := range spec.clusterIPs {
 		f := FamilyOf(ip)
 		for _, p := range svc.Spec.Ports {
 			sp := spec.portFor(f, ip, p, cfg.NodeIPs)
 			setEndpoints(sp, eps[epKey{f, p.Name, protocolOf(p.Protocol)}], node)
-			resolve(sp, cfg)
+			resolve(sp, cfg, Scheduling{Chosen: chosen, From: from})
 			out = append(out, sp)
 		}
 	}

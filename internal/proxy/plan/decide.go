@@ -26,9 +26,13 @@ type Target struct {
 
 // Decision is what the node does with a packet, and why.
 type Decision struct {
-	Action          Action
-	Service         Key
-	Targets         []Target // for Forward: the candidates, each equally likely
+	Action  Action
+	Service Key
+	Targets []Target // for Forward: the candidates, each equally likely
+	// Scheduler is how the candidates take turns for Forward: a scheduler
+	// (ServicePort.Scheduler: "rr" strict rotation, "sh" one per source,
+	// ...), or "" for a random choice.
+	Scheduler       string
 	AffinitySeconds int32
 	Reason          string
 }
@@ -105,7 +109,7 @@ func decide(sp *ServicePort, kind string, pkt Packet) Decision {
 		d.Reason += map[bool]string{true: " from outside the pod network: masqueraded, so that replies come back through this node",
 			false: " from the pod network"}[masq]
 	}
-	d.AffinitySeconds = sp.AffinitySeconds
+	d.AffinitySeconds, d.Scheduler = sp.AffinitySeconds, sp.Scheduler
 	for _, e := range sp.Backends(o.Pool) {
 		d.Targets = append(d.Targets, Target{Endpoint: e, Masquerade: masq || sp.IsHairpin(pkt.Src, e)})
 	}

@@ -50,6 +50,9 @@ func DiffDecisions(want, got Decision) []string {
 	if got.AffinitySeconds != want.AffinitySeconds {
 		diffs = append(diffs, fmt.Sprintf("affinity %ds, want %ds", got.AffinitySeconds, want.AffinitySeconds))
 	}
+	if got.Scheduler != want.Scheduler {
+		diffs = append(diffs, fmt.Sprintf("scheduler %s, want %s", schedulerName(got.Scheduler), schedulerName(want.Scheduler)))
+	}
 	return diffs
 }
 
@@ -65,4 +68,12 @@ func diffMasquerade(want, got []Target) []string {
 		}
 	}
 	return diffs
+}
+
+// schedulerName shows a decision's scheduler, "random" for none.
+func schedulerName(s string) string {
+	if s == "" {
+		return "random"
+	}
+	return s
 }

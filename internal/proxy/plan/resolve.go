@@ -9,13 +9,13 @@ import (
 // traffic to it gets, which endpoints need hairpin masquerading, which
 // still serve, and what its health check counts. Every dataplane reads
 // these outcomes; nothing downstream looks at the policies again.
-func resolve(sp *ServicePort, cfg *Config) {
+func resolve(sp *ServicePort, cfg *Config, scheduler Scheduling) {
 	pods := cfg.clusterCIDRsOf(sp.Family)
 	sp.Internal = internalRoute(sp, cfg.MasqueradeAll, pods)
 	if sp.HasExternal() {
 		sp.External = externalRoute(sp, pods)
 	}
-	sp.Scheduler = cfg.Scheduler
+	sp.Scheduler, sp.Scheduling = resolveScheduler(scheduler.Chosen, scheduler.From, &cfg.Dataplane)
 	sp.Hairpin = hairpinSet(sp)
 	sp.Live = liveEndpoints(sp)
 	if sp.HealthCheck.NodePort != 0 {

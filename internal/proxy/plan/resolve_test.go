@@ -73,7 +73,7 @@ func TestRoutes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			sp := &ServicePort{Key: Key{Family: IPv4}, NodePort: 30080, ClusterEndpoints: tt.cluster, LocalEndpoints: tt.loc,
 				Inputs: Inputs{InternalLocal: tt.itp, ExternalLocal: tt.etp}}
-			resolve(sp, &Config{ClusterCIDRs: tt.pods, MasqueradeAll: tt.masqAll})
+			resolve(sp, &Config{ClusterCIDRs: tt.pods, MasqueradeAll: tt.masqAll}, Scheduling{})
 			if got := showRoute(sp.Internal); got != tt.internal {
 				t.Errorf("internal: %s, want %s", got, tt.internal)
 			}
@@ -89,20 +89,11 @@ func TestRoutes(t *testing.T) {
 	}
 }
 
-// TestScheduler: a port's scheduler is the configured default.
-func TestScheduler(t *testing.T) {
-	sp := &ServicePort{Key: Key{Family: IPv4}, ClusterEndpoints: aps("10.244.2.2:80")}
-	resolve(sp, &Config{Scheduler: "sh"})
-	if sp.Scheduler != "sh" {
-		t.Errorf("scheduler %q, want the default sh", sp.Scheduler)
-	}
-}
-
 // TestNoExternalRoute: a port without external addresses has no external
 // route, whatever its policy says.
 func TestNoExternalRoute(t *testing.T) {
 	sp := &ServicePort{Key: Key{Family: IPv4}, ClusterEndpoints: aps("10.244.2.2:80"), Inputs: Inputs{ExternalLocal: true}}
-	resolve(sp, &Config{})
+	resolve(sp, &Config{}, Scheduling{})
 	if !reflect.DeepEqual(sp.External, Route{}) {
 		t.Errorf("external route %s, want none", showRoute(sp.External))
 	}
@@ -134,7 +125,7 @@ func TestHairpinSet(t *testing.T) {
 			if tt.etp {
 				sp.NodePort = 30080
 			}
-			resolve(sp, &Config{ClusterCIDRs: prefixes("10.244.0.0/16")})
+			resolve(sp, &Config{ClusterCIDRs: prefixes("10.244.0.0/16")}, Scheduling{})
 			if got := fmt.Sprint(sp.Hairpin); got != tt.want {
 				t.Errorf("hairpin %s, want %s", got, tt.want)
 			}
@@ -154,7 +145,7 @@ func TestLiveAndHealth(t *testing.T) {
 			ep("10.244.1.2:80", true, true, true), ep("10.244.1.3:80", true, false, true),
 			ep("10.244.1.4:80", true, false, false), ep("10.244.2.2:80", false, true, true),
 		}}}
-	resolve(sp, &Config{})
+	resolve(sp, &Config{}, Scheduling{})
 	if got, want := fmt.Sprint(sp.Live), "[10.244.1.2:80 10.244.1.3:80 10.244.2.2:80]"; got != want {
 		t.Errorf("live %s, want %s", got, want)
 	}

@@ -64,6 +64,11 @@ func (t *Tracker) SetService(svc *v1.Service) {
 	t.dirty[nn] = true
 }
 
+// Service returns the Service the tracker holds, or nil.
+func (t *Tracker) Service(namespace, name string) *v1.Service {
+	return t.services[types.NamespacedName{Namespace: namespace, Name: name}]
+}
+
 // DeleteService removes a Service.
 func (t *Tracker) DeleteService(namespace, name string) {
 	nn := types.NamespacedName{Namespace: namespace, Name: name}
@@ -209,7 +214,8 @@ func (t *Tracker) sliceList(nn types.NamespacedName) []*discovery.EndpointSlice 
 	return out
 }
 
-// Errors returns the validation errors of the objects left out of the plan,
+// Errors returns the validation errors of the objects left out of the plan
+// and of the fields planned as if unset (an invalid scheduler annotation),
 // sorted.
 func (t *Tracker) Errors() []error {
 	var out []error

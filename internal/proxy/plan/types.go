@@ -11,7 +11,8 @@
 // ClusterIP and to its external addresses a Route (bypasses by source
 // class, then a default Outcome: forward to a pool of endpoints with a
 // masquerade mode, reject, or drop), the Firewall of its load-balancer
-// IPs, affinity, the hairpin set, the live endpoints and the health check.
+// IPs, affinity, the scheduler the dataplane will use (scheduler.go), the
+// hairpin set, the live endpoints and the health check.
 // Plan.NodePorts says which node addresses accept NodePorts, and
 // Capabilities what a dataplane can write. Decide reads the same outcomes
 // and is the reference every dataplane's tracer is held to.
@@ -167,11 +168,15 @@ type ServicePort struct {
 	// AffinitySeconds pins a client to the endpoint it first got for this
 	// long (sessionAffinity ClientIP); 0: no affinity.
 	AffinitySeconds int32
-	// Scheduler is how new connections are spread over a pool: an IPVS
-	// scheduler name ("rr", "sh", ...), or "" for the dataplane's uniform
-	// random choice. It is Config.Scheduler (the IPVS dataplane's global
-	// --ipvs-scheduler); a per-Service annotation will override it here.
+	// Scheduler is how the dataplane spreads new connections over a pool:
+	// a scheduler it expresses (one of Schedulers: "rr", "sh", ...), or ""
+	// for a uniform random choice. The plan resolves it once from the
+	// Service's annotation (AnnotationScheduler), else Config.Scheduler,
+	// against Config.Dataplane; Scheduling says what was asked.
 	Scheduler string
+	// Scheduling is the scheduler asked for and, when the dataplane cannot
+	// express it, why Scheduler differs. No dataplane reads it.
+	Scheduling Scheduling
 	// Hairpin holds the endpoints that may be their own client through this
 	// node, sorted: a packet one of them sends that is forwarded to itself
 	// is masqueraded, or the endpoint would answer itself directly. These
@@ -251,9 +256,13 @@ type Config struct {
 	// no prefix here, or with a /0, accepts them on every local address
 	// but loopback.
 	NodePortAddresses []netip.Prefix
-	// Scheduler is the default IPVS scheduler (--ipvs-scheduler); "" for
-	// the dataplane's own default.
+	// Scheduler is the default scheduler (--ipvs-scheduler, one of
+	// Schedulers); "" for the dataplane's own default. A Service's
+	// annotation overrides it.
 	Scheduler string
+	// Dataplane is what the dataplane can write: the plan resolves each
+	// port's scheduler against it.
+	Dataplane Capabilities
 	// LocalhostNodePorts lets IPv4 loopback addresses accept NodePorts
 	// where NodePortAddresses allows them (kube-proxy's iptables
 	// localhostNodePorts; never in nftables mode, never for IPv6).

@@ -5,7 +5,7 @@
 //
 // A dataplane's kernel_test.go runs it with a constructor:
 //
-//	dptest.Run(t, func() dataplane.Dataplane { return nftables.New(nftables.Options{}) })
+//	dptest.Run(t, nftables.Capabilities, func() dataplane.Dataplane { return nftables.New(nftables.Options{}) })
 //
 // The suite skips itself unless it runs as root with ip and nft available.
 // Every subtest programs node1 with a full sync of its own small set of
@@ -64,11 +64,16 @@ type Options struct {
 	// down ("expires 2h59m58s") are ignored. Default: `nft list ruleset`,
 	// with tables, objects and set elements sorted (nftables.Listing.Canonical).
 	Dump func(ctx context.Context, node *testnet.NS) (string, error)
+	// Capabilities are what the dataplane can write: the plan resolves
+	// each Service's scheduler against them, and the scheduler subtests
+	// run for the schedulers it expresses.
+	Capabilities plan.Capabilities
 }
 
-// Run runs the suite against the dataplanes newDP returns.
-func Run(t *testing.T, newDP func() dataplane.Dataplane) {
-	RunOptions(t, Options{New: newDP})
+// Run runs the suite against the dataplanes newDP returns, which can
+// write what caps say.
+func Run(t *testing.T, caps plan.Capabilities, newDP func() dataplane.Dataplane) {
+	RunOptions(t, Options{New: newDP, Capabilities: caps})
 }
 
 // RunOptions runs the suite with opts.
@@ -99,6 +104,8 @@ func RunOptions(t *testing.T, opts Options) {
 		{"ExternalIPs", s.testExternalIPs},
 		{"TopologyHints", s.testTopologyHints},
 		{"SCTP", s.testSCTP},
+		{"RoundRobin", s.testRoundRobin},
+		{"SourceHash", s.testSourceHash},
 	} {
 		start := time.Now()
 		t.Run(st.name, st.fn)
@@ -228,7 +235,9 @@ func input(objs ...any) plan.Input {
 // dataplane. The objects must be valid.
 func (s *suite) apply(t *testing.T, objs ...any) *plan.Plan {
 	t.Helper()
-	p, errs := plan.Build(input(objs...))
+	in := input(objs...)
+	in.Config.Dataplane = s.opts.Capabilities
+	p, errs := plan.Build(in)
 	if len(errs) > 0 {
 		t.Fatalf("invalid test objects: %v", errors.Join(errs...))
 	}

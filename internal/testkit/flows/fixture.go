@@ -60,8 +60,17 @@ const (
 	Other   = "192.0.2.50" // external, outside every source range
 )
 
-// Fixture returns the cluster every flow runs against, seen from node1. Each
-// call returns new objects, so callers may change them.
+// FixtureFor returns Fixture for a dataplane: the plan resolves the
+// Services' schedulers against its capabilities (compare with FlowsFor).
+func FixtureFor(caps plan.Capabilities) plan.Input {
+	in := Fixture()
+	in.Config.Dataplane = caps
+	return in
+}
+
+// Fixture returns the cluster every flow runs against, seen from node1, for
+// a dataplane that spreads connections at random only (see FixtureFor).
+// Each call returns new objects, so callers may change them.
 func Fixture() plan.Input {
 	var (
 		svcs   []*v1.Service
@@ -155,6 +164,20 @@ func Fixture() plan.Input {
 			endpoint(PodA, NodeName, objects.HintZones(Zone)),
 			endpoint(PodC, Node2Name, objects.HintZones(Zone2)),
 			endpoint(PodD, Node2Name, objects.HintZones(Zone))))
+
+	// Schedulers chosen by annotation: round robin (with a NodePort, and
+	// with affinity), source hashing (dual-stack), and least connection,
+	// which nftables cannot express.
+	sched := func(name string) objects.ServiceOption { return objects.Annotation(plan.AnnotationScheduler, name) }
+	add(service("round-robin", singleStack("10.96.0.31"), port("", v1.ProtocolTCP, 80, 30031), sched("rr")),
+		epSlice("round-robin", v4, ports1(8094), endpoint(PodA, NodeName), endpoint(PodC, Node2Name), endpoint(PodD, Node2Name)))
+	add(service("source-hash", dualStack("10.96.0.32", "fd00:10:96::32"), port("", v1.ProtocolTCP, 80, 0), sched("sh")),
+		epSlice("source-hash", v4, ports1(8095), endpoint(PodB, NodeName), endpoint(PodC, Node2Name)),
+		epSlice("source-hash", v6, ports1(8095), endpoint(PodB6, NodeName), endpoint(PodC6, Node2Name)))
+	add(service("least-conn", singleStack("10.96.0.33"), port("", v1.ProtocolTCP, 80, 0), sched("lc")),
+		epSlice("least-conn", v4, ports1(8096), endpoint(PodC, Node2Name), endpoint(PodD, Node2Name)))
+	add(service("sticky-rr", singleStack("10.96.0.34"), port("", v1.ProtocolTCP, 80, 0), sched("rr"), objects.Affinity(600)),
+		epSlice("sticky-rr", v4, ports1(8097), endpoint(PodA, NodeName), endpoint(PodC, Node2Name)))
 
 	return plan.Input{
 		Services: svcs,

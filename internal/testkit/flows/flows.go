@@ -31,6 +31,10 @@ type Expect struct {
 	// AffinitySeconds is the ClientIP affinity timeout for Forward; 0 for
 	// none.
 	AffinitySeconds int32
+	// Scheduler is the scheduler the Service chose, which takes the
+	// candidates in turn for Forward; "" for a random choice. A dataplane
+	// that cannot express it chooses at random (FlowsFor).
+	Scheduler string
 }
 
 // Masq says which of a flow's candidate endpoints are masqueraded.
@@ -75,7 +79,7 @@ func (f Flow) WantTargets() []plan.Target {
 // masqueraded, and the affinity timeout. The Service and the reason are not
 // compared. The error explains every difference.
 func Compare(f Flow, got plan.Decision) error {
-	want := plan.Decision{Action: f.Want.Action, Targets: f.WantTargets(), AffinitySeconds: f.Want.AffinitySeconds}
+	want := plan.Decision{Action: f.Want.Action, Targets: f.WantTargets(), AffinitySeconds: f.Want.AffinitySeconds, Scheduler: f.Want.Scheduler}
 	diffs := plan.DiffDecisions(want, got)
 	if len(diffs) == 0 {
 		return nil
@@ -107,6 +111,9 @@ func (e Expect) String() string {
 	if e.AffinitySeconds != 0 {
 		s += fmt.Sprintf(", affinity %ds", e.AffinitySeconds)
 	}
+	if e.Scheduler != "" {
+		s += ", scheduler " + e.Scheduler
+	}
 	return s
 }
 
@@ -128,6 +135,9 @@ func showDecision(d plan.Decision) string {
 	}
 	if d.AffinitySeconds != 0 {
 		fmt.Fprintf(&b, ", affinity %ds", d.AffinitySeconds)
+	}
+	if d.Scheduler != "" {
+		fmt.Fprintf(&b, ", scheduler %s", d.Scheduler)
 	}
 	if d.Reason != "" {
 		fmt.Fprintf(&b, " (%s)", d.Reason)
@@ -162,13 +172,26 @@ func (f Flow) Validate() error {
 		case w.Masquerade == MasqNone && selfIsEndpoint:
 			errs = append(errs, errors.New("the source is a candidate: hairpin traffic is masqueraded"))
 		}
-	} else if len(w.Endpoints) > 0 || w.Masquerade != MasqNone || w.AffinitySeconds != 0 {
-		errs = append(errs, fmt.Errorf("%s with endpoints, masquerade or affinity", w.Action))
+	} else if len(w.Endpoints) > 0 || w.Masquerade != MasqNone || w.AffinitySeconds != 0 || w.Scheduler != "" {
+		errs = append(errs, fmt.Errorf("%s with endpoints, masquerade, affinity or scheduler", w.Action))
 	}
 	return errors.Join(errs...)
 }
 
-// Flows returns the packet-flow table for Fixture, seen from node1.
+// FlowsFor returns the flows of FixtureFor(caps): a scheduler the
+// dataplane cannot express becomes a random choice.
+func FlowsFor(caps plan.Capabilities) []Flow {
+	out := Flows()
+	for i := range out {
+		if s := out[i].Want.Scheduler; s != "" && !caps.Expresses(s) {
+			out[i].Want.Scheduler = ""
+		}
+	}
+	return out
+}
+
+// Flows returns the packet-flow table for Fixture, seen from node1, as a
+// dataplane that expresses every scheduler gives it (FlowsFor for others).
 func Flows() []Flow {
 	tcp, udp, sctp := v1.ProtocolTCP, v1.ProtocolUDP, v1.ProtocolSCTP
 	fwd := func(m Masq, eps ...string) Expect {
@@ -180,6 +203,7 @@ func Flows() []Flow {
 		return e
 	}
 	sticky := func(sec int32, e Expect) Expect { e.AffinitySeconds = sec; return e }
+	scheduled := func(s string, e Expect) Expect { e.Scheduler = s; return e }
 	var (
 		reject = Expect{Action: plan.Reject}
 		drop   = Expect{Action: plan.Drop}
@@ -306,6 +330,15 @@ func Flows() []Flow {
 
 		// Topology.
 		flow("zone hints: endpoints for zone-a only", PodB, "10.96.0.29:80", tcp, fwd(MasqNone, "10.244.1.2:8093", "10.244.2.3:8093")),
+
+		// Schedulers chosen by annotation.
+		flow("pod to ClusterIP, round robin", PodB, "10.96.0.31:80", tcp, scheduled("rr", fwd(MasqNone, "10.244.1.2:8094", "10.244.2.2:8094", "10.244.2.3:8094"))),
+		flow("client to NodePort, round robin: masqueraded", Client, np("30031"), tcp, scheduled("rr", fwd(MasqAll, "10.244.1.2:8094", "10.244.2.2:8094", "10.244.2.3:8094"))),
+		host("host to ClusterIP, round robin: masqueraded", "10.96.0.31:80", tcp, scheduled("rr", fwd(MasqAll, "10.244.1.2:8094", "10.244.2.2:8094", "10.244.2.3:8094"))),
+		flow("pod to ClusterIP, source hashing", PodA, "10.96.0.32:80", tcp, scheduled("sh", fwd(MasqNone, "10.244.1.3:8095", "10.244.2.2:8095"))),
+		flow("IPv6 pod to ClusterIP, source hashing", PodA6, "[fd00:10:96::32]:80", tcp, scheduled("sh", fwd(MasqNone, "[fd00:10:244:1::3]:8095", "[fd00:10:244:2::2]:8095"))),
+		flow("pod to ClusterIP, least connection", PodA, "10.96.0.33:80", tcp, scheduled("lc", fwd(MasqNone, "10.244.2.2:8096", "10.244.2.3:8096"))),
+		flow("pod to ClusterIP, round robin with ClientIP affinity", PodB, "10.96.0.34:80", tcp, scheduled("rr", sticky(600, fwd(MasqNone, "10.244.1.2:8097", "10.244.2.2:8097")))),
 
 		// Not a service address.
 		flow("unallocated ClusterIP: not a service", PodA, "10.96.0.99:80", tcp, pass),

@@ -8,16 +8,23 @@ import (
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 )
 
-// TestPlan runs every flow against the plan of the fixture.
+// TestPlan runs every flow against the plan of the fixture, for a
+// dataplane that expresses every scheduler, some, and none.
 func TestPlan(t *testing.T) {
-	p, errs := plan.Build(Fixture())
-	for _, err := range errs {
-		t.Errorf("fixture: %v", err)
-	}
-	for _, f := range Flows() {
-		t.Run(f.Name, func(t *testing.T) {
-			Check(t, f, p.Decide(f.Pkt))
-		})
+	for _, caps := range []plan.Capabilities{
+		{Dataplane: "every", Schedulers: plan.Schedulers},
+		{Dataplane: "some", Schedulers: []string{"rr", "sh"}},
+		{Dataplane: "none"},
+	} {
+		p, errs := plan.Build(FixtureFor(caps))
+		for _, err := range errs {
+			t.Errorf("fixture: %v", err)
+		}
+		for _, f := range FlowsFor(caps) {
+			t.Run(caps.Dataplane+"/"+f.Name, func(t *testing.T) {
+				Check(t, f, p.Decide(f.Pkt))
+			})
+		}
 	}
 }
 
@@ -32,6 +39,7 @@ func TestTable(t *testing.T) {
 	actions := map[plan.Action]int{}
 	masq := map[Masq]int{}
 	var v6, udp, host, affinity int
+	schedulers := map[string]int{}
 	for _, f := range fl {
 		if names[f.Name] {
 			t.Errorf("duplicate flow name %q", f.Name)
@@ -55,6 +63,19 @@ func TestTable(t *testing.T) {
 		}
 		if f.Want.AffinitySeconds != 0 {
 			affinity++
+		}
+		schedulers[f.Want.Scheduler]++
+	}
+	for _, s := range []string{"rr", "sh", "lc"} {
+		if schedulers[s] == 0 {
+			t.Errorf("no flow with scheduler %s", s)
+		}
+	}
+	for _, caps := range []plan.Capabilities{{}, {Schedulers: []string{"rr"}}} {
+		for _, f := range FlowsFor(caps) {
+			if s := f.Want.Scheduler; s != "" && !caps.Expresses(s) {
+				t.Errorf("FlowsFor(%v): %s keeps scheduler %s", caps.Schedulers, f, s)
+			}
 		}
 	}
 	for _, a := range []plan.Action{plan.Forward, plan.Reject, plan.Drop, plan.Pass} {
@@ -116,6 +137,7 @@ func TestCompare(t *testing.T) {
 		{"masquerade", plan.Decision{Action: plan.Forward, AffinitySeconds: 60, Targets: []plan.Target{tg("10.244.2.2:8080", true), tg("10.244.1.2:8080", true)}}, "10.244.2.2:8080 masquerade true, want false"},
 		{"no hairpin", plan.Decision{Action: plan.Forward, AffinitySeconds: 60, Targets: []plan.Target{tg("10.244.2.2:8080", false), tg("10.244.1.2:8080", false)}}, "10.244.1.2:8080 masquerade false, want true"},
 		{"affinity", plan.Decision{Action: plan.Forward, Targets: good.Targets}, "affinity 0s, want 60s"},
+		{"scheduler", plan.Decision{Action: plan.Forward, AffinitySeconds: 60, Targets: good.Targets, Scheduler: "rr"}, "scheduler rr, want random"},
 	} {
 		err := Compare(f, tt.d)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {

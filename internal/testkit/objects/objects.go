@@ -154,6 +154,16 @@ func Label(k, v string) ServiceOption {
 	}
 }
 
+// Annotation sets an annotation on the Service.
+func Annotation(k, v string) ServiceOption {
+	return func(s *v1.Service) {
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		s.Annotations[k] = v
+	}
+}
+
 // Slice returns the EndpointSlice namespace/name of Service service.
 func Slice(namespace, name, service string, addressType discovery.AddressType, ports []discovery.EndpointPort, eps ...discovery.Endpoint) *discovery.EndpointSlice {
 	return &discovery.EndpointSlice{

@@ -26,6 +26,9 @@ type Options struct {
 	Endpoints int   // endpoints per Service
 	Changes   int   // single-endpoint changes timed per size
 	Dataplane string
+	// Scheduler, when set, is chosen by every Service (the
+	// svcproxy.io/scheduler annotation).
+	Scheduler string
 }
 
 // Result is one row of the table.
@@ -38,7 +41,11 @@ type Result struct {
 
 // Run measures each size in a fresh network namespace and writes the table.
 func Run(ctx context.Context, out io.Writer, opts Options) error {
-	fmt.Fprintf(out, "dataplane %s, %d endpoints per Service, %d single-endpoint changes per size\n\n", opts.Dataplane, opts.Endpoints, opts.Changes)
+	sched := "no scheduler chosen"
+	if opts.Scheduler != "" {
+		sched = "every Service choosing scheduler " + opts.Scheduler
+	}
+	fmt.Fprintf(out, "dataplane %s, %d endpoints per Service, %s, %d single-endpoint changes per size\n\n", opts.Dataplane, opts.Endpoints, sched, opts.Changes)
 	fmt.Fprintf(out, "%-9s %-10s %-10s %-12s %-12s %-12s %-12s\n", "services", "endpoints", "plan", "cold sync", "change p50", "change p90", "change max")
 	for _, n := range opts.Sizes {
 		var r Result
@@ -62,22 +69,32 @@ func Run(ctx context.Context, out io.Writer, opts Options) error {
 
 func round(d time.Duration) string { return d.Round(100 * time.Microsecond).String() }
 
-func newDataplane(name string) (dataplane.Dataplane, error) {
+// newDataplane returns a dataplane and what it can write.
+func newDataplane(name string) (dataplane.Dataplane, plan.Capabilities, error) {
 	switch name {
 	case "nftables":
-		return nftables.New(nftables.Options{Families: []plan.Family{plan.IPv4}}), nil
+		return nftables.New(nftables.Options{Families: []plan.Family{plan.IPv4}}), nftables.Capabilities, nil
 	case "iptables":
-		return iptables.New(iptables.Options{Families: []plan.Family{plan.IPv4}}), nil
+		return iptables.New(iptables.Options{Families: []plan.Family{plan.IPv4}}), iptables.Capabilities, nil
 	case "iptables-legacy":
-		return iptables.New(iptables.Options{Families: []plan.Family{plan.IPv4}, Backend: "legacy"}), nil
+		return iptables.New(iptables.Options{Families: []plan.Family{plan.IPv4}, Backend: "legacy"}), iptables.Capabilities, nil
 	}
-	return nil, fmt.Errorf("unknown dataplane %q", name)
+	return nil, plan.Capabilities{}, fmt.Errorf("unknown dataplane %q", name)
 }
 
 func measure(ctx context.Context, n int, opts Options) (Result, error) {
 	r := Result{Services: n, Endpoints: opts.Endpoints}
 	svcs, eps := workload(n, opts.Endpoints)
-	tr := plan.NewTracker(plan.Config{NodeName: "bench-node"})
+	dp, caps, err := newDataplane(opts.Dataplane)
+	if err != nil {
+		return r, err
+	}
+	if opts.Scheduler != "" {
+		for _, s := range svcs {
+			s.Annotations = map[string]string{plan.AnnotationScheduler: opts.Scheduler}
+		}
+	}
+	tr := plan.NewTracker(plan.Config{NodeName: "bench-node", Dataplane: caps})
 	start := time.Now()
 	for _, s := range eps {
 		tr.SetSlice(s)
@@ -87,10 +104,8 @@ func measure(ctx context.Context, n int, opts Options) (Result, error) {
 	}
 	p, ch := tr.Sync()
 	r.Plan = time.Since(start)
-
-	dp, err := newDataplane(opts.Dataplane)
-	if err != nil {
-		return r, err
+	if errs := tr.Errors(); len(errs) > 0 {
+		return r, errs[0]
 	}
 	defer dp.Cleanup(ctx)
 	start = time.Now()

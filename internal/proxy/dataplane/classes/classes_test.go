@@ -25,7 +25,7 @@ func TestTraceFlows(t *testing.T) {
 	if err := d.Sync(context.Background(), p, plan.Changes{Full: true}); err != nil {
 		t.Fatal(err)
 	}
-	for _, fl := range flows.Flows() {
+	for _, fl := range flows.FlowsFor(plan.Capabilities{}) {
 		t.Run(fl.Name, func(t *testing.T) {
 			paths, err := d.Trace(in.Config.NodeIPs, fl.Pkt)
 			if err != nil {

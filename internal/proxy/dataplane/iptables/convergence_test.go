@@ -21,7 +21,7 @@ func dumpOf(f *Fake) string {
 // partial syncs; after each, the fake kernel must hold exactly what one full
 // sync of the same plan gives.
 func TestConvergence(t *testing.T) {
-	in := flows.Fixture()
+	in := flows.FixtureFor(Capabilities)
 	for seed := int64(1); seed <= 20; seed++ {
 		rng := rand.New(rand.NewSource(seed))
 		tr := fixtureTracker(in)
@@ -67,7 +67,7 @@ func TestConvergence(t *testing.T) {
 // no dispatch chain (its dispatch rules did not change), and no chain of
 // any other Service.
 func TestPartialSyncWritesOnlyTheChangedService(t *testing.T) {
-	in := flows.Fixture()
+	in := flows.FixtureFor(Capabilities)
 	tr := fixtureTracker(in)
 	fake := NewFake()
 	d := New(Options{Kernel: fake})
@@ -115,7 +115,7 @@ func TestPartialSyncWritesOnlyTheChangedService(t *testing.T) {
 // edits the dispatch chains rule by rule (-D, then -I at the rule's place)
 // instead of rewriting them, and the result equals a full sync's.
 func TestPartialSyncEditsDispatchRules(t *testing.T) {
-	in := flows.Fixture()
+	in := flows.FixtureFor(Capabilities)
 	tr := fixtureTracker(in)
 	fake := NewFake()
 	d := New(Options{Kernel: fake})

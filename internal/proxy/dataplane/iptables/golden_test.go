@@ -24,7 +24,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 // testdata/<name>.golden (go test -update rewrites them). Each golden is
 // then loaded by the real iptables-restore in a throwaway namespace.
 func TestGolden(t *testing.T) {
-	full, errs := plan.Build(flows.Fixture())
+	full, errs := plan.Build(flows.FixtureFor(Capabilities))
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}

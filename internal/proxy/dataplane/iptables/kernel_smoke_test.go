@@ -26,7 +26,7 @@ func TestRealRestore(t *testing.T) {
 	run := func(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
 		return execRun(ctx, stdin, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
 	}
-	p, errs := plan.Build(flows.Fixture())
+	p, errs := plan.Build(flows.FixtureFor(Capabilities))
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}

@@ -20,7 +20,8 @@ func TestKernel(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			testnet.RequireKernel(t, "iptables-"+backend+"-restore", "ip6tables-"+backend+"-restore")
 			dptest.RunOptions(t, dptest.Options{
-				New: func() dataplane.Dataplane { return iptables.New(iptables.Options{Backend: backend}) },
+				New:          func() dataplane.Dataplane { return iptables.New(iptables.Options{Backend: backend}) },
+				Capabilities: iptables.Capabilities,
 				Dump: func(ctx context.Context, node *testnet.NS) (string, error) {
 					var out string
 					for _, bin := range []string{"iptables-" + backend + "-save", "ip6tables-" + backend + "-save"} {

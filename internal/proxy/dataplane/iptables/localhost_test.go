@@ -21,7 +21,7 @@ import (
 // leave loopback, while KUBE-FIREWALL stays, through Cleanup too: like
 // kube-proxy, svcproxy never removes it.
 func TestLocalhostNodePorts(t *testing.T) {
-	in := flows.Fixture()
+	in := flows.FixtureFor(Capabilities)
 	in.Config.LocalhostNodePorts = true
 	p, errs := plan.Build(in)
 	if len(errs) > 0 {
@@ -85,7 +85,7 @@ func TestLocalhostNodePorts(t *testing.T) {
 // do not fit the ClusterIP masquerade rule; the sync fails naming the
 // setting and writes nothing.
 func TestRefusesWhatItCannotWrite(t *testing.T) {
-	in := flows.Fixture()
+	in := flows.FixtureFor(Capabilities)
 	in.Config.ClusterCIDRs = append(in.Config.ClusterCIDRs, netip.MustParsePrefix("10.245.0.0/16"))
 	p, errs := plan.Build(in)
 	if len(errs) > 0 {

@@ -12,7 +12,7 @@ import (
 // TestRestoreInputLoggedAtV9: at -v=9 each iptables-restore input is
 // logged, as kube-proxy logs its own; below that, nothing.
 func TestRestoreInputLoggedAtV9(t *testing.T) {
-	p, errs := plan.Build(flows.Fixture())
+	p, errs := plan.Build(flows.FixtureFor(Capabilities))
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}

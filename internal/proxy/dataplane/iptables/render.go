@@ -50,8 +50,9 @@ type renderer struct {
 }
 
 // Capabilities are what this dataplane can write: the ClusterIP masquerade
-// rule matches "! -s <pod network>", one prefix per family.
-var Capabilities = plan.Capabilities{Dataplane: "iptables", PodPrefixes: 1}
+// rule matches "! -s <pod network>", one prefix per family; of the
+// schedulers, round robin (statistic nth), not source hashing.
+var Capabilities = plan.Capabilities{Dataplane: "iptables", PodPrefixes: 1, Schedulers: []string{"rr"}}
 
 func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).String() }
 
@@ -207,14 +208,25 @@ func (r *renderer) balance(sp *plan.ServicePort, name string, eps []netip.AddrPo
 	}
 	for i, ep := range eps {
 		sep := sepChain(sp.Key, ep.String())
-		stat := ""
-		if left := len(eps) - i; left > 1 {
-			stat = " -m statistic --mode random --probability " + strconv.FormatFloat(1/float64(left), 'f', 11, 64)
-		}
-		c.Rules = append(c.Rules, comment(what+" -> "+ep.String())+stat+" -j "+sep)
+		c.Rules = append(c.Rules, comment(what+" -> "+ep.String())+pick(sp.Scheduler, len(eps)-i)+" -j "+sep)
 		out = append(out, r.endpoint(sp, sep, ep))
 	}
 	return out
+}
+
+// pick writes the statistic match of a cascade rule with left endpoints
+// still to choose from. At random: probability 1/left, none for the last.
+// Round robin: every left-th new connection that reaches the rule (its
+// nth counter is the rule's own), so the cascade takes the endpoints in
+// strict turn; the last rule too (every 1), so that a trace sees the turn.
+func pick(scheduler string, left int) string {
+	switch {
+	case scheduler == "rr":
+		return " -m statistic --mode nth --every " + strconv.Itoa(left) + " --packet 0"
+	case left > 1:
+		return " -m statistic --mode random --probability " + strconv.FormatFloat(1/float64(left), 'f', 11, 64)
+	}
+	return ""
 }
 
 func (r *renderer) hostMask() string {

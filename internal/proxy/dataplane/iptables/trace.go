@@ -125,6 +125,7 @@ type ruleEval struct {
 	neg     bool
 	matched bool
 	prob    float64 // of a statistic match; -1: none
+	every   int     // of a statistic nth match (round robin); 0: none
 	recent  string  // "--rcheck" or "--set"
 	name    string  // of the recent list
 }
@@ -160,7 +161,7 @@ func (e *ruleEval) option(t string) error {
 	case "--set":
 		e.recent = t
 	case "--rsource", "--reap":
-	case "-m", "--comment", "--mask", "--name", "--mode", "--probability", "--seconds":
+	case "-m", "--comment", "--mask", "--name", "--mode", "--probability", "--seconds", "--every", "--packet":
 		v, err := e.value()
 		if err != nil {
 			return err
@@ -209,8 +210,18 @@ func (e *ruleEval) parameter(t, v string) error {
 			return fmt.Errorf("unknown match %q", v)
 		}
 	case "--mode":
-		if v != "random" {
+		if v != "random" && v != "nth" {
 			return fmt.Errorf("statistic mode %q", v)
+		}
+	case "--every":
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return fmt.Errorf("bad --every %q", v)
+		}
+		e.every = n
+	case "--packet":
+		if v != "0" {
+			return fmt.Errorf("statistic --packet %q", v)
 		}
 	case "--probability":
 		p, err := strconv.ParseFloat(v, 64)
@@ -227,7 +238,7 @@ func (e *ruleEval) parameter(t, v string) error {
 // jump applies the target of a rule whose matches held: a statistic match
 // draws its chance first, a recent --set pins the client.
 func (e *ruleEval) jump(r tableRules, table, target string, args []string) (dataplane.Verdict, error) {
-	if !e.matched || e.prob >= 0 && !e.w.Chance(e.prob) {
+	if !e.matched || e.prob >= 0 && !e.w.Chance(e.prob) || e.every > 0 && !e.w.Turn(e.every, "rr") {
 		return dataplane.Verdict{}, nil
 	}
 	if e.recent == "--set" {

@@ -14,7 +14,7 @@ import (
 // fakeSync is a full sync of the flow fixture into a fake kernel.
 func fakeSync(t *testing.T) (*plan.Plan, *Fake) {
 	t.Helper()
-	p, errs := plan.Build(flows.Fixture())
+	p, errs := plan.Build(flows.FixtureFor(Capabilities))
 	if len(errs) > 0 {
 		t.Fatalf("fixture: %v", errs)
 	}
@@ -29,7 +29,7 @@ func fakeSync(t *testing.T) (*plan.Plan, *Fake) {
 // over the iptables-save dump of a full sync, and through the plan.
 func TestTraceFlows(t *testing.T) {
 	p, fake := fakeSync(t)
-	for _, fl := range flows.Flows() {
+	for _, fl := range flows.FlowsFor(Capabilities) {
 		t.Run(fl.Name, func(t *testing.T) {
 			flows.Check(t, fl, p.Decide(fl.Pkt))
 			tables := ParseSave(fake.Dump(plan.FamilyOf(fl.Pkt.Src)))
@@ -64,7 +64,7 @@ func showPaths(paths []Path) string {
 func TestTraceCatchesDeletedRule(t *testing.T) {
 	p, fake := fakeSync(t)
 	tables := ParseSave(fake.Dump(plan.IPv4))
-	fl := flows.Flows()[0] // one remote endpoint
+	fl := flows.FlowsFor(Capabilities)[0] // one remote endpoint
 	deleted := 0
 	for _, c := range tables["nat"].Chains {
 		if strings.HasPrefix(c.Name, prefixSEP) && strings.Contains(strings.Join(c.Rules, " "), "flows/one") {
@@ -92,7 +92,7 @@ func TestTraceRejectsUnknownShapes(t *testing.T) {
 	tables := ParseSave(fake.Dump(plan.IPv4))
 	c := tables["nat"].Chains[chainServices]
 	c.Rules = append([]string{"-p tcp -m multiport --dports 80 -j ACCEPT"}, c.Rules...)
-	if _, err := Trace(tables, p.Config.NodeIPs, flows.Flows()[0].Pkt); err == nil {
+	if _, err := Trace(tables, p.Config.NodeIPs, flows.FlowsFor(Capabilities)[0].Pkt); err == nil {
 		t.Fatal("tracer accepted an unknown rule shape")
 	}
 }

@@ -20,7 +20,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 // loaded by the real nft in the kernel tests' netns, so the golden is also
 // known to be valid nft syntax.
 func TestGolden(t *testing.T) {
-	p, _ := plan.Build(flows.Fixture())
+	p, _ := plan.Build(flows.FixtureFor(Capabilities))
 	got := fullSyncDump(t, p)
 	path := filepath.Join("testdata", "fixture.golden")
 	if *update {
@@ -65,7 +65,7 @@ func loadInKernel(t *testing.T, path string) {
 // sends: after one endpoint of one Service changes, the transaction names
 // that Service's chains and elements and nothing of any other Service.
 func TestPartialSyncTouchesOnlyTheChangedService(t *testing.T) {
-	in := flows.Fixture()
+	in := flows.FixtureFor(Capabilities)
 	tr := plan.NewTracker(in.Config)
 	tr.SetNode(in.Node)
 	for _, s := range in.Slices {

@@ -14,5 +14,5 @@ import (
 // installed.
 func TestKernel(t *testing.T) {
 	fellBack := func(err error) { t.Errorf("a netlink write fell back to nft: %v", err) }
-	dptest.Run(t, func() dataplane.Dataplane { return nftables.New(nftables.Options{Fallback: fellBack}) })
+	dptest.Run(t, nftables.Capabilities, func() dataplane.Dataplane { return nftables.New(nftables.Options{Fallback: fellBack}) })
 }

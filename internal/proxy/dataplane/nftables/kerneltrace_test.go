@@ -42,7 +42,7 @@ func TestTraceKernelDetectsDeletedRule(t *testing.T) {
 	if _, err := c.Node1.Exec(ctx, "nft", "delete", "rule", "ip", DefaultTable, chain, "handle", m[1]); err != nil {
 		t.Fatal(err)
 	}
-	fl := flows.Flows()[1]
+	fl := flows.FlowsFor(Capabilities)[1]
 	if fl.Pkt.Dst.String() != "10.96.0.11:80" {
 		t.Fatalf("flow 1 is %q, want the one to flows/three", fl.Name)
 	}
@@ -57,12 +57,12 @@ func TestTraceKernelDetectsDeletedRule(t *testing.T) {
 	t.Logf("detected: %v %v", err, flows.Compare(fl, got))
 }
 
-// syncFixture syncs flows.Fixture() into node1 of a new test cluster.
+// syncFixture syncs flows.FixtureFor(Capabilities) into node1 of a new test cluster.
 func syncFixture(t *testing.T) (*testnet.Cluster, plan.Input) {
 	t.Helper()
 	testnet.RequireKernel(t, "nft")
 	c := testnet.New(t, testnet.Options{})
-	in := flows.Fixture()
+	in := flows.FixtureFor(Capabilities)
 	p, errs := plan.Build(in)
 	if len(errs) > 0 {
 		t.Fatalf("fixture: %v", errs)

@@ -11,7 +11,7 @@ import (
 // TestTransactionsLoggedAtV9: at -v=9 each transaction sent with nft is
 // logged, as kube-proxy logs its own; below that, nothing.
 func TestTransactionsLoggedAtV9(t *testing.T) {
-	p, errs := plan.Build(flows.Fixture())
+	p, errs := plan.Build(flows.FixtureFor(Capabilities))
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}

@@ -85,8 +85,10 @@ func wordsFor(f plan.Family) words {
 }
 
 // Capabilities are what this dataplane can write: everything the plan
-// resolves (pod-network matches are sets of any size).
-var Capabilities = plan.Capabilities{Dataplane: "nftables"}
+// resolves (pod-network matches are sets of any size), and of the
+// schedulers round robin (numgen inc) and source hashing (jhash); other
+// schedulers get a uniform random choice.
+var Capabilities = plan.Capabilities{Dataplane: "nftables", Schedulers: []string{"rr", "sh"}}
 
 // renderer turns service ports into table objects for one family. It
 // translates the plan's outcomes and decides nothing.
@@ -256,10 +258,19 @@ func byPort(m string, port uint16) lookup {
 // added; per-Service sets or per-Service DNAT rules make a cold sync at
 // 10,000 Services take from 3 to 70 seconds, or a single change 60 ms.
 //
+// The plan's scheduler draws the index instead of numgen random: source
+// hashing ("sh") hashes the client address with a fixed seed (jhash), so
+// one client gets one endpoint, the same on every node and after every
+// sync while the endpoints stay; its chains are shared too. Round robin
+// ("rr") counts connections (numgen inc), and a counter is a rule's own:
+// the DNAT rule sits in the port's route chain, one counter per route
+// (the ClusterIP, the external addresses, the NodePort, as IPVS has one
+// virtual server per address), restarting when the rule is rewritten.
+//
 // With session affinity a cascade of rules picks the endpoint instead
 // (rule i matches with probability 1/(n-i), as kube-proxy's
-// "statistic mode random probability"), after rules that send a client
-// seen recently back to its endpoint.
+// "statistic mode random probability"), or one rule of the scheduler's,
+// after rules that send a client seen recently back to its endpoint.
 func (r *renderer) balance(o *portObjects, sp *plan.ServicePort, eps []netip.AddrPort, lb lookup) []string {
 	if len(eps) == 0 {
 		return nil
@@ -272,14 +283,36 @@ func (r *renderer) balance(o *portObjects, sp *plan.ServicePort, eps []netip.Add
 	for _, key := range lb.keys {
 		o.elems = append(o.elems, elemDef{into: mapName, isMap: true, key: fields(key...), group: eps})
 	}
-	chain := fmt.Sprintf("%s%s-%s-%d", prefixBalance, lb.mapBase, proto, len(eps))
 	fields := r.w.ip + " daddr . " + proto + " dport"
 	if lb.byPort {
 		fields = proto + " dport"
 	}
-	o.shared = append(o.shared, chainDef{name: chain, rules: []string{fmt.Sprintf(
-		"dnat %s to %s . numgen random mod %d map @%s", r.w.ip, fields, len(eps), mapName)}})
+	dnat := fmt.Sprintf("dnat %s to %s . %s map @%s", r.w.ip, fields, r.index(sp.Scheduler, len(eps)), mapName)
+	if sp.Scheduler == "rr" {
+		return []string{dnat}
+	}
+	chain := fmt.Sprintf("%s%s-%s-%d", prefixBalance, lb.mapBase, proto, len(eps))
+	if sp.Scheduler != "" {
+		chain += "-" + sp.Scheduler
+	}
+	o.shared = append(o.shared, chainDef{name: chain, rules: []string{dnat}})
 	return []string{"goto " + chain}
+}
+
+// sourceHashSeed seeds jhash: fixed, so that every node, and every rule
+// rewritten, sends a client to the same endpoint.
+const sourceHashSeed = "0x73766370" // "svcp"
+
+// index writes the expression that draws one index among n for a
+// scheduler the plan resolved: "rr", "sh", or "" for random.
+func (r *renderer) index(scheduler string, n int) string {
+	switch scheduler {
+	case "rr":
+		return fmt.Sprintf("numgen inc mod %d", n)
+	case "sh":
+		return fmt.Sprintf("jhash %s saddr mod %d seed %s", r.w.ip, n, sourceHashSeed)
+	}
+	return fmt.Sprintf("numgen random mod %d", n)
 }
 
 // balanceAffinity renders the affinity rules and the random cascade.
@@ -291,6 +324,15 @@ func (r *renderer) balanceAffinity(o *portObjects, sp *plan.ServicePort, eps []n
 		eid := endpointID(portID, e)
 		r.affinityEndpoint(o, sp, eid, e, proto)
 		rules = append(rules, fmt.Sprintf("%s saddr @%s goto %s", r.w.ip, affinitySetName(eid, sp.AffinitySeconds), prefixEndpoint+eid))
+	}
+	if sp.Scheduler != "" {
+		picks := make([]string, len(eps))
+		for i, e := range eps {
+			picks[i] = fmt.Sprintf("%d : goto %s%s", i, prefixEndpoint, endpointID(portID, e))
+		}
+		// " , ": knftables' fake takes the word after "goto" for the chain's
+		// name; nft reads the space as nothing and lists ", ".
+		return append(rules, fmt.Sprintf("%s vmap { %s }", r.index(sp.Scheduler, len(eps)), strings.Join(picks, " , ")))
 	}
 	for i, e := range eps {
 		pick := ""

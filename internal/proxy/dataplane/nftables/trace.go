@@ -96,11 +96,48 @@ var (
 	reVmapPort  = regexp.MustCompile(`^meta l4proto \. th dport vmap @(\S+)$`)
 	reMarkSet   = regexp.MustCompile(`^meta mark set meta mark (\||\^) (0x[0-9a-f]+)$`)
 	reDnatOne   = regexp.MustCompile(`^dnat (?:ip6? )?to (\S+)$`)
-	reDnatMap   = regexp.MustCompile(`^dnat ip6? to (ip6? daddr \. )?(tcp|udp|sctp) dport \. numgen random mod (\d+) map @(\S+)$`)
+	reDnatMap   = regexp.MustCompile(`^dnat ip6? to (ip6? daddr \. )?(tcp|udp|sctp) dport \. ` + index + ` map @(\S+)$`)
+	rePickVmap  = regexp.MustCompile(`^` + index + ` vmap \{ ([^}]*) \}$`)
 	reUpdate    = regexp.MustCompile(`^update @(\S+) \{ ip6? saddr \}$`)
 	reVerdict   = regexp.MustCompile(`^(jump|goto) (\S+)$`)
 	reTerminals = regexp.MustCompile(`^(return|drop|reject|accept)$`)
 )
+
+// index is how a rule draws an endpoint's index (renderer.index): at
+// random, round robin or by source hash, among a modulus.
+const index = `(numgen random|numgen inc|jhash ip6? saddr) mod (\d+)(?: seed (0x[0-9a-f]+))?`
+
+// schedulerOf names the scheduler of an index expression ("" for random).
+func schedulerOf(expr string) string {
+	switch {
+	case expr == "numgen inc":
+		return "rr"
+	case strings.HasPrefix(expr, "jhash"):
+		return "sh"
+	}
+	return ""
+}
+
+// draw draws an index among mod as the expression does, and says what
+// it knows of the draw: the index a source hash gives this packet.
+func (e *eval) draw(expr, mod, seed string) (int, string, error) {
+	n, _ := strconv.Atoi(mod)
+	if n < 1 {
+		return 0, "", fmt.Errorf("modulus %d", n)
+	}
+	switch s := schedulerOf(expr); s {
+	case "sh":
+		own := sourceHashIndex(e.w.Src, n, parseHex(seed))
+		i := e.w.Schedule(n, s, own)
+		if i == own {
+			return i, fmt.Sprintf(" (jhash of %s: %d, this source's)", e.w.Src, own), nil
+		}
+		return i, fmt.Sprintf(" (other sources'; jhash of %s: %d)", e.w.Src, own), nil
+	case "rr":
+		return e.w.Schedule(n, s, -1), fmt.Sprintf(" (round robin: one turn in %d)", n), nil
+	}
+	return e.w.Choose(n), "", nil
+}
 
 // match evaluates the first match expression of s, returning whether it
 // matched and how much of s it used (0: s starts with a statement).
@@ -242,9 +279,39 @@ func (e *eval) nat(s string) (dataplane.Verdict, error) {
 		if m[2] != e.w.Proto {
 			return dataplane.Verdict{}, nil // "tcp dport" matches TCP packets only
 		}
-		return e.dnatFromMap(m[1] != "", m[3], m[4])
+		return e.dnatFromMap(m[1] != "", m[3:6], m[6])
+	}
+	if m := rePickVmap.FindStringSubmatch(s); m != nil {
+		return e.pick(m[1:4], m[4])
 	}
 	return dataplane.Verdict{}, fmt.Errorf("unknown rule shape %q", s)
+}
+
+// pick follows a scheduler's choice among the endpoint chains of an
+// anonymous verdict map ("0 : goto ep-..., 1 : goto ep-..."); every index
+// must be there.
+func (e *eval) pick(idx []string, elements string) (dataplane.Verdict, error) {
+	verdicts := map[string]string{}
+	for _, el := range strings.Split(elements, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(el), " : ")
+		if !ok {
+			return dataplane.Verdict{}, fmt.Errorf("bad verdict map element %q", el)
+		}
+		verdicts[k] = v
+	}
+	n, _ := strconv.Atoi(idx[1])
+	for i := 0; i < n; i++ {
+		if verdicts[strconv.Itoa(i)] == "" {
+			return dataplane.Verdict{}, fmt.Errorf("verdict map has no element %d", i)
+		}
+	}
+	i, what, err := e.draw(idx[0], idx[1], idx[2])
+	if err != nil {
+		return dataplane.Verdict{}, err
+	}
+	out := verdictOf(verdicts[strconv.Itoa(i)])
+	out.Note = "  " + strconv.Itoa(i) + " : " + verdicts[strconv.Itoa(i)] + what
+	return out, nil
 }
 
 // verdictOf reads a verdict as nft writes it: "jump X", "goto X",
@@ -278,13 +345,11 @@ func (e *eval) get(name, key string) (string, error) {
 	return m[key], nil
 }
 
-// dnatFromMap follows a shared-map balancing rule: a random index among n,
-// looked up with the packet's destination; every index must be there.
-func (e *eval) dnatFromMap(byIP bool, mod, name string) (dataplane.Verdict, error) {
-	n, _ := strconv.Atoi(mod)
-	if n < 1 {
-		return dataplane.Verdict{}, fmt.Errorf("numgen modulus %d", n)
-	}
+// dnatFromMap follows a shared-map balancing rule: an index among n, drawn
+// as idx (expression, modulus, seed) says, looked up with the packet's
+// destination; every index must be there.
+func (e *eval) dnatFromMap(byIP bool, idx []string, name string) (dataplane.Verdict, error) {
+	n, _ := strconv.Atoi(idx[1])
 	prefix := strconv.Itoa(int(e.w.DPort)) + " . "
 	if byIP {
 		prefix = e.w.Dst.String() + " . " + prefix
@@ -294,10 +359,14 @@ func (e *eval) dnatFromMap(byIP bool, mod, name string) (dataplane.Verdict, erro
 			return dataplane.Verdict{}, fmt.Errorf("map %s has no element %s%d (%v)", name, prefix, i, err)
 		}
 	}
-	key := prefix + strconv.Itoa(e.w.Choose(n))
+	i, what, err := e.draw(idx[0], idx[1], idx[2])
+	if err != nil {
+		return dataplane.Verdict{}, err
+	}
+	key := prefix + strconv.Itoa(i)
 	v, _ := e.get(name, key)
 	out, err := e.dnatTo(strings.Replace(v, " . ", ":", 1))
-	out.Note = "  @" + name + ": " + key + " : " + v
+	out.Note = "  @" + name + ": " + key + " : " + v + what
 	return out, err
 }
 

@@ -11,7 +11,7 @@ import (
 // tracer over the table a full sync wrote, and through the plan: both must
 // give the flow's hand-written expectation.
 func TestTraceFlows(t *testing.T) {
-	in := flows.Fixture()
+	in := flows.FixtureFor(Capabilities)
 	p, errs := plan.Build(in)
 	if len(errs) > 0 {
 		t.Fatalf("fixture: %v", errs)
@@ -22,7 +22,7 @@ func TestTraceFlows(t *testing.T) {
 	for f, fake := range fd.fakes {
 		rulesets[f] = RulesetFromFake(fake)
 	}
-	for _, fl := range flows.Flows() {
+	for _, fl := range flows.FlowsFor(Capabilities) {
 		flows.Check(t, fl, p.Decide(fl.Pkt))
 	}
 	traceEveryFlow(t, rulesets, in)
@@ -31,7 +31,7 @@ func TestTraceFlows(t *testing.T) {
 // traceEveryFlow traces each flow of the shared table over the rulesets
 // and wants the flow's hand-written expectation.
 func traceEveryFlow(t *testing.T, rulesets map[plan.Family]*Ruleset, in plan.Input) {
-	for _, fl := range flows.Flows() {
+	for _, fl := range flows.FlowsFor(Capabilities) {
 		t.Run(fl.Name, func(t *testing.T) {
 			paths, err := Trace(rulesets[plan.FamilyOf(fl.Pkt.Src)], in.Config.NodeIPs, fl.Pkt)
 			if err != nil {
@@ -62,12 +62,12 @@ func showPaths(paths []Path) string {
 // TestTraceRejectsUnknownShapes: the tracer must fail on a rule shape the
 // renderer does not write, so a new shape cannot slip past the flow tests.
 func TestTraceRejectsUnknownShapes(t *testing.T) {
-	p, _ := plan.Build(flows.Fixture())
+	p, _ := plan.Build(flows.FixtureFor(Capabilities))
 	fd := newFakeDataplane()
 	fd.mustSync(t, p, plan.Changes{Full: true})
 	rs := RulesetFromFake(fd.fakes[plan.IPv4])
 	rs.Chains[chainServices].Rules = append([]string{"tcp dport 80 counter"}, rs.Chains[chainServices].Rules...)
-	fl := flows.Flows()[0]
+	fl := flows.FlowsFor(Capabilities)[0]
 	if _, err := Trace(rs, nil, fl.Pkt); err == nil {
 		t.Fatal("tracer accepted an unknown rule shape")
 	}

@@ -25,6 +25,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	configv1alpha1 "k8s.io/component-base/config/v1alpha1"
 
+	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 	"github.com/svcproxy/svcproxy/internal/proxy/source"
 )
 
@@ -138,17 +139,26 @@ func RestConfig(cc configv1alpha1.ClientConnectionConfiguration, master string) 
 	return cfg, nil
 }
 
+// readAnnotations are the annotations the proxy reads: an EndpointSlice's
+// last-change-trigger-time and a Service's scheduler.
+var readAnnotations = []string{v1.EndpointsLastChangeTriggerTime, plan.AnnotationScheduler}
+
 // slim is an informer transform dropping what the proxy never reads before
 // the object is cached: managedFields, annotations (kubectl's
-// last-applied-configuration can be kilobytes) except an EndpointSlice's
-// last-change-trigger-time, and a Node's image list.
+// last-applied-configuration can be kilobytes) but readAnnotations, and a
+// Node's image list.
 func slim(obj any) (any, error) {
 	if o, ok := obj.(metav1.ObjectMetaAccessor); ok {
 		meta := o.GetObjectMeta()
 		meta.SetManagedFields(nil)
 		var keep map[string]string
-		if t, ok := meta.GetAnnotations()[v1.EndpointsLastChangeTriggerTime]; ok {
-			keep = map[string]string{v1.EndpointsLastChangeTriggerTime: t}
+		for _, k := range readAnnotations {
+			if v, ok := meta.GetAnnotations()[k]; ok {
+				if keep == nil {
+					keep = map[string]string{}
+				}
+				keep[k] = v
+			}
 		}
 		meta.SetAnnotations(keep)
 	}

@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 	"github.com/svcproxy/svcproxy/internal/proxy/source"
 )
 
@@ -19,6 +20,7 @@ func TestSlimKeepsOnlyWhatTheProxyReads(t *testing.T) {
 		Annotations: map[string]string{
 			"kubectl.kubernetes.io/last-applied-configuration": `{"big":"json"}`,
 			v1.EndpointsLastChangeTriggerTime:                  "2026-12-02T08:00:00Z",
+			plan.AnnotationScheduler:                           "sh",
 		},
 	}
 	slice := &discovery.EndpointSlice{ObjectMeta: *meta.DeepCopy()}
@@ -28,11 +30,14 @@ func TestSlimKeepsOnlyWhatTheProxyReads(t *testing.T) {
 		if _, err := slim(obj); err != nil {
 			t.Fatal(err)
 		}
-		if obj.GetManagedFields() != nil || len(obj.GetAnnotations()) > 1 || obj.GetLabels()["app"] != "web" {
+		if obj.GetManagedFields() != nil || len(obj.GetAnnotations()) != 2 || obj.GetLabels()["app"] != "web" {
 			t.Errorf("%T after slim: managedFields %v, annotations %v, labels %v", obj, obj.GetManagedFields(), obj.GetAnnotations(), obj.GetLabels())
 		}
 		if got := obj.GetAnnotations()[v1.EndpointsLastChangeTriggerTime]; got != "2026-12-02T08:00:00Z" {
 			t.Errorf("%T lost the trigger time: %q", obj, got)
+		}
+		if got := obj.GetAnnotations()[plan.AnnotationScheduler]; got != "sh" {
+			t.Errorf("%T lost the scheduler: %q", obj, got)
 		}
 	}
 	if node.Status.Images != nil {
