@@ -183,8 +183,8 @@ func (f Flow) Validate() error {
 func FlowsFor(caps plan.Capabilities) []Flow {
 	out := Flows()
 	for i := range out {
-		if s := out[i].Want.Scheduler; s != "" && !caps.Expresses(s) {
-			out[i].Want.Scheduler = ""
+		if s := out[i].Want.Scheduler; out[i].Want.Action == plan.Forward && (s == "" || !caps.Expresses(s)) {
+			out[i].Want.Scheduler = caps.DefaultScheduler
 		}
 	}
 	return out

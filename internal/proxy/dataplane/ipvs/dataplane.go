@@ -24,7 +24,7 @@ import (
 
 // Capabilities are what the IPVS dataplane can write: the ClusterIP
 // masquerade rule matches "! -s <pod network>", one prefix per family.
-var Capabilities = plan.Capabilities{Dataplane: "ipvs", PodPrefixes: 1}
+var Capabilities = plan.Capabilities{Dataplane: "ipvs", PodPrefixes: 1, Schedulers: plan.Schedulers, DefaultScheduler: "rr"}
 
 // Layer is the kernel layer the dataplane programs: Netlink, or Fake in
 // tests.

@@ -29,6 +29,7 @@ import (
 func TestDataplaneKernel(t *testing.T) {
 	testnet.RequireKernel(t, "iptables-nft-save", "ip6tables-nft-save")
 	dptest.RunOptions(t, dptest.Options{
+		Capabilities: Capabilities,
 		New: func() dataplane.Dataplane {
 			return NewDataplane(DataplaneOptions{IPTables: iptables.Binaries("nft", nil)})
 		},

@@ -129,7 +129,7 @@ func (r *Rules) lookup(w *dataplane.Walk, localIn bool) (dataplane.Verdict, erro
 		return dataplane.Verdict{Kind: dataplane.Reject, Note: "service " + serviceLine(vs) + " has no real server: ICMP port unreachable"}, nil
 	}
 	reals := sortedReals(vs.Reals)
-	rs := reals[w.Choose(len(reals))]
+	rs := reals[w.Schedule(len(reals), vs.Scheduler, -1)]
 	w.DNAT(rs.addrPort())
 	if secs := vs.persistenceSeconds(); secs > 0 {
 		w.Pin(int32(secs))

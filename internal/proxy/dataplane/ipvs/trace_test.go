@@ -46,6 +46,7 @@ func newFakeNode(addrs []netip.Addr) *fakeNode {
 func fixtureSync(t *testing.T) (*plan.Plan, *fakeNode) {
 	t.Helper()
 	in := flows.Fixture()
+	in.Config.Dataplane = Capabilities
 	p, errs := plan.Build(in)
 	if len(errs) > 0 {
 		t.Fatalf("fixture: %v", errs)
@@ -62,7 +63,7 @@ func fixtureSync(t *testing.T) (*plan.Plan, *fakeNode) {
 func TestTraceFlows(t *testing.T) {
 	p, n := fixtureSync(t)
 	state := n.layer.State()
-	for _, fl := range flows.Flows() {
+	for _, fl := range flows.FlowsFor(Capabilities) {
 		t.Run(fl.Name, func(t *testing.T) {
 			flows.Check(t, fl, p.Decide(fl.Pkt))
 			tables := iptables.ParseSave(n.ipt.Dump(plan.FamilyOf(fl.Pkt.Src)))
