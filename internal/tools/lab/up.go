@@ -23,7 +23,7 @@ import (
 type Options struct {
 	Name      string // the lab's name, "lab" by default
 	Nodes     int    // 3 by default
-	ProxyMode string // nftables (default) or iptables
+	ProxyMode string // one of ProxyModes, nftables by default
 	// ProxyVerbosity is each node's svcproxy -v: 0 logs starts, warnings
 	// and failures, 2 also a line per sync, 4 the service ports it changed.
 	ProxyVerbosity int

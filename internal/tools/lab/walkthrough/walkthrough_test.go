@@ -24,6 +24,7 @@ import (
 	"github.com/svcproxy/svcproxy/internal/proxy/config"
 	"github.com/svcproxy/svcproxy/internal/proxy/metrics"
 	"github.com/svcproxy/svcproxy/internal/testkit/apiserver"
+	"github.com/svcproxy/svcproxy/internal/testkit/vm"
 	"github.com/svcproxy/svcproxy/internal/tools/controlplane"
 	"github.com/svcproxy/svcproxy/internal/tools/lab"
 	"github.com/svcproxy/svcproxy/internal/tools/lab/walkthrough"
@@ -32,13 +33,26 @@ import (
 // TestWalkthrough runs the seeds' walkthrough end to end in a 3-node lab,
 // with svcproxy in each mode, and checks what it measured, then that
 // `down` leaves nothing behind and the machine's own network namespace is
-// as it was.
+// as it was. The ipvs mode runs in the test VM when this kernel has no
+// IPVS (the whole lab inside it, with the svcproxy built here).
 func TestWalkthrough(t *testing.T) {
 	self := prepare(t)
-	for _, mode := range []string{"nftables", "iptables"} {
-		t.Run(mode, func(t *testing.T) { walk(t, self, mode) })
+	for _, mode := range lab.ProxyModes {
+		t.Run(mode, func(t *testing.T) {
+			if mode == "ipvs" && vm.RunTest(t, vm.IPVS, labVM, selfEnv+"="+self) {
+				return
+			}
+			walk(t, self, mode)
+		})
 	}
 }
+
+// labVM is the VM a lab runs in: the control plane, three nodes with
+// their kubelet and svcproxy, CoreDNS and the pods.
+var labVM = vm.Command{CPUs: 2, MemoryMiB: 4096}
+
+// selfEnv passes the svcproxy that prepare built to the test in the VM.
+const selfEnv = "SVCPROXY_TEST_SELF"
 
 func walk(t *testing.T, self, mode string) {
 	before := hostNetwork(t)
@@ -126,8 +140,25 @@ func checkReport(t *testing.T, st *lab.State, r *walkthrough.Report) {
 	if ro.Failures != 0 || ro.Requests < 20 || ro.Versions["v1"] == 0 || ro.Versions["v2"] == 0 {
 		t.Errorf("rolling update: %+v, want no failures and answers from v1 and v2", ro)
 	}
-	if !strings.Contains(r.Rules, "default/backend-service") || !strings.Contains(strings.ToLower(r.Rules), "dnat") {
-		t.Errorf("rules for backend-service:\n%s", r.Rules)
+	checkRules(t, st.ProxyMode, r)
+}
+
+// checkRules: the rules shown for backend-service are its own: in ipvs
+// mode its virtual server with its three endpoints as masqueraded real
+// servers (after scaling to 5 and the rollout, 5), elsewhere rules naming
+// it that DNAT.
+func checkRules(t *testing.T, mode string, r *walkthrough.Report) {
+	t.Helper()
+	if mode != "ipvs" {
+		if !strings.Contains(r.Rules, "default/backend-service") || !strings.Contains(strings.ToLower(r.Rules), "dnat") {
+			t.Errorf("rules for backend-service:\n%s", r.Rules)
+		}
+		return
+	}
+	vs := regexp.MustCompile(`(?m)^TCP  ` + regexp.QuoteMeta(r.BackendIP) + `:3000 rr *$`)
+	real := regexp.MustCompile(`(?m)^  -> 10\.244\.\d+\.\d+:3000 +Masq +1 `)
+	if !vs.MatchString(r.Rules) || len(real.FindAllString(r.Rules, -1)) != 5 || !strings.Contains(r.Rules, " "+r.BackendIP+"/32 ") {
+		t.Errorf("virtual server of backend-service (%s:3000, rr, 5 masqueraded real servers of weight 1, bound to kube-ipvs0):\n%s", r.BackendIP, r.Rules)
 	}
 }
 
@@ -354,6 +385,9 @@ func prepare(t *testing.T) string {
 	t.Helper()
 	if os.Getenv(apiserver.EnvSkip) == "1" {
 		t.Skip(apiserver.EnvSkip + "=1: skipping the lab")
+	}
+	if self := os.Getenv(selfEnv); self != "" && vm.Inside() {
+		return self // built on the host: go build would be slow in the VM
 	}
 	if _, err := controlplane.Binaries(context.Background(), true, "coredns"); err != nil {
 		t.Fatal(err)
