@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/svcproxy/svcproxy/internal/netwire"
@@ -25,8 +26,13 @@ type Options struct {
 	Sizes     []int // numbers of Services
 	Endpoints int   // endpoints per Service
 	Changes   int   // single-endpoint changes timed per size
-	Dataplane string
+	// Dataplanes are measured one after the other at each size, each in a
+	// fresh network namespace of the same kernel: one of Dataplanes.
+	Dataplanes []string
 }
+
+// Dataplanes are the dataplanes the bench can measure.
+var Dataplanes = []string{"nftables", "iptables", "iptables-legacy"}
 
 // Result is one row of the table.
 type Result struct {
@@ -36,27 +42,35 @@ type Result struct {
 	ChangeP50, ChangeP90, ChangeMax time.Duration
 }
 
-// Run measures each size in a fresh network namespace and writes the table.
+// Run measures each size with each dataplane, each in a fresh network
+// namespace, and writes the table.
 func Run(ctx context.Context, out io.Writer, opts Options) error {
-	fmt.Fprintf(out, "dataplane %s, %d endpoints per Service, %d single-endpoint changes per size\n\n", opts.Dataplane, opts.Endpoints, opts.Changes)
-	fmt.Fprintf(out, "%-9s %-10s %-10s %-12s %-12s %-12s %-12s\n", "services", "endpoints", "plan", "cold sync", "change p50", "change p90", "change max")
-	for _, n := range opts.Sizes {
-		var r Result
-		err := inFreshNetns(func() (err error) {
-			r, err = measure(ctx, n, opts)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("%d services: %w", n, err)
+	for _, name := range opts.Dataplanes {
+		if !slices.Contains(Dataplanes, name) {
+			return fmt.Errorf("unknown dataplane %q: want one of %v", name, Dataplanes)
 		}
-		fmt.Fprintf(out, "%-9d %-10d %-10s %-12s %-12s %-12s %-12s\n", r.Services, r.Services*r.Endpoints,
-			round(r.Plan), round(r.Cold), round(r.ChangeP50), round(r.ChangeP90), round(r.ChangeMax))
+	}
+	fmt.Fprintf(out, "%d endpoints per Service, %d single-endpoint changes per size, kernel %s\n\n", opts.Endpoints, opts.Changes, kernelRelease())
+	fmt.Fprintf(out, "%-16s %-9s %-10s %-10s %-12s %-12s %-12s %-12s\n", "dataplane", "services", "endpoints", "plan", "cold sync", "change p50", "change p90", "change max")
+	for _, n := range opts.Sizes {
+		for _, name := range opts.Dataplanes {
+			var r Result
+			err := inFreshNetns(func() (err error) {
+				r, err = measure(ctx, n, name, opts)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("%s, %d services: %w", name, n, err)
+			}
+			fmt.Fprintf(out, "%-16s %-9d %-10d %-10s %-12s %-12s %-12s %-12s\n", name, r.Services, r.Services*r.Endpoints,
+				round(r.Plan), round(r.Cold), round(r.ChangeP50), round(r.ChangeP90), round(r.ChangeMax))
+		}
 	}
 	limit := "none (Go's default GC)"
 	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
 		limit = fmt.Sprintf("%d MiB (GOMEMLIMIT)", l>>20)
 	}
-	fmt.Fprintf(out, "\npeak RSS of this process (VmHWM), objects and plan included: %d MiB; soft memory limit: %s\n", vmHWM()>>20, limit)
+	fmt.Fprintf(out, "\npeak RSS of this process (VmHWM) over every row, objects and plans included: %d MiB; soft memory limit: %s\n", vmHWM()>>20, limit)
 	return nil
 }
 
@@ -74,7 +88,7 @@ func newDataplane(name string) (dataplane.Dataplane, error) {
 	return nil, fmt.Errorf("unknown dataplane %q", name)
 }
 
-func measure(ctx context.Context, n int, opts Options) (Result, error) {
+func measure(ctx context.Context, n int, dataplane string, opts Options) (Result, error) {
 	r := Result{Services: n, Endpoints: opts.Endpoints}
 	svcs, eps := workload(n, opts.Endpoints)
 	tr := plan.NewTracker(plan.Config{NodeName: "bench-node"})
@@ -88,7 +102,7 @@ func measure(ctx context.Context, n int, opts Options) (Result, error) {
 	p, ch := tr.Sync()
 	r.Plan = time.Since(start)
 
-	dp, err := newDataplane(opts.Dataplane)
+	dp, err := newDataplane(dataplane)
 	if err != nil {
 		return r, err
 	}
@@ -148,6 +162,16 @@ func makeNetns(name string, addr netip.Prefix) error {
 		return errors.Join(err, netwire.Delete(name))
 	}
 	return nil
+}
+
+// kernelRelease is the running kernel's release, for the table's heading:
+// the same dataplane is another on another kernel.
+func kernelRelease() string {
+	data, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(data))
 }
 
 func vmHWM() uint64 {
