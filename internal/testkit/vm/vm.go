@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +36,7 @@ import (
 	"time"
 
 	"github.com/svcproxy/svcproxy/internal/cachedir"
+	"github.com/svcproxy/svcproxy/internal/timescale"
 )
 
 // Command is what to run in the VM.
@@ -73,6 +75,12 @@ var DefaultModules = []string{
 	"ip_set_hash_ipportnet", "ip_set_hash_net", "ip_set_hash_netport", "ip_set_bitmap_port",
 	"xt_set", "xt_ipvs", "dummy", "veth", "bridge",
 }
+
+// GuestTimeScale is how much longer than on this machine a command in the
+// VM may wait for a condition before it gives up (package timescale): the
+// VM emulates its CPU (TCG), and the lab's control plane, for one, took
+// 15 times as long to become ready there. A Command's own $SVCPROXY_TIME_SCALE wins.
+const GuestTimeScale = "15"
 
 // Result is how a command that ran in the VM ended.
 type Result struct {
@@ -123,6 +131,9 @@ func withDefaults(cmd Command) Command {
 	}
 	if cmd.Env == nil {
 		cmd.Env = os.Environ()
+	}
+	if !slices.ContainsFunc(cmd.Env, func(kv string) bool { return strings.HasPrefix(kv, timescale.Env+"=") }) {
+		cmd.Env = append(slices.Clone(cmd.Env), timescale.Env+"="+GuestTimeScale)
 	}
 	if cmd.Stdout == nil {
 		cmd.Stdout = os.Stdout
