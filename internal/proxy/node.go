@@ -26,7 +26,7 @@ func planConfig(opts *config.Options, nodeName string, env Env) (plan.Config, bo
 		return plan.Config{}, false, fmt.Errorf("reading the node's addresses: %w", err)
 	}
 	pc := plan.Config{NodeName: nodeName, ClusterCIDRs: cidrs, MasqueradeAll: opts.Proxy.MasqueradeAll, NodeIPs: local,
-		LocalhostNodePorts: opts.Proxy.LocalhostNodePorts}
+		LocalhostNodePorts: opts.Proxy.LocalhostNodePorts, Scheduler: opts.Proxy.Scheduler}
 	primary := false
 	for _, s := range cfg.NodePortAddresses {
 		if s == config.NodePortsPrimary {

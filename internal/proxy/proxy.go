@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/svcproxy/svcproxy/internal/proxy/conntrack"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/iptables"
+	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/ipvs"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/nftables"
 	"github.com/svcproxy/svcproxy/internal/proxy/explain"
 	"github.com/svcproxy/svcproxy/internal/proxy/health"
@@ -105,7 +107,7 @@ func Run(ctx context.Context, opts *config.Options, env Env) error {
 	}
 	fams := families()
 	m := metrics.NewForMode(string(set.Mode))
-	dp, others := dataplanes(set, fams, env, func(err error) {
+	dp, others := dataplanes(opts, fams, env, func(err error) {
 		env.Log.Error(err, "An nftables write fell back from netlink to nft")
 		m.Fallback()
 	})
@@ -175,7 +177,7 @@ func metricsHandler(opts *config.Options, m *metrics.Metrics, ph *health.ProxyHe
 func Cleanup(ctx context.Context, opts *config.Options, env Env) error {
 	env.defaults()
 	fams := families()
-	dp, others := dataplanes(opts.Proxy, fams, env, func(err error) { env.Log.Error(err, "An nftables write fell back from netlink to nft") })
+	dp, others := dataplanes(opts, fams, env, func(err error) { env.Log.Error(err, "An nftables write fell back from netlink to nft") })
 	var errs []error
 	for _, d := range append([]dataplane.Dataplane{dp}, others...) {
 		errs = append(errs, d.Cleanup(ctx))
@@ -186,20 +188,44 @@ func Cleanup(ctx context.Context, opts *config.Options, env Env) error {
 // dataplanes returns the dataplane of the mode to run and those of the
 // other modes, whose rules it removes; fallback hears of each nftables
 // write that netlink refused.
-func dataplanes(set config.Settings, fams []plan.Family, env Env, fallback func(error)) (dataplane.Dataplane, []dataplane.Dataplane) {
+func dataplanes(opts *config.Options, fams []plan.Family, env Env, fallback func(error)) (dataplane.Dataplane, []dataplane.Dataplane) {
+	set := opts.Proxy
 	bit := uint(set.MasqueradeBit)
 	nft := inNetns{nftables.New(nftables.Options{Families: fams, MasqueradeBit: bit, Fallback: fallback, Log: env.Log}), env.Do}
 	ipt := inNetns{iptables.New(iptables.Options{Families: fams, MasqueradeBit: bit, Log: env.Log}), env.Do}
-	if set.Mode == config.ModeIPTables {
-		return ipt, []dataplane.Dataplane{nft}
+	iv := inNetns{ipvs.NewDataplane(ipvsOptions(opts, fams, env)), env.Do}
+	switch set.Mode {
+	case config.ModeIPTables:
+		return ipt, []dataplane.Dataplane{nft, iv}
+	case config.ModeIPVS:
+		return iv, []dataplane.Dataplane{nft, ipt}
 	}
-	return nft, []dataplane.Dataplane{ipt}
+	return nft, []dataplane.Dataplane{ipt, iv}
+}
+
+// ipvsOptions are the IPVS dataplane's options from the ipvs section
+// (the scheduler reaches it through the plan).
+func ipvsOptions(opts *config.Options, fams []plan.Family, env Env) ipvs.DataplaneOptions {
+	c := opts.Config.IPVS
+	o := ipvs.DataplaneOptions{
+		Families: fams, MasqueradeBit: uint(opts.Proxy.MasqueradeBit), StrictARP: c.StrictARP, Log: env.Log,
+		Timeouts: ipvs.Timeouts{TCP: c.TCPTimeout.Duration, TCPFin: c.TCPFinTimeout.Duration, UDP: c.UDPTimeout.Duration},
+	}
+	for _, s := range c.ExcludeCIDRs {
+		if p, err := netip.ParsePrefix(s); err == nil { // validated by config
+			o.Kernel.ExcludeCIDRs = append(o.Kernel.ExcludeCIDRs, p.Masked())
+		}
+	}
+	return o
 }
 
 // capabilities are what the dataplane of a mode can write.
 func capabilities(mode v1alpha1.ProxyMode) plan.Capabilities {
-	if mode == config.ModeIPTables {
+	switch mode {
+	case config.ModeIPTables:
 		return iptables.Capabilities
+	case config.ModeIPVS:
+		return ipvs.Capabilities
 	}
 	return nftables.Capabilities
 }
@@ -216,6 +242,14 @@ func (n inNetns) Sync(ctx context.Context, p *plan.Plan, ch plan.Changes) error 
 
 func (n inNetns) Cleanup(ctx context.Context) error {
 	return n.do(func() error { return n.dp.Cleanup(ctx) })
+}
+
+// RecheckAfter passes on the dataplane's request for another sync.
+func (n inNetns) RecheckAfter() time.Duration {
+	if r, ok := n.dp.(dataplane.Rechecker); ok {
+		return r.RecheckAfter()
+	}
+	return 0
 }
 
 // families are the IP families the node runs: IPv6 only when the kernel has

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/svcproxy/svcproxy/internal/proxy/conntrack"
+	"github.com/svcproxy/svcproxy/internal/proxy/dataplane"
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 )
 
@@ -101,7 +102,20 @@ func (a *Agent) sync(ctx context.Context) error {
 	}
 	a.logSync(p, ch, took)
 	a.afterSync(p, ch, triggers)
+	if r, ok := a.opts.Dataplane.(dataplane.Rechecker); ok {
+		if d := r.RecheckAfter(); d > 0 {
+			time.AfterFunc(d, a.kickLoop)
+		}
+	}
 	return nil
+}
+
+// kickLoop wakes the loop for a sync, changes or not.
+func (a *Agent) kickLoop() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
 }
 
 // takeChanges takes what changed since the last sync.

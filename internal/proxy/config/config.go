@@ -49,7 +49,8 @@ type Flag struct{ Name, Value string }
 // Settings are the values the selected mode's section of the config
 // supplies, resolved the way kube-proxy resolves them.
 type Settings struct {
-	// Mode is the dataplane to run: "nftables" or "iptables", never "".
+	// Mode is the dataplane to run: "nftables", "iptables" or "ipvs",
+	// never "".
 	Mode v1alpha1.ProxyMode
 	// Section is the config section the values below come from: a blank
 	// mode reads "iptables", as kube-proxy does.
@@ -61,6 +62,9 @@ type Settings struct {
 	// LocalhostNodePorts is iptables.localhostNodePorts where it applies:
 	// in iptables mode only, as in kube-proxy.
 	LocalhostNodePorts bool
+	// Scheduler is ipvs.scheduler in ipvs mode ("" for the dataplane's
+	// default, rr), "" in the others.
+	Scheduler string
 }
 
 // Parse reads kube-proxy's flags (and svcproxy's additions) from args, loads
@@ -135,6 +139,7 @@ func Resolve(cfg *v1alpha1.KubeProxyConfiguration) Settings {
 	case ModeIPVS:
 		s.Section = "ipvs"
 		s.SyncPeriod, s.MinSyncPeriod = cfg.IPVS.SyncPeriod.Duration, cfg.IPVS.MinSyncPeriod.Duration
+		s.Scheduler = cfg.IPVS.Scheduler
 	default:
 		s.SyncPeriod, s.MinSyncPeriod = cfg.IPTables.SyncPeriod.Duration, cfg.IPTables.MinSyncPeriod.Duration
 	}

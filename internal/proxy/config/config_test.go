@@ -87,9 +87,12 @@ func TestParseCommandLines(t *testing.T) {
 			want(t, "manifests", o.Manifests, "/srv/manifests")
 		},
 	}, {
-		name: "ipvs sync flags apply only to ipvs; cleanup skips the ipvs refusal",
-		args: []string{"--proxy-mode=ipvs", "--ipvs-sync-period=5s", "--iptables-sync-period=7s", "--cleanup"},
+		name: "ipvs sync flags apply only to ipvs; the scheduler reaches the settings",
+		args: []string{"--proxy-mode=ipvs", "--ipvs-sync-period=5s", "--iptables-sync-period=7s", "--ipvs-scheduler=sh"},
 		check: func(t *testing.T, o *Options) {
+			want(t, "mode", o.Proxy.Mode, ModeIPVS)
+			want(t, "scheduler", o.Proxy.Scheduler, "sh")
+			want(t, "sync period", o.Proxy.SyncPeriod, 5*time.Second)
 			want(t, "ipvs sync", o.Config.IPVS.SyncPeriod.Duration, 5*time.Second)
 			want(t, "ipvs minSync (flag default)", o.Config.IPVS.MinSyncPeriod.Duration, time.Second)
 			want(t, "iptables sync", o.Config.IPTables.SyncPeriod.Duration, 30*time.Second)
@@ -152,9 +155,13 @@ func TestParseErrors(t *testing.T) {
 		args: []string{"--proxy-mode=nftable"},
 		want: `KubeProxyConfiguration.mode: Unsupported value: "nftable": supported values: "", "iptables", "ipvs", "nftables"`,
 	}, {
-		name: "ipvs not implemented",
-		args: []string{"--proxy-mode=ipvs"},
-		want: `KubeProxyConfiguration.mode: Invalid value: "ipvs": kube-proxy's ipvs mode is not implemented in svcproxy yet; use "nftables" (the default) or "iptables"`,
+		name: "ipvs masquerade bit among the ipvs dataplane's own",
+		args: []string{"--proxy-mode=ipvs", "--iptables-masquerade-bit=20"},
+		want: `KubeProxyConfiguration.iptables.masqueradeBit: Invalid value: 20: svcproxy's ipvs mode takes 1 to 14: it marks packets with the bits beside it and the upper 16 bits too`,
+	}, {
+		name: "unknown ipvs scheduler",
+		args: []string{"--proxy-mode=ipvs", "--ipvs-scheduler=fastest"},
+		want: `KubeProxyConfiguration.ipvs.scheduler: Unsupported value: "fastest": supported values: "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh"`,
 	}, {
 		name: "interface-based local detection not implemented",
 		args: []string{"--detect-local-mode=BridgeInterface", "--pod-bridge-interface=cbr0"},

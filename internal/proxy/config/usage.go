@@ -23,7 +23,7 @@ How flags and --config combine (as in kube-proxy v1.36):
     blank-mode settings: periods and masquerading from the iptables section,
     NodePorts on all local IPs (but never on 127.0.0.1). mode "nftables" reads
     the nftables section and defaults nodePortAddresses to "primary". mode
-    "ipvs" is not implemented yet.
+    "ipvs" runs IPVS virtual servers with kube-proxy's ipset and iptables glue.
   - Where svcproxy differs from kube-proxy, and what it does with each flag and
     field: docs/flags.md.
   - The file is decoded strictly: unknown or duplicate fields are errors.

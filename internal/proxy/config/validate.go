@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -11,6 +12,8 @@ import (
 	"k8s.io/component-base/featuregate"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/kube-proxy/config/v1alpha1"
+
+	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/ipvs"
 )
 
 var root = field.NewPath("KubeProxyConfiguration")
@@ -54,9 +57,11 @@ func validate(cfg *v1alpha1.KubeProxyConfiguration, gates featuregate.FeatureGat
 func supported(cfg *v1alpha1.KubeProxyConfiguration, gates featuregate.FeatureGate) error {
 	var errs field.ErrorList
 	switch {
-	case cfg.Mode == ModeIPVS:
-		errs = append(errs, field.Invalid(root.Child("mode"), string(cfg.Mode),
-			`kube-proxy's ipvs mode is not implemented in svcproxy yet; use "nftables" (the default) or "iptables"`))
+	case cfg.Mode == ModeIPVS && cfg.IPVS.Scheduler != "" && !slices.Contains(ipvs.Schedulers, cfg.IPVS.Scheduler):
+		errs = append(errs, field.NotSupported(root.Child("ipvs", "scheduler"), cfg.IPVS.Scheduler, ipvs.Schedulers))
+	case cfg.Mode == ModeIPVS && cfg.IPTables.MasqueradeBit != nil && (*cfg.IPTables.MasqueradeBit < 1 || *cfg.IPTables.MasqueradeBit > 14):
+		errs = append(errs, field.Invalid(root.Child("iptables", "masqueradeBit"), *cfg.IPTables.MasqueradeBit,
+			"svcproxy's ipvs mode takes 1 to 14: it marks packets with the bits beside it and the upper 16 bits too"))
 	case cfg.DetectLocalMode == "BridgeInterface" || cfg.DetectLocalMode == "InterfaceNamePrefix":
 		errs = append(errs, field.Invalid(root.Child("detectLocalMode"), string(cfg.DetectLocalMode),
 			`svcproxy tells pod traffic by address only; use "ClusterCIDR" or "NodeCIDR"`))

@@ -17,6 +17,7 @@ package dataplane
 
 import (
 	"context"
+	"time"
 
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 )
@@ -29,4 +30,13 @@ type Dataplane interface {
 	Sync(ctx context.Context, p *plan.Plan, ch plan.Changes) error
 	// Cleanup removes everything this dataplane ever installed.
 	Cleanup(ctx context.Context) error
+}
+
+// Rechecker is a dataplane that asks for another sync a while after one,
+// even without changes: the IPVS dataplane deletes the real servers it
+// drained once their connections are gone.
+type Rechecker interface {
+	// RecheckAfter is how soon after the last sync to sync again; 0: no
+	// need.
+	RecheckAfter() time.Duration
 }

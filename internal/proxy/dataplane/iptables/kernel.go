@@ -85,3 +85,11 @@ func detectBackend(ctx context.Context) string {
 // missingBinary reports an error from a backend whose binaries are not
 // installed: nothing of ours can be there.
 func missingBinary(err error) bool { return errors.Is(err, exec.ErrNotFound) }
+
+// DetectBackend picks the backend a node uses, as the dataplane does
+// (the IPVS dataplane writes its glue with it).
+func DetectBackend(ctx context.Context) string { return detectBackend(ctx) }
+
+// MissingBinary reports an error from a backend whose binaries are not
+// installed.
+func MissingBinary(err error) bool { return missingBinary(err) }

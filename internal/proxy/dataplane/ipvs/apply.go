@@ -34,6 +34,9 @@ type Options struct {
 	DrainCheck time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// LocalTable and LocalRulePriority place State.LocalMark's policy
+	// rule and route; 0 means table 0x4b50 ("KP") and priority 100.
+	LocalTable, LocalRulePriority int
 }
 
 func (o Options) withDefaults() Options {
@@ -51,6 +54,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.LocalTable == 0 {
+		o.LocalTable = 0x4b50
+	}
+	if o.LocalRulePriority == 0 {
+		o.LocalRulePriority = 100
 	}
 	return o
 }
@@ -122,6 +131,9 @@ type observed struct {
 	addresses       []netip.Addr
 	services        map[serviceKey]*observedService
 	sets            map[string]*observedSet
+	// localMarks are the LocalMark of each family's policy rule and route,
+	// where both are there.
+	localMarks map[Family]uint32
 }
 
 type observedService struct {
@@ -140,7 +152,7 @@ type observedSet struct {
 }
 
 func newObserved() *observed {
-	return &observed{services: map[serviceKey]*observedService{}, sets: map[string]*observedSet{}}
+	return &observed{services: map[serviceKey]*observedService{}, sets: map[string]*observedSet{}, localMarks: map[Family]uint32{}}
 }
 
 // realKey names a real server of a virtual server.
@@ -193,6 +205,16 @@ func (p *planner) plan(want *State, have *observed) []Op {
 		}
 	}
 	p.sets(want.Sets, have.sets)
+	for _, f := range []Family{IPv4, IPv6} {
+		if cur := have.localMarks[f]; cur != want.LocalMark {
+			if cur != 0 {
+				p.add(Op{Kind: DeleteLocalRouting, Family: f, Mark: cur})
+			}
+			if want.LocalMark != 0 {
+				p.add(Op{Kind: AddLocalRouting, Family: f, Mark: want.LocalMark})
+			}
+		}
+	}
 	return p.ops
 }
 
@@ -317,7 +339,7 @@ func sortedServices(vss []VirtualServer) []*VirtualServer {
 }
 
 func compareServiceKeys(a, b serviceKey) int {
-	return cmp.Or(compareAddrPorts(a.AddrPort, b.AddrPort), cmp.Compare(a.Protocol, b.Protocol))
+	return cmp.Or(cmp.Compare(a.FWMark, b.FWMark), compareAddrPorts(a.AddrPort, b.AddrPort), cmp.Compare(a.Protocol, b.Protocol))
 }
 
 func compareAddrPorts(a, b netip.AddrPort) int { return a.Compare(b) }

@@ -57,7 +57,7 @@ func (f *Fake) LastOps() []Op {
 func (f *Fake) SetConnections(proto Protocol, service, real netip.AddrPort, active, inactive int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	svc := f.state.services[serviceKey{proto, service}]
+	svc := f.state.services[serviceKey{Protocol: proto, AddrPort: service}]
 	if svc == nil || svc.reals[real] == nil {
 		return fmt.Errorf("fake: no real server %s in %s %s: %w", real, proto, service, syscall.ENOENT)
 	}
@@ -80,6 +80,7 @@ func (f *Fake) read(context.Context) (*observed, error) {
 		}
 		o.services[k] = c
 	}
+	o.localMarks = maps.Clone(f.state.localMarks)
 	o.sets = map[string]*observedSet{}
 	for name, set := range f.state.sets {
 		o.sets[name] = &observedSet{set: set.set, entries: maps.Clone(set.entries)}
@@ -98,6 +99,19 @@ func (f *Fake) do(_ context.Context, op Op) error {
 		return f.doService(op)
 	case AddReal, UpdateReal, DrainReal, DeleteReal:
 		return f.doReal(op)
+	case AddLocalRouting, DeleteLocalRouting:
+		cur, exists := f.state.localMarks[op.Family]
+		switch {
+		case op.Kind == AddLocalRouting && exists:
+			return syscall.EEXIST
+		case op.Kind == AddLocalRouting:
+			f.state.localMarks[op.Family] = op.Mark
+		case !exists || cur != op.Mark:
+			return syscall.ENOENT
+		default:
+			delete(f.state.localMarks, op.Family)
+		}
+		return nil
 	}
 	return f.doSet(op)
 }
@@ -201,5 +215,13 @@ func (f *Fake) doSet(op Op) error {
 	default:
 		return errors.New("fake: unknown change")
 	}
+	return nil
+}
+
+// Cleanup empties the fake, as Netlink.Cleanup empties the kernel.
+func (f *Fake) Cleanup(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.state = newObserved()
 	return nil
 }

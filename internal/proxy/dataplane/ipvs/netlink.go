@@ -70,6 +70,9 @@ func (k *Netlink) Cleanup(ctx context.Context) error {
 	if link, err := k.nl.LinkByName(k.opts.Interface); err == nil {
 		errs = append(errs, k.nl.LinkDel(link))
 	}
+	for f, mark := range o.localMarks {
+		errs = append(errs, k.do(ctx, Op{Kind: DeleteLocalRouting, Family: f, Mark: mark}))
+	}
 	for name, set := range o.sets {
 		if strings.HasPrefix(name, k.opts.SetPrefix) {
 			errs = append(errs, k.do(ctx, Op{Kind: DestroySet, Set: &set.set}))
@@ -146,7 +149,71 @@ func (k *Netlink) read(context.Context) (*observed, error) {
 	if err := k.readServices(o); err != nil {
 		return nil, err
 	}
+	if err := k.readLocalRouting(o); err != nil {
+		return nil, err
+	}
 	return o, k.readSets(o)
+}
+
+// readLocalRouting finds, per family, the LocalMark rule into
+// Options.LocalTable and that table's local default route: a family has
+// its local routing when it has both.
+func (k *Netlink) readLocalRouting(o *observed) error {
+	for _, f := range []Family{IPv4, IPv6} {
+		rules, err := k.nl.RuleListFiltered(nlFamily(f), &netlink.Rule{Table: k.opts.LocalTable}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return fmt.Errorf("policy rules: %w", err)
+		}
+		routes, err := k.nl.RouteListFiltered(nlFamily(f), &netlink.Route{Table: k.opts.LocalTable}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return fmt.Errorf("routes of table %d: %w", k.opts.LocalTable, err)
+		}
+		if len(rules) > 0 && len(routes) > 0 {
+			o.localMarks[f] = rules[0].Mark
+		}
+	}
+	return nil
+}
+
+func nlFamily(f Family) int {
+	if f == IPv6 {
+		return netlink.FAMILY_V6
+	}
+	return netlink.FAMILY_V4
+}
+
+// doLocalRouting adds or deletes a family's LocalMark rule and route. An
+// add replaces a route left alone, a delete ignores one already gone.
+func (k *Netlink) doLocalRouting(op Op) error {
+	lo, err := k.nl.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	mask := op.Mark
+	rule := netlink.NewRule()
+	rule.Family, rule.Table, rule.Priority, rule.Mark, rule.Mask = nlFamily(op.Family), k.opts.LocalTable, k.opts.LocalRulePriority, op.Mark, &mask
+	dst := &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+	if op.Family == IPv6 {
+		dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+	}
+	route := &netlink.Route{Family: nlFamily(op.Family), Dst: dst, LinkIndex: lo.Attrs().Index, Table: k.opts.LocalTable,
+		Type: unix.RTN_LOCAL, Scope: netlink.SCOPE_HOST}
+	if op.Kind == AddLocalRouting {
+		// A rule left without its route reads as no local routing: go
+		// it, so that the add does not find it there.
+		if err := k.nl.RuleDel(rule); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("policy rule: %w", err)
+		}
+		if err := k.nl.RouteReplace(route); err != nil {
+			return fmt.Errorf("route local default dev lo table %d: %w", k.opts.LocalTable, err)
+		}
+		return k.nl.RuleAdd(rule)
+	}
+	err = k.nl.RuleDel(rule)
+	if rerr := k.nl.RouteDel(route); rerr != nil && !errors.Is(rerr, unix.ESRCH) {
+		err = errors.Join(err, rerr)
+	}
+	return err
 }
 
 func (k *Netlink) readAddresses(o *observed) error {
@@ -177,9 +244,6 @@ func (k *Netlink) readServices(o *observed) error {
 		return fmt.Errorf("ipvs services: %w", err)
 	}
 	for _, s := range svcs {
-		if s.FWMark != 0 {
-			continue // never one of ours
-		}
 		vs, err := fromService(s)
 		if err != nil {
 			return err
@@ -244,6 +308,8 @@ func (k *Netlink) do(_ context.Context, op Op) error {
 		return k.nl.IpsetDestroy(op.Set.Name)
 	case AddEntry, ReplaceEntry, DeleteEntry:
 		return k.doEntry(op)
+	case AddLocalRouting, DeleteLocalRouting:
+		return k.doLocalRouting(op)
 	}
 	return fmt.Errorf("unknown change %d", op.Kind)
 }
@@ -286,6 +352,7 @@ func toService(vs *VirtualServer) *libipvs.Service {
 		Address:   vs.Address.AsSlice(),
 		Protocol:  uint16(vs.Protocol),
 		Port:      vs.Port,
+		FWMark:    vs.FWMark,
 		SchedName: vs.Scheduler,
 		Flags:     uint32(vs.Flags),
 	}
@@ -302,6 +369,12 @@ func toService(vs *VirtualServer) *libipvs.Service {
 
 func fromService(s *libipvs.Service) (VirtualServer, error) {
 	addr, ok := netip.AddrFromSlice(s.Address)
+	switch {
+	case s.FWMark != 0 && s.AddressFamily == unix.AF_INET6:
+		addr, ok = netip.IPv6Unspecified(), true
+	case s.FWMark != 0:
+		addr, ok = netip.IPv4Unspecified(), true
+	}
 	if !ok {
 		return VirtualServer{}, fmt.Errorf("ipvs service with address %v", s.Address)
 	}
@@ -309,6 +382,7 @@ func fromService(s *libipvs.Service) (VirtualServer, error) {
 		Address:   addr.Unmap(),
 		Protocol:  Protocol(s.Protocol),
 		Port:      s.Port,
+		FWMark:    s.FWMark,
 		Scheduler: s.SchedName,
 		Flags:     Flags(s.Flags &^ (flagPersistent | flagHashed)),
 	}
@@ -428,3 +502,31 @@ func fromIpsetEntry(t SetType, e netlink.IPSetEntry) Entry {
 }
 
 func secondsToDuration(s uint32) time.Duration { return time.Duration(s) * time.Second }
+
+// SetTimeouts sets IPVS's connection timeouts (ipvsadm --set); a zero one
+// is left as it is.
+func (k *Netlink) SetTimeouts(t Timeouts) error {
+	if err := k.open(); err != nil {
+		return err
+	}
+	cur, err := k.ipvs.GetConfig()
+	if err != nil {
+		return fmt.Errorf("ipvs timeouts: %w", err)
+	}
+	next := *cur
+	for _, s := range []struct {
+		want time.Duration
+		to   *time.Duration
+	}{{t.TCP, &next.TimeoutTCP}, {t.TCPFin, &next.TimeoutTCPFin}, {t.UDP, &next.TimeoutUDP}} {
+		if s.want > 0 {
+			*s.to = s.want
+		}
+	}
+	if next == *cur {
+		return nil
+	}
+	if err := k.ipvs.SetConfig(&next); err != nil {
+		return fmt.Errorf("ipvs timeouts: %w", err)
+	}
+	return nil
+}

@@ -30,6 +30,10 @@ const (
 	// ReplaceEntry changes an entry's comment.
 	ReplaceEntry
 	DeleteEntry
+	// AddLocalRouting adds a family's LocalMark rule and route,
+	// DeleteLocalRouting deletes them.
+	AddLocalRouting
+	DeleteLocalRouting
 )
 
 var opNames = map[OpKind]string{
@@ -38,6 +42,7 @@ var opNames = map[OpKind]string{
 	AddReal: "add real", UpdateReal: "update real", DrainReal: "drain real", DeleteReal: "delete real",
 	CreateSet: "create set", DestroySet: "destroy set",
 	AddEntry: "add entry", ReplaceEntry: "replace entry", DeleteEntry: "delete entry",
+	AddLocalRouting: "add local routing", DeleteLocalRouting: "delete local routing",
 }
 
 func (k OpKind) String() string { return opNames[k] }
@@ -56,6 +61,9 @@ type Op struct {
 	Set *Set
 	// Entry is the entry changed.
 	Entry Entry
+	// Family and Mark are those of AddLocalRouting and DeleteLocalRouting.
+	Family Family
+	Mark   uint32
 }
 
 // String describes the change in one line, e.g.
@@ -75,6 +83,8 @@ func (op Op) String() string {
 		what = setLine(op.Set)
 	case AddEntry, ReplaceEntry, DeleteEntry:
 		what = op.Set.Name + " " + entryLine(op.Set.Type, op.Entry)
+	case AddLocalRouting, DeleteLocalRouting:
+		what = fmt.Sprintf("%s mark %#x", op.Family, op.Mark)
 	}
 	return strings.TrimSpace(op.Kind.String() + " " + what)
 }
@@ -123,6 +133,11 @@ func (o *observed) dump(opts Options) string {
 		fmt.Fprintf(&b, "service %s\n", serviceLine(&svc.vs))
 		for _, ap := range slices.SortedFunc(maps.Keys(svc.reals), compareAddrPorts) {
 			fmt.Fprintf(&b, "  -> %s weight %d\n", ap, svc.reals[ap].Weight)
+		}
+	}
+	for _, f := range []Family{IPv4, IPv6} {
+		if m := o.localMarks[f]; m != 0 {
+			fmt.Fprintf(&b, "local routing %s mark %#x table %d priority %d\n", f, m, opts.LocalTable, opts.LocalRulePriority)
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(o.sets)) {

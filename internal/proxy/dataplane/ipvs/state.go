@@ -35,6 +35,13 @@ type State struct {
 	Services []VirtualServer
 	// Sets are the ipsets, each named with Options.SetPrefix.
 	Sets []Set
+	// LocalMark, when not 0, is a mark bit whose packets the node takes
+	// in as its own whatever their destination: a policy rule (priority
+	// Options.LocalRulePriority, both families) sends them to a routing
+	// table (Options.LocalTable) whose one route is "local default dev
+	// lo". Service addresses that the node must not own on every port
+	// (external and load-balancer IPs) reach IPVS this way.
+	LocalMark uint32
 }
 
 // Protocol is an IP protocol number.
@@ -60,11 +67,17 @@ func (p Protocol) String() string {
 }
 
 // VirtualServer is one IPVS service: an address, protocol and port that
-// the kernel balances over Reals.
+// the kernel balances over Reals, or, with FWMark, the packets of a family
+// that carry that firewall mark.
 type VirtualServer struct {
 	Address  netip.Addr
 	Protocol Protocol
 	Port     uint16
+	// FWMark, when not 0, makes this a firewall-mark service: it takes
+	// the packets whose mark is exactly FWMark, before any service by
+	// address would. Address is then the family's unspecified address
+	// (0.0.0.0 or ::), Protocol and Port 0.
+	FWMark uint32
 	// Scheduler is one of Schedulers.
 	Scheduler string
 	// Flags are the scheduler and packet flags; persistence is set by
@@ -210,12 +223,25 @@ func (e Entry) String(t SetType) string {
 type serviceKey struct {
 	Protocol Protocol
 	AddrPort netip.AddrPort
+	FWMark   uint32
 }
 
-func (k serviceKey) String() string { return fmt.Sprintf("%s %s", k.Protocol, k.AddrPort) }
+func (k serviceKey) String() string {
+	if k.FWMark != 0 {
+		return fmt.Sprintf("FWM %d %s", k.FWMark, familyName(k.AddrPort.Addr()))
+	}
+	return fmt.Sprintf("%s %s", k.Protocol, k.AddrPort)
+}
+
+func familyName(a netip.Addr) string {
+	if a.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
+}
 
 func (vs *VirtualServer) key() serviceKey {
-	return serviceKey{vs.Protocol, netip.AddrPortFrom(vs.Address, vs.Port)}
+	return serviceKey{vs.Protocol, netip.AddrPortFrom(vs.Address, vs.Port), vs.FWMark}
 }
 
 func (rs RealServer) addrPort() netip.AddrPort { return netip.AddrPortFrom(rs.Address, rs.Port) }
@@ -274,15 +300,17 @@ func (s *State) Validate(setPrefix string) error {
 }
 
 func (vs *VirtualServer) validate() []error {
-	name := fmt.Sprintf("service %s %s", vs.Protocol, netip.AddrPortFrom(vs.Address, vs.Port))
+	name := "service " + vs.key().String()
 	var errs []error
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf(name+": "+format, args...))
 	}
-	if !plainAddr(vs.Address) {
+	switch {
+	case !plainAddr(vs.Address):
 		bad("address %q is not a plain IPv4 or IPv6 address", vs.Address)
-	}
-	if vs.Protocol != TCP && vs.Protocol != UDP && vs.Protocol != SCTP {
+	case vs.FWMark != 0 && (!vs.Address.IsUnspecified() || vs.Protocol != 0 || vs.Port != 0):
+		bad("a firewall-mark service has the unspecified address, protocol 0 and port 0")
+	case vs.FWMark == 0 && vs.Protocol != TCP && vs.Protocol != UDP && vs.Protocol != SCTP:
 		bad("protocol %d: want TCP, UDP or SCTP", uint8(vs.Protocol))
 	}
 	if !slices.Contains(Schedulers, vs.Scheduler) {
