@@ -17,6 +17,7 @@ import (
 	"github.com/svcproxy/svcproxy/internal/nsrun"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/iptables"
+	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/ipvs"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/nftables"
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 )
@@ -32,7 +33,8 @@ type Options struct {
 }
 
 // Dataplanes are the dataplanes the bench can measure.
-var Dataplanes = []string{"nftables", "iptables", "iptables-legacy"}
+// ipvs needs a kernel with IPVS (make bench-ipvs runs in the test VM).
+var Dataplanes = []string{"nftables", "iptables", "iptables-legacy", "ipvs"}
 
 // Result is one row of the table.
 type Result struct {
@@ -51,6 +53,11 @@ func Run(ctx context.Context, out io.Writer, opts Options) error {
 		}
 	}
 	fmt.Fprintf(out, "%d endpoints per Service, %d single-endpoint changes per size, kernel %s\n\n", opts.Endpoints, opts.Changes, kernelRelease())
+	for _, name := range opts.Dataplanes {
+		if err := inFreshNetns(func() error { return warmUp(ctx, name) }); err != nil {
+			return fmt.Errorf("%s, warming up: %w", name, err)
+		}
+	}
 	fmt.Fprintf(out, "%-16s %-9s %-10s %-10s %-12s %-12s %-12s %-12s\n", "dataplane", "services", "endpoints", "plan", "cold sync", "change p50", "change p90", "change max")
 	for _, n := range opts.Sizes {
 		for _, name := range opts.Dataplanes {
@@ -84,6 +91,8 @@ func newDataplane(name string) (dataplane.Dataplane, error) {
 		return iptables.New(iptables.Options{Families: []plan.Family{plan.IPv4}}), nil
 	case "iptables-legacy":
 		return iptables.New(iptables.Options{Families: []plan.Family{plan.IPv4}, Backend: "legacy"}), nil
+	case "ipvs":
+		return ipvs.NewDataplane(ipvs.DataplaneOptions{Families: []plan.Family{plan.IPv4}}), nil
 	}
 	return nil, fmt.Errorf("unknown dataplane %q", name)
 }
@@ -129,6 +138,22 @@ func measure(ctx context.Context, n int, dataplane string, opts Options) (Result
 		r.ChangeP50, r.ChangeP90, r.ChangeMax = times[len(times)/2], times[len(times)*9/10], times[len(times)-1]
 	}
 	return r, nil
+}
+
+// warmUp syncs one Service with the dataplane, untimed, so that the
+// kernel has loaded the modules it needs (nf_tables, ip_vs and their
+// helpers load on first use) before the first measured sync.
+func warmUp(ctx context.Context, name string) error {
+	dp, err := newDataplane(name)
+	if err != nil {
+		return err
+	}
+	tr := plan.NewTracker(plan.Config{NodeName: "bench-node"})
+	svcs, eps := workload(1, 1)
+	tr.SetService(svcs[0])
+	tr.SetSlice(eps[0])
+	p, ch := tr.Sync()
+	return errors.Join(dp.Sync(ctx, p, ch), dp.Cleanup(ctx))
 }
 
 // inFreshNetns runs fn on a locked thread inside a new network namespace,
