@@ -193,12 +193,13 @@ func dataplanes(opts *config.Options, fams []plan.Family, env Env, fallback func
 	bit := uint(set.MasqueradeBit)
 	nft := inNetns{nftables.New(nftables.Options{Families: fams, MasqueradeBit: bit, Fallback: fallback, Log: env.Log}), env.Do}
 	ipt := inNetns{iptables.New(iptables.Options{Families: fams, MasqueradeBit: bit, Log: env.Log}), env.Do}
-	iv := inNetns{ipvs.NewDataplane(ipvsOptions(opts, fams, env)), env.Do}
+	ivDP := ipvs.NewDataplane(ipvsOptions(opts, fams, env))
+	iv := inNetns{ivDP, env.Do}
 	switch set.Mode {
 	case config.ModeIPTables:
 		return ipt, []dataplane.Dataplane{nft, iv}
 	case config.ModeIPVS:
-		return iv, []dataplane.Dataplane{nft, ipt}
+		return iv, []dataplane.Dataplane{nft, unlessIPVSGlue{ipt, ivDP, env.Do}}
 	}
 	return nft, []dataplane.Dataplane{ipt, iv}
 }
@@ -217,6 +218,25 @@ func ipvsOptions(opts *config.Options, fams []plan.Family, env Env) ipvs.Datapla
 		}
 	}
 	return o
+}
+
+// unlessIPVSGlue cleans up the iptables mode's rules unless the node
+// holds the IPVS mode's glue: it then last ran in ipvs mode, and the
+// iptables mode's cleanup would only remove the chains both modes name
+// alike until the first sync.
+type unlessIPVSGlue struct {
+	inNetns
+	ipvs *ipvs.Dataplane
+	do   func(fn func() error) error
+}
+
+func (u unlessIPVSGlue) Cleanup(ctx context.Context) error {
+	present := false
+	u.do(func() error { present = u.ipvs.HasGlue(ctx); return nil })
+	if present {
+		return nil
+	}
+	return u.inNetns.Cleanup(ctx)
 }
 
 // capabilities are what the dataplane of a mode can write.

@@ -397,3 +397,37 @@ func TestStatusSaysWhileSyncing(t *testing.T) {
 	close(g.release)
 	waitFor(t, func() bool { st := a.Status(); return st.Syncs == 1 && !st.InProgress })
 }
+
+// rechecker is a recorder that asks, once, for another sync after its
+// first: as the IPVS dataplane does while real servers drain.
+type rechecker struct {
+	*recorder
+	mu    sync.Mutex
+	after time.Duration
+}
+
+func (r *rechecker) RecheckAfter() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.after
+	r.after = 0
+	return d
+}
+
+func TestRecheckAfter(t *testing.T) {
+	rec := &rechecker{recorder: newRecorder(), after: 100 * time.Millisecond}
+	a := start(t, Options{Dataplane: rec, SyncPeriod: time.Hour})
+	svc, slice := web()
+	a.SetService(svc)
+	a.SetSlice(slice)
+	a.Synced()
+	first := rec.next(t)
+	second := rec.next(t) // nothing changed: only the recheck asks for it
+	if second.full || len(second.keys) != 0 {
+		t.Errorf("recheck sync = %+v, want a partial sync without changes", second)
+	}
+	if gap := second.at.Sub(first.at); gap < 100*time.Millisecond {
+		t.Errorf("recheck came %v after the sync, want at least the 100ms asked", gap)
+	}
+	rec.none(t, 300*time.Millisecond, "no recheck asked any more")
+}

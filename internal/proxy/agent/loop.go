@@ -102,11 +102,6 @@ func (a *Agent) sync(ctx context.Context) error {
 	}
 	a.logSync(p, ch, took)
 	a.afterSync(p, ch, triggers)
-	if r, ok := a.opts.Dataplane.(dataplane.Rechecker); ok {
-		if d := r.RecheckAfter(); d > 0 {
-			time.AfterFunc(d, a.kickLoop)
-		}
-	}
 	return nil
 }
 
@@ -197,6 +192,11 @@ func (a *Agent) afterSync(p *plan.Plan, ch plan.Changes, triggers []trigger) {
 	if a.opts.Services != nil {
 		if err := a.opts.Services.Sync(p); err != nil {
 			a.opts.Log.Error(err, "Health check node ports")
+		}
+	}
+	if r, ok := a.opts.Dataplane.(dataplane.Rechecker); ok {
+		if d := r.RecheckAfter(); d > 0 {
+			time.AfterFunc(d, a.kickLoop)
 		}
 	}
 }

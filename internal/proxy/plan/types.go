@@ -95,6 +95,17 @@ func (k Key) Less(o Key) bool {
 	return k.Family < o.Family
 }
 
+// Compare orders keys as Less does: -1, 0 or 1.
+func (k Key) Compare(o Key) int {
+	switch {
+	case k.Less(o):
+		return -1
+	case o.Less(k):
+		return 1
+	}
+	return 0
+}
+
 // Endpoint is one backend of a service port as seen from this node, with
 // the conditions and hints the plan resolves the port's outcomes from.
 type Endpoint struct {

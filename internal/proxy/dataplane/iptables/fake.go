@@ -11,10 +11,12 @@ import (
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 )
 
-// builtins are the built-in chains of the tables this dataplane uses.
+// builtins are the built-in chains of the tables this dataplane and the
+// IPVS dataplane's glue use.
 var builtins = map[string][]string{
 	"filter": {"INPUT", "FORWARD", "OUTPUT"},
 	"nat":    {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
+	"mangle": {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
 }
 
 // targets that are not chains.

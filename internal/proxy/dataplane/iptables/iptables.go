@@ -297,31 +297,10 @@ func writePortChains(tx *Transaction, chains []*Chain) {
 	}
 }
 
-func compareKeys(a, b plan.Key) int {
-	if a.Less(b) {
-		return -1
-	}
-	if b.Less(a) {
-		return 1
-	}
-	return 0
-}
-
 // writeJumps deletes the jumps into our chains that a built-in chain
 // holds and inserts ours at its top, in order.
 func writeJumps(tx *Transaction, table string, t *Table) {
-	if t != nil {
-		for _, name := range t.Order {
-			if owned(name) {
-				continue
-			}
-			for _, rule := range t.Chains[name].Rules {
-				if owned(jumpTarget(rule)) {
-					tx.Delete(table, name, rule)
-				}
-			}
-		}
-	}
+	DeleteJumps(tx, table, t, owned)
 	pos := map[string]int{}
 	for _, j := range jumps {
 		if j.table == table {
@@ -389,24 +368,7 @@ func (d *Dataplane) cleanup(ctx context.Context, k Kernel, f plan.Family) error 
 		return err
 	}
 	tx := &Transaction{}
-	for _, name := range tableOrder {
-		t := tables[name]
-		if t == nil {
-			continue
-		}
-		for _, c := range t.Order {
-			if owned(c) {
-				tx.Declare(name, c)
-				tx.DeleteChain(name, c)
-				continue
-			}
-			for _, rule := range t.Chains[c].Rules {
-				if owned(jumpTarget(rule)) {
-					tx.Delete(name, c, rule)
-				}
-			}
-		}
-	}
+	RemoveChains(tx, tables, tableOrder, owned)
 	if tx.Empty() {
 		return nil
 	}

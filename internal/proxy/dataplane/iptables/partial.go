@@ -24,7 +24,7 @@ func (d *Dataplane) partialSync(ctx context.Context, k Kernel, r *renderer, p *p
 			keys = append(keys, key)
 		}
 	}
-	slices.SortFunc(keys, compareKeys)
+	slices.SortFunc(keys, plan.Key.Compare)
 	next := make(map[plan.Key]*portRules, len(keys))
 	for _, key := range keys {
 		if sp := p.Ports[key]; sp != nil {
@@ -123,7 +123,7 @@ func (st *famState) editClusterIPs(tx *Transaction, keys []plan.Key, next map[pl
 // commit makes the changed ports' new rules the state's.
 func (st *famState) commit(keys []plan.Key, next map[plan.Key]*portRules) {
 	for _, k := range keys {
-		i, found := slices.BinarySearchFunc(st.keys, k, compareKeys)
+		i, found := slices.BinarySearchFunc(st.keys, k, plan.Key.Compare)
 		switch nw := next[k]; {
 		case nw == nil && found:
 			delete(st.ports, k)

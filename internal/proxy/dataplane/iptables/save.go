@@ -34,3 +34,46 @@ func ParseSave(text string) map[string]*Table {
 	}
 	return tables
 }
+
+// Fields splits a rule as iptables-save prints it into its words, a quoted
+// string (a comment) being one.
+func Fields(rule string) ([]string, error) { return tokens(rule) }
+
+// JumpTarget is the target of a rule's -j, or "".
+func JumpTarget(rule string) string { return jumpTarget(rule) }
+
+// DeleteJumps deletes, from every chain of table t that owned does not
+// claim, each rule jumping to a chain it claims.
+func DeleteJumps(tx *Transaction, table string, t *Table, owned func(chain string) bool) {
+	if t == nil {
+		return
+	}
+	for _, name := range t.Order {
+		if owned(name) {
+			continue
+		}
+		for _, rule := range t.Chains[name].Rules {
+			if owned(jumpTarget(rule)) {
+				tx.Delete(table, name, rule)
+			}
+		}
+	}
+}
+
+// RemoveChains deletes, table by table in order, the chains owned claims
+// and every jump into them.
+func RemoveChains(tx *Transaction, tables map[string]*Table, order []string, owned func(chain string) bool) {
+	for _, name := range order {
+		t := tables[name]
+		if t == nil {
+			continue
+		}
+		DeleteJumps(tx, name, t, owned)
+		for _, c := range t.Order {
+			if owned(c) {
+				tx.Declare(name, c)
+				tx.DeleteChain(name, c)
+			}
+		}
+	}
+}

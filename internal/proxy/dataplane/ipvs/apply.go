@@ -76,10 +76,11 @@ type Result struct {
 	RecheckAfter time.Duration
 }
 
-// kernel is what the applier needs of Netlink or Fake: read the state,
-// make one change.
+// kernel is what the applier needs of Netlink or Fake: read the state
+// (or one service's real servers), make one change.
 type kernel interface {
 	read(ctx context.Context) (*observed, error)
+	readReals(ctx context.Context, vs *VirtualServer) (map[netip.AddrPort]*observedReal, error)
 	do(ctx context.Context, op Op) error
 }
 
@@ -109,6 +110,83 @@ func (a *applier) apply(ctx context.Context, k kernel, s State) (Result, error) 
 	if err != nil {
 		return Result{}, fmt.Errorf("ipvs: reading the kernel: %w", err)
 	}
+	return a.applyOver(ctx, k, s, have)
+}
+
+// applyChanges makes k go from prev, which it holds (the last state
+// applied, with nothing draining), to next, reading from the kernel only
+// the real servers of the services that lose some (their connections
+// decide how they go).
+func (a *applier) applyChanges(ctx context.Context, k kernel, prev, next State) (Result, error) {
+	if err := next.Validate(a.opts.SetPrefix); err != nil {
+		return Result{}, fmt.Errorf("ipvs: refusing the state: %w", err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.draining) > 0 {
+		return Result{}, fmt.Errorf("ipvs: %d real servers draining: the kernel must be read", len(a.draining))
+	}
+	have := observedOf(prev)
+	wanted := map[serviceKey][]RealServer{}
+	for _, vs := range next.Services {
+		wanted[vs.key()] = vs.Reals
+	}
+	for key, svc := range have.services {
+		if losesReals(svc, wanted[key]) {
+			reals, err := k.readReals(ctx, &svc.vs)
+			if err != nil {
+				return Result{}, fmt.Errorf("ipvs: reading the real servers of %s: %w", key, err)
+			}
+			svc.reals = reals
+		}
+	}
+	return a.applyOver(ctx, k, next, have)
+}
+
+// losesReals reports whether a service has a real server that want lacks.
+func losesReals(svc *observedService, want []RealServer) bool {
+	kept := map[netip.AddrPort]bool{}
+	for _, rs := range want {
+		kept[rs.addrPort()] = true
+	}
+	for ap := range svc.reals {
+		if !kept[ap] {
+			return true
+		}
+	}
+	return false
+}
+
+// observedOf is what a kernel holding s reads as: the interface, and no
+// connection.
+func observedOf(s State) *observed {
+	o := newObserved()
+	o.interfaceExists = true
+	o.addresses = slices.Clone(s.Addresses)
+	for _, vs := range s.Services {
+		svc := &observedService{vs: vs, reals: map[netip.AddrPort]*observedReal{}}
+		svc.vs.Reals = nil
+		for _, rs := range vs.Reals {
+			svc.reals[rs.addrPort()] = &observedReal{RealServer: rs}
+		}
+		o.services[vs.key()] = svc
+	}
+	for _, set := range s.Sets {
+		os := &observedSet{set: set, entries: map[string]Entry{}}
+		os.set.Entries = nil
+		for _, e := range set.Entries {
+			os.entries[e.String(set.Type)] = e
+		}
+		o.sets[set.Name] = os
+	}
+	for _, f := range s.LocalFamilies {
+		o.localMarks[f] = s.LocalMark
+	}
+	return o
+}
+
+// applyOver plans s over have and makes the changes; a.mu is held.
+func (a *applier) applyOver(ctx context.Context, k kernel, s State, have *observed) (Result, error) {
 	p := &planner{opts: a.opts, now: a.opts.Now(), draining: a.draining, nextDraining: map[realKey]time.Time{}}
 	ops := p.plan(&s, have)
 	var res Result
@@ -206,12 +284,16 @@ func (p *planner) plan(want *State, have *observed) []Op {
 	}
 	p.sets(want.Sets, have.sets)
 	for _, f := range []Family{IPv4, IPv6} {
-		if cur := have.localMarks[f]; cur != want.LocalMark {
+		mark := want.LocalMark
+		if !slices.Contains(want.LocalFamilies, f) {
+			mark = 0
+		}
+		if cur := have.localMarks[f]; cur != mark {
 			if cur != 0 {
 				p.add(Op{Kind: DeleteLocalRouting, Family: f, Mark: cur})
 			}
-			if want.LocalMark != 0 {
-				p.add(Op{Kind: AddLocalRouting, Family: f, Mark: want.LocalMark})
+			if mark != 0 {
+				p.add(Op{Kind: AddLocalRouting, Family: f, Mark: mark})
 			}
 		}
 	}

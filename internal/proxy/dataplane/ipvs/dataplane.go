@@ -29,6 +29,7 @@ var Capabilities = plan.Capabilities{Dataplane: "ipvs", PodPrefixes: 1}
 // tests.
 type Layer interface {
 	Apply(ctx context.Context, s State) (Result, error)
+	ApplyChanges(ctx context.Context, prev, next State) (Result, error)
 	Cleanup(ctx context.Context) error
 }
 
@@ -59,9 +60,9 @@ type DataplaneOptions struct {
 	// Timeouts are IPVS's connection timeouts (ipvs.tcpTimeout,
 	// tcpFinTimeout, udpTimeout); a zero one is left as it is.
 	Timeouts Timeouts
-	// SysctlRoot is where sysctls are written ("" means /proc/sys); tests
-	// on a Fake point it at a directory.
-	SysctlRoot string
+	// Sysctl writes one sysctl (name as under /proc/sys); nil writes it
+	// in /proc/sys when it differs. Tests on a Fake record them instead.
+	Sysctl func(name string, value int) error
 	// Log receives the glue transactions at -v=9.
 	Log logr.Logger
 }
@@ -79,6 +80,9 @@ type Dataplane struct {
 	needFull bool
 	recheck  time.Duration
 	setUp    bool
+	// applied is the State the last sync applied; nil until a sync
+	// succeeds, and after one fails.
+	applied *State
 }
 
 // famState is what the last sync rendered in one family.
@@ -97,8 +101,8 @@ func NewDataplane(opts DataplaneOptions) *Dataplane {
 	if len(opts.Families) == 0 {
 		opts.Families = plan.Families
 	}
-	if opts.SysctlRoot == "" {
-		opts.SysctlRoot = "/proc/sys"
+	if opts.Sysctl == nil {
+		opts.Sysctl = writeSysctl
 	}
 	d := &Dataplane{opts: opts, layer: opts.Layer, ipt: opts.IPTables, needFull: true}
 	if d.layer == nil {
@@ -113,7 +117,7 @@ func (d *Dataplane) reset() {
 	for _, f := range d.opts.Families {
 		d.fams[f] = &famState{ports: map[plan.Key]*portState{}, marks: newMarkAllocator(d.marks())}
 	}
-	d.needFull = true
+	d.needFull, d.applied = true, nil
 }
 
 // marks are the packet-mark bits the dataplane uses.
@@ -158,6 +162,9 @@ func (d *Dataplane) sync(ctx context.Context, p *plan.Plan, ch plan.Changes) err
 		}
 	}
 	state := State{LocalMark: d.marks().local}
+	for _, f := range d.opts.Families {
+		state.LocalFamilies = append(state.LocalFamilies, map[plan.Family]Family{plan.IPv4: IPv4, plan.IPv6: IPv6}[f])
+	}
 	glue := map[plan.Family][]glueChain{}
 	for _, f := range d.opts.Families {
 		fs, err := d.render(p, ch, f, full)
@@ -171,11 +178,11 @@ func (d *Dataplane) sync(ctx context.Context, p *plan.Plan, ch plan.Changes) err
 		}
 		glue[f] = chains
 	}
-	res, err := d.layer.Apply(ctx, state)
+	res, err := d.apply(ctx, full, state)
 	if err != nil {
 		return err
 	}
-	d.recheck = res.RecheckAfter
+	d.recheck, d.applied = res.RecheckAfter, &state
 	for _, f := range d.opts.Families {
 		if err := d.writeGlue(ctx, f, glue[f]); err != nil {
 			return fmt.Errorf("ipvs %s glue: %w", f, err)
@@ -183,6 +190,17 @@ func (d *Dataplane) sync(ctx context.Context, p *plan.Plan, ch plan.Changes) err
 	}
 	d.needFull = false
 	return nil
+}
+
+// apply hands the state to the kernel layer: in a partial sync, as the
+// change from the last state applied, so that the kernel is read only
+// where real servers go; in a full one, or while real servers drain, over
+// the kernel read whole.
+func (d *Dataplane) apply(ctx context.Context, full bool, state State) (Result, error) {
+	if full || d.applied == nil || d.recheck > 0 {
+		return d.layer.Apply(ctx, state)
+	}
+	return d.layer.ApplyChanges(ctx, *d.applied, state)
 }
 
 // render renders the ports of family f: all of them in a full sync, else
@@ -226,7 +244,7 @@ func (d *Dataplane) render(p *plan.Plan, ch plan.Changes, f plan.Family, full bo
 // claim the same virtual server, address or entry, the first keeps it),
 // with the family's sets, and returns its glue.
 func (fs *famState) assemble(state *State, f plan.Family, m marks) ([]glueChain, error) {
-	keys := slices.SortedFunc(maps.Keys(fs.ports), compareKeys)
+	keys := slices.SortedFunc(maps.Keys(fs.ports), plan.Key.Compare)
 	seenVS := map[serviceKey]bool{}
 	for _, vs := range state.Services {
 		seenVS[vs.key()] = true
@@ -288,16 +306,6 @@ func (fs *famState) assemble(state *State, f plan.Family, m marks) ([]glueChain,
 
 func sameMasquerade(a, b plan.Masquerade) bool {
 	return a.Mode == b.Mode && slices.Equal(a.Except, b.Except)
-}
-
-func compareKeys(a, b plan.Key) int {
-	if a.Less(b) {
-		return -1
-	}
-	if b.Less(a) {
-		return 1
-	}
-	return 0
 }
 
 // nodePortAddrs are the addresses whose NodePorts get virtual servers.
@@ -426,6 +434,16 @@ func Loaded() bool {
 	return err == nil
 }
 
+// HasGlue reports whether the node holds this mode's glue (one of the
+// chains only it writes), in the family it programs first: the node ran
+// in ipvs mode last, so the iptables mode's leftovers are long gone, and
+// cleaning them up would only take the chains the two modes share away
+// until the first sync.
+func (d *Dataplane) HasGlue(ctx context.Context) bool {
+	tables, err := d.iptables(ctx).Save(ctx, d.opts.Families[0])
+	return err == nil && hasOwnChains(tables)
+}
+
 // setUpHost writes the sysctls IPVS mode needs, as kube-proxy does:
 // conntrack for IPVS connections (the glue's masquerading needs it),
 // forwarding, and kube-proxy's connection-reuse settings; strictARP; and
@@ -447,7 +465,7 @@ func (d *Dataplane) setUpHost() error {
 	}
 	var errs []error
 	for _, name := range slices.Sorted(maps.Keys(values)) {
-		errs = append(errs, writeSysctl(d.opts.SysctlRoot, name, values[name]))
+		errs = append(errs, d.opts.Sysctl(name, values[name]))
 	}
 	if t := d.opts.Timeouts; t != (Timeouts{}) {
 		if n, ok := d.layer.(*Netlink); ok {
@@ -463,32 +481,15 @@ func (d *Dataplane) setUpHost() error {
 
 var sysctlMu sync.Mutex
 
-// writeSysctl writes a sysctl when it differs.
-func writeSysctl(root, name string, v int) error {
+// writeSysctl writes a sysctl of the calling thread's network namespace
+// when it differs.
+func writeSysctl(name string, v int) error {
 	sysctlMu.Lock()
 	defer sysctlMu.Unlock()
-	path := filepath.Join(root, name)
+	path := filepath.Join("/proc/sys", name)
 	want := strconv.Itoa(v)
 	if cur, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(cur)) == want {
 		return nil
 	}
 	return os.WriteFile(path, []byte(want+"\n"), 0o644)
-}
-
-// splitFields splits a rule, keeping quoted strings whole.
-func splitFields(rule string) []string {
-	var out []string
-	for s := strings.TrimSpace(rule); s != ""; s = strings.TrimSpace(s) {
-		if s[0] == '"' {
-			end := strings.IndexByte(s[1:], '"')
-			if end < 0 {
-				return append(out, s)
-			}
-			out, s = append(out, s[1:end+1]), s[end+2:]
-			continue
-		}
-		tok, rest, _ := strings.Cut(s, " ")
-		out, s = append(out, tok), rest
-	}
-	return out
 }

@@ -2,14 +2,22 @@ package ipvs
 
 import (
 	"context"
+	"fmt"
 	"maps"
+	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/iptables"
+	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 	"github.com/svcproxy/svcproxy/internal/testkit/dptest"
+	"github.com/svcproxy/svcproxy/internal/testkit/objects"
 	"github.com/svcproxy/svcproxy/internal/testkit/testnet"
 )
 
@@ -54,7 +62,7 @@ func canonicalGlue(save string) string {
 		t := tables[name]
 		for _, c := range slices.Sorted(slices.Values(t.Order)) {
 			for _, r := range t.Chains[c].Rules {
-				if isGlueChain(c) || isGlueChain(jumpTarget(r)) {
+				if isGlueChain(c) || isGlueChain(iptables.JumpTarget(r)) {
 					b.WriteString(name + " -A " + c + " " + r + "\n")
 				}
 			}
@@ -64,4 +72,159 @@ func canonicalGlue(save string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestDataplaneScheduler: the scheduler the plan gives a service port
+// reaches its virtual server (sh: one client keeps one endpoint; then rr:
+// strict rotation, after a partial sync of that port alone), and ClientIP
+// affinity becomes persistence, with real connections in the VM.
+func TestDataplaneScheduler(t *testing.T) {
+	c := newIPVSCluster(t)
+	ctx := context.Background()
+	// The cluster's own NodePort glue stands aside for the dataplane's.
+	if _, err := c.Node1.Exec(ctx, "iptables", "-t", "nat", "-F"); err != nil {
+		t.Fatal(err)
+	}
+	p := c.webPlan(t)
+	webKey := plan.Key{ServicePortName: plan.ServicePortName{Namespace: "default", Name: "web", Port: "http", Protocol: v1.ProtocolTCP}, Family: plan.IPv4}
+	if p.Ports[webKey] == nil {
+		t.Fatalf("no port %v in the plan", webKey)
+	}
+	p.Ports[webKey].Scheduler = "sh"
+	dp := NewDataplane(DataplaneOptions{Families: []plan.Family{plan.IPv4}, IPTables: iptables.Binaries("nft", nil)})
+	sync := func(ch plan.Changes) {
+		t.Helper()
+		if err := c.Node1.Do(func() error { return dp.Sync(ctx, p, ch) }); err != nil {
+			t.Fatalf("sync: %v\n%s", err, c.ipvsadm(t))
+		}
+	}
+	sync(plan.Changes{Full: true})
+	t.Cleanup(func() {
+		if err := c.Node1.Do(func() error { return dp.Cleanup(ctx) }); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	listing := c.ipvsadm(t)
+	t.Logf("ipvsadm -Ln:\n%s", listing)
+	for _, want := range []string{`TCP  10\.96\.0\.10:80 sh\n`, `TCP  10\.96\.0\.20:80 rr persistent 60\n`} {
+		if !regexp.MustCompile(want).MatchString(listing) {
+			t.Errorf("ipvsadm -Ln lacks %q", want)
+		}
+	}
+	cli := c.Pods["cli"]
+	answers := func(dst string, n int) []string {
+		var out []string
+		for range n {
+			out = append(out, ask(t, cli.NS, "tcp", netip.MustParseAddrPort(dst)).Pod)
+		}
+		return out
+	}
+	for _, dst := range []string{"10.96.0.10:80", "10.96.0.20:80"} {
+		if got := answers(dst, 6); len(slices.Compact(slices.Sorted(slices.Values(got)))) != 1 {
+			t.Errorf("%s: one client answered by %q, want one endpoint (sh, persistence)", dst, got)
+		}
+	}
+
+	p.Ports[webKey].Scheduler = "rr"
+	sync(plan.Changes{Keys: map[plan.Key]bool{webKey: true}})
+	checkRotation(t, "rr after a partial sync", answers("10.96.0.10:80", 6), 3)
+}
+
+// webPlan is node1's plan of two Services over the cluster's three
+// endpoints: web (10.96.0.10:80) and sticky (10.96.0.20:80, ClientIP
+// affinity for 60 s).
+func (c *ipvsCluster) webPlan(t *testing.T) *plan.Plan {
+	t.Helper()
+	web := objects.Service("default", "web", objects.ClusterIPs("10.96.0.10"), objects.Port("http", v1.ProtocolTCP, 80, 0))
+	sticky := objects.Service("default", "sticky", objects.ClusterIPs("10.96.0.20"), objects.Port("http", v1.ProtocolTCP, 80, 0), objects.Affinity(60))
+	in := plan.Input{Node: objects.Node("node1", ""), Services: []*v1.Service{web, sticky},
+		Config: plan.Config{NodeName: "node1", ClusterCIDRs: []netip.Prefix{testnet.ClusterCIDRv4}, NodeIPs: testnet.Node1Addrs.IPs()}}
+	for _, svc := range []*v1.Service{web, sticky} {
+		var eps []discovery.Endpoint
+		for _, p := range c.eps {
+			eps = append(eps, objects.Endpoint(p.IPv4.String(), objects.Conditions(true, true, false), objects.OnNode(p.Node)))
+		}
+		in.Slices = append(in.Slices, objects.Slice("default", svc.Name, svc.Name, discovery.AddressTypeIPv4,
+			[]discovery.EndpointPort{objects.EndpointPort("http", v1.ProtocolTCP, servePort)}, eps...))
+	}
+	p, errs := plan.Build(in)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	return p
+}
+
+// TestModeSwitch: node1 goes from the iptables mode to ipvs (the iptables
+// mode's rules are cleaned up first, as the proxy does), restarts in ipvs
+// mode (whose glue keeps the chains it shares with the iptables mode, so
+// the iptables mode's cleanup is skipped), and goes back to iptables (the
+// ipvs mode's state cleaned up). Traffic flows after every step; at the
+// end nothing of either is left.
+func TestModeSwitch(t *testing.T) {
+	c := newIPVSCluster(t)
+	ctx := context.Background()
+	if _, err := c.Node1.Exec(ctx, "iptables", "-t", "nat", "-F"); err != nil {
+		t.Fatal(err)
+	}
+	p := c.webPlan(t)
+	ipt := iptables.New(iptables.Options{Backend: "nft", Families: []plan.Family{plan.IPv4}})
+	newIPVS := func() *Dataplane {
+		return NewDataplane(DataplaneOptions{Families: []plan.Family{plan.IPv4}, IPTables: iptables.Binaries("nft", nil)})
+	}
+	do := func(what string, fn func() error) {
+		t.Helper()
+		if err := c.Node1.Do(fn); err != nil {
+			t.Fatalf("%s: %v\n%s", what, err, c.ipvsadm(t))
+		}
+	}
+	reached := func(what string) {
+		t.Helper()
+		seen := map[string]bool{}
+		for range 12 {
+			seen[ask(t, c.Pods["cli"].NS, "tcp", netip.MustParseAddrPort("10.96.0.10:80")).Pod] = true
+		}
+		if len(seen) != 3 {
+			t.Errorf("%s: answered by %v, want all three endpoints", what, seen)
+		}
+	}
+	save := func() string {
+		t.Helper()
+		out, err := c.Node1.Exec(ctx, "iptables-nft-save")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	full := plan.Changes{Full: true}
+
+	do("iptables sync", func() error { return ipt.Sync(ctx, p, full) })
+	reached("iptables mode")
+
+	iv := newIPVS()
+	do("iptables cleanup", func() error { return ipt.Cleanup(ctx) })
+	do("ipvs sync", func() error { return iv.Sync(ctx, p, full) })
+	reached("ipvs mode")
+	if s := save(); strings.Contains(s, "KUBE-SVC-") || strings.Contains(s, "KUBE-SEP-") {
+		t.Errorf("the iptables mode's chains are left in ipvs mode:\n%s", s)
+	}
+
+	iv = newIPVS()
+	do("restart", func() error {
+		if !iv.HasGlue(ctx) {
+			return fmt.Errorf("HasGlue is false after a sync in ipvs mode")
+		}
+		return iv.Sync(ctx, p, full)
+	})
+	reached("ipvs mode, restarted")
+
+	do("ipvs cleanup", func() error { return iv.Cleanup(ctx) })
+	if d, err := dumpNode(ctx, c.Node1); err != nil || strings.TrimSpace(strings.ReplaceAll(strings.ReplaceAll(d, "iptables-nft-save", ""), "ip6tables-nft-save", "")) != "" {
+		t.Errorf("ipvs state left after its cleanup (%v):\n%s", err, d)
+	}
+	do("iptables sync", func() error { return ipt.Sync(ctx, p, full) })
+	reached("iptables mode again")
+	do("iptables cleanup", func() error { return ipt.Cleanup(ctx) })
+	if s := iptables.CanonicalSave(save()); s != "" {
+		t.Errorf("iptables rules left after cleanup:\n%s", s)
+	}
 }

@@ -22,6 +22,7 @@ type Fake struct {
 	mu      sync.Mutex
 	state   *observed
 	lastOps []Op
+	reads   int
 }
 
 // NewFake returns an empty fake kernel: no interface, service or set.
@@ -32,6 +33,16 @@ func NewFake(opts Options) *Fake {
 // Apply makes the fake hold s; see Netlink.Apply.
 func (f *Fake) Apply(ctx context.Context, s State) (Result, error) {
 	res, err := f.apply(ctx, f, s)
+	f.mu.Lock()
+	f.lastOps = res.Ops
+	f.mu.Unlock()
+	return res, err
+}
+
+// ApplyChanges makes the fake go from prev to next; see
+// Netlink.ApplyChanges.
+func (f *Fake) ApplyChanges(ctx context.Context, prev, next State) (Result, error) {
+	res, err := f.applyChanges(ctx, f, prev, next)
 	f.mu.Lock()
 	f.lastOps = res.Ops
 	f.mu.Unlock()
@@ -65,10 +76,18 @@ func (f *Fake) SetConnections(proto Protocol, service, real netip.AddrPort, acti
 	return nil
 }
 
+// Reads counts the times an Apply read the whole fake.
+func (f *Fake) Reads() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.reads
+}
+
 // read returns a deep copy, so that a plan never sees its own changes.
 func (f *Fake) read(context.Context) (*observed, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.reads++
 	o := *f.state
 	o.addresses = slices.Clone(o.addresses)
 	o.services = map[serviceKey]*observedService{}
@@ -86,6 +105,21 @@ func (f *Fake) read(context.Context) (*observed, error) {
 		o.sets[name] = &observedSet{set: set.set, entries: maps.Clone(set.entries)}
 	}
 	return &o, nil
+}
+
+func (f *Fake) readReals(_ context.Context, vs *VirtualServer) (map[netip.AddrPort]*observedReal, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	svc := f.state.services[vs.key()]
+	if svc == nil {
+		return nil, syscall.ESRCH
+	}
+	reals := map[netip.AddrPort]*observedReal{}
+	for ap, r := range svc.reals {
+		rc := *r
+		reals[ap] = &rc
+	}
+	return reals, nil
 }
 
 // do makes one change, or fails as the kernel would and changes nothing.
@@ -224,4 +258,11 @@ func (f *Fake) Cleanup(context.Context) error {
 	defer f.mu.Unlock()
 	f.state = newObserved()
 	return nil
+}
+
+// State returns what the fake holds, as Netlink.Read returns the kernel's.
+func (f *Fake) State() State {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.state.state(f.opts)
 }

@@ -29,6 +29,10 @@ const (
 	tableMangle        = "mangle"
 )
 
+// glueTables are the tables of the glue, in the order a transaction
+// writes them.
+var glueTables = []string{tableMangle, tableFlt, tableNat}
+
 // ownChains are the chains only this mode writes: where one exists, the
 // shared names are this mode's too (see Cleanup).
 var ownChains = []string{chainBypass, chainNodePort, chainSourceRanges, chainFilter, chainLocal}
@@ -80,11 +84,19 @@ func glueChains(f plan.Family, m marks, masq *plan.Masquerade, bypass []string) 
 		if setTypes[nodePortSet[p]] != BitmapPort {
 			dirs = "dst,dst"
 		}
-		nodePort = append(nodePort, "-p "+lp+" "+comment("Kubernetes nodeport "+lp+" port for masquerade purpose")+" "+set(nodePortSet[p], dirs)+" -j "+chainMarkMasq)
+		// The mark itself, not a jump to KUBE-MARK-MASQ, which the
+		// iptables mode's cleanup would cut out of this chain.
+		nodePort = append(nodePort, "-p "+lp+" "+comment("Kubernetes nodeport "+lp+" port for masquerade purpose")+" "+set(nodePortSet[p], dirs)+" -j MARK --set-xmark "+markHex+"/"+markHex)
 	}
 	return []glueChain{
 		{tableMangle, iptables.Chain{Name: chainLocal, Rules: []string{
 			comment("external service ports: the node takes them in") + " " + set(setExternal, "dst,dst") + " -j MARK --set-xmark " + localHex + "/" + localHex,
+			// What IPVS sends on to a real server passes LOCAL_OUT with
+			// the client packet's mark, and is routed again (nat OUTPUT,
+			// mangle here): without the local bit, or the local table
+			// would take it in again.
+			"-m mark --mark " + localHex + "/" + localHex + " -m set ! --match-set " + setName(f, setExternal) + " dst,dst " +
+				comment("sent on by IPVS: routed as any other") + " -j MARK --set-xmark 0x0/" + localHex,
 		}}},
 		{tableNat, iptables.Chain{Name: chainServices, Rules: services}},
 		{tableNat, iptables.Chain{Name: chainBypass, Rules: bypass}},
@@ -156,21 +168,8 @@ func glueTransaction(existing map[string]*iptables.Table, chains []glueChain) *i
 // deleteJumps deletes every rule of a built-in chain that jumps to a glue
 // chain.
 func deleteJumps(tx *iptables.Transaction, existing map[string]*iptables.Table) {
-	for _, table := range []string{tableMangle, tableFlt, tableNat} {
-		t := existing[table]
-		if t == nil {
-			continue
-		}
-		for _, name := range t.Order {
-			if isGlueChain(name) {
-				continue
-			}
-			for _, rule := range t.Chains[name].Rules {
-				if isGlueChain(jumpTarget(rule)) {
-					tx.Delete(table, name, rule)
-				}
-			}
-		}
+	for _, table := range glueTables {
+		iptables.DeleteJumps(tx, table, existing[table], isGlueChain)
 	}
 }
 
@@ -179,40 +178,22 @@ func deleteJumps(tx *iptables.Transaction, existing map[string]*iptables.Table) 
 // mode's own chains is there, so that cleaning up after ipvs does not
 // remove a running iptables mode's rules.
 func cleanupTransaction(existing map[string]*iptables.Table) *iptables.Transaction {
-	ours := false
-	for _, t := range existing {
-		for _, c := range ownChains {
-			if t.Chains[c] != nil {
-				ours = true
-			}
-		}
-	}
 	tx := &iptables.Transaction{}
-	if !ours {
+	if !hasOwnChains(existing) {
 		return tx
 	}
-	deleteJumps(tx, existing)
-	for _, table := range []string{tableMangle, tableFlt, tableNat} {
-		t := existing[table]
-		if t == nil {
-			continue
-		}
-		for _, name := range t.Order {
-			if isGlueChain(name) {
-				tx.Declare(table, name)
-				tx.DeleteChain(table, name)
-			}
-		}
-	}
+	iptables.RemoveChains(tx, existing, glueTables, isGlueChain)
 	return tx
 }
 
-func jumpTarget(rule string) string {
-	f := splitFields(rule)
-	for i := 0; i+1 < len(f); i++ {
-		if f[i] == "-j" {
-			return f[i+1]
+// hasOwnChains reports whether tables hold a chain only this mode writes.
+func hasOwnChains(tables map[string]*iptables.Table) bool {
+	for _, t := range tables {
+		for _, c := range ownChains {
+			if t.Chains[c] != nil {
+				return true
+			}
 		}
 	}
-	return ""
+	return false
 }

@@ -45,6 +45,15 @@ func (k *Netlink) Apply(ctx context.Context, s State) (Result, error) {
 	return k.apply(ctx, k, s)
 }
 
+// ApplyChanges makes the kernel go from prev, the last State applied
+// (with no real server draining since), to next, reading only the real
+// servers of the services that lose some: a partial sync's cost follows
+// the change, not the node's size. Apply is the one to call while real
+// servers drain, or after anything else may have changed the kernel.
+func (k *Netlink) ApplyChanges(ctx context.Context, prev, next State) (Result, error) {
+	return k.applyChanges(ctx, k, prev, next)
+}
+
 // Dump prints the kernel's state as Fake.Dump prints the fake's.
 func (k *Netlink) Dump(ctx context.Context) (string, error) {
 	o, err := k.read(ctx)
@@ -161,6 +170,9 @@ func (k *Netlink) read(context.Context) (*observed, error) {
 func (k *Netlink) readLocalRouting(o *observed) error {
 	for _, f := range []Family{IPv4, IPv6} {
 		rules, err := k.nl.RuleListFiltered(nlFamily(f), &netlink.Rule{Table: k.opts.LocalTable}, netlink.RT_FILTER_TABLE)
+		if errors.Is(err, unix.EAFNOSUPPORT) {
+			continue // a kernel without IPv6 has no rule of it
+		}
 		if err != nil {
 			return fmt.Errorf("policy rules: %w", err)
 		}
@@ -248,19 +260,30 @@ func (k *Netlink) readServices(o *observed) error {
 		if err != nil {
 			return err
 		}
-		dsts, err := k.ipvs.GetDestinations(s)
+		reals, err := k.readReals(context.Background(), &vs)
 		if err != nil {
 			return fmt.Errorf("real servers of %s: %w", vs.key(), err)
 		}
-		svc := &observedService{vs: vs, reals: map[netip.AddrPort]*observedReal{}}
-		for _, d := range dsts {
-			addr, _ := netip.AddrFromSlice(d.Address)
-			rs := RealServer{Address: addr.Unmap(), Port: d.Port, Weight: d.Weight}
-			svc.reals[rs.addrPort()] = &observedReal{RealServer: rs, active: d.ActiveConnections, inactive: d.InactiveConnections}
-		}
-		o.services[vs.key()] = svc
+		o.services[vs.key()] = &observedService{vs: vs, reals: reals}
 	}
 	return nil
+}
+
+func (k *Netlink) readReals(_ context.Context, vs *VirtualServer) (map[netip.AddrPort]*observedReal, error) {
+	if err := k.open(); err != nil {
+		return nil, err
+	}
+	dsts, err := k.ipvs.GetDestinations(toService(vs))
+	if err != nil {
+		return nil, err
+	}
+	reals := map[netip.AddrPort]*observedReal{}
+	for _, d := range dsts {
+		addr, _ := netip.AddrFromSlice(d.Address)
+		rs := RealServer{Address: addr.Unmap(), Port: d.Port, Weight: d.Weight}
+		reals[rs.addrPort()] = &observedReal{RealServer: rs, active: d.ActiveConnections, inactive: d.InactiveConnections}
+	}
+	return reals, nil
 }
 
 func (k *Netlink) readSets(o *observed) error {
@@ -529,4 +552,14 @@ func (k *Netlink) SetTimeouts(t Timeouts) error {
 		return fmt.Errorf("ipvs timeouts: %w", err)
 	}
 	return nil
+}
+
+// Read returns what the kernel holds of this layer's, as a State (for
+// tracing it, e.g. `svcproxy trace` on an IPVS node).
+func (k *Netlink) Read(ctx context.Context) (State, error) {
+	o, err := k.read(ctx)
+	if err != nil {
+		return State{}, err
+	}
+	return o.state(k.opts), nil
 }

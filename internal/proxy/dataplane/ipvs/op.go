@@ -152,3 +152,35 @@ func (o *observed) dump(opts Options) string {
 	}
 	return b.String()
 }
+
+// state is the observed state as a State, sorted: what a tracer reads.
+func (o *observed) state(opts Options) State {
+	s := State{Addresses: sortedAddrs(o.addresses)}
+	for _, key := range slices.SortedFunc(maps.Keys(o.services), compareServiceKeys) {
+		svc := o.services[key]
+		vs := svc.vs
+		vs.Reals = nil
+		for _, ap := range slices.SortedFunc(maps.Keys(svc.reals), compareAddrPorts) {
+			vs.Reals = append(vs.Reals, svc.reals[ap].RealServer)
+		}
+		s.Services = append(s.Services, vs)
+	}
+	for _, name := range slices.Sorted(maps.Keys(o.sets)) {
+		if !strings.HasPrefix(name, opts.SetPrefix) {
+			continue
+		}
+		set := o.sets[name].set
+		set.Entries = nil
+		for _, key := range slices.Sorted(maps.Keys(o.sets[name].entries)) {
+			set.Entries = append(set.Entries, o.sets[name].entries[key])
+		}
+		s.Sets = append(s.Sets, set)
+	}
+	for _, f := range []Family{IPv4, IPv6} {
+		if m := o.localMarks[f]; m != 0 {
+			s.LocalMark = m
+			s.LocalFamilies = append(s.LocalFamilies, f)
+		}
+	}
+	return s
+}

@@ -1,9 +1,10 @@
-// Package ipvs is the kernel layer of the coming IPVS dataplane: the IPVS
-// virtual servers, the addresses bound to the kube-ipvs0 dummy interface,
-// and the ipsets kube-proxy pairs with them, described as one value
-// (State) that one step (Apply) makes the kernel hold, with as few changes
-// as it can. It makes no policy decision: what to program is the caller's
-// (the plan's) business.
+// Package ipvs is svcproxy's IPVS dataplane (Dataplane, --proxy-mode=ipvs:
+// render.go, glue.go, dataplane.go, trace.go) and the kernel layer it
+// stands on: the IPVS virtual servers, the addresses bound to the
+// kube-ipvs0 dummy interface, and the ipsets kube-proxy pairs with them,
+// described as one value (State) that one step (Apply) makes the kernel
+// hold, with as few changes as it can. The kernel layer makes no policy
+// decision, and the dataplane only translates the plan's outcomes.
 //
 // Netlink (netlink.go) is the kernel: IPVS through github.com/moby/ipvs,
 // the interface and the sets through github.com/vishvananda/netlink; no
@@ -36,12 +37,13 @@ type State struct {
 	// Sets are the ipsets, each named with Options.SetPrefix.
 	Sets []Set
 	// LocalMark, when not 0, is a mark bit whose packets the node takes
-	// in as its own whatever their destination: a policy rule (priority
-	// Options.LocalRulePriority, both families) sends them to a routing
-	// table (Options.LocalTable) whose one route is "local default dev
-	// lo". Service addresses that the node must not own on every port
+	// in as its own whatever their destination, in each of LocalFamilies:
+	// a policy rule (priority Options.LocalRulePriority) sends them to a
+	// routing table (Options.LocalTable) whose one route is "local default
+	// dev lo". Service addresses that the node must not own on every port
 	// (external and load-balancer IPs) reach IPVS this way.
-	LocalMark uint32
+	LocalMark     uint32
+	LocalFamilies []Family
 }
 
 // Protocol is an IP protocol number.
