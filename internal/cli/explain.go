@@ -30,7 +30,8 @@ var traceCommand = &command{
 	name:     "trace",
 	synopsis: "--src IP --dst IP:PORT [--proto tcp] [--from-host] [--metrics ADDR] [--netns NAME] [--output text|json]",
 	about: `Follows one packet through the rules in this node's kernel (read back with
-nft or iptables-save), names each rule it meets, and checks the result
+nft or iptables-save; on an IPVS node iptables-save and the virtual
+servers, addresses and ipsets over netlink), names each rule it meets, and checks the result
 against the running svcproxy's plan. A disagreement is printed as an ERROR
 and the command exits 3.`,
 	flags: func(fs *flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {

@@ -9,10 +9,13 @@ import (
 	"net/netip"
 	"net/url"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/svcproxy/svcproxy/internal/netwire"
 	"github.com/svcproxy/svcproxy/internal/nsrun"
+	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/ipvs"
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 )
 
@@ -49,7 +52,18 @@ func (n Node) Trace(ctx context.Context, pkt plan.Packet) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Trace(ctx, strings.TrimSpace(mode), n.run, local, pkt, planned)
+	return Trace(ctx, strings.TrimSpace(mode), Kernel{Run: n.run, IPVS: n.ipvsState}, local, pkt, planned)
+}
+
+// ipvsState reads the node's IPVS state over netlink, in its namespace.
+func (n Node) ipvsState(ctx context.Context) (ipvs.State, error) {
+	var opts ipvs.Options
+	if n.Netns != "" {
+		opts.NetNS = filepath.Join(netwire.Dir, n.Netns)
+	}
+	k := ipvs.NewNetlink(opts)
+	defer k.Close()
+	return k.Read(ctx)
 }
 
 // run runs a command on the node.

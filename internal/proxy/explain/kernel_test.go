@@ -10,25 +10,40 @@ import (
 	"github.com/svcproxy/svcproxy/internal/nsrun"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/iptables"
+	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/ipvs"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/nftables"
 	"github.com/svcproxy/svcproxy/internal/proxy/explain"
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 	"github.com/svcproxy/svcproxy/internal/testkit/flows"
 	"github.com/svcproxy/svcproxy/internal/testkit/testnet"
+	"github.com/svcproxy/svcproxy/internal/testkit/vm"
 )
+
+// dataplanes are the modes `svcproxy trace` reads a kernel in, each with
+// its dataplane.
+var dataplanes = []struct {
+	mode string
+	new  func() dataplane.Dataplane
+}{
+	{"nftables", func() dataplane.Dataplane { return nftables.New(nftables.Options{}) }},
+	{"iptables", func() dataplane.Dataplane { return iptables.New(iptables.Options{}) }},
+	{"ipvs", func() dataplane.Dataplane { return ipvs.NewDataplane(ipvs.DataplaneOptions{}) }},
+}
 
 // TestTraceEveryFlowInTheKernel programs the flow fixture into a node's
 // kernel with each dataplane, serves the plan as the agent does, and traces
 // every flow of the shared table with explain.Node, as `svcproxy trace
-// --netns` does: the rules read back from the kernel must agree with the
-// plan, and with the flow's hand-written expectation.
+// --netns` does: the rules read back from the kernel (IPVS over netlink)
+// must agree with the plan, and with the flow's hand-written expectation.
+// The ipvs mode runs in the test VM when this kernel has no IPVS; there,
+// a virtual server deleted by hand must then be reported.
 func TestTraceEveryFlowInTheKernel(t *testing.T) {
-	for mode, newDP := range map[string]func() dataplane.Dataplane{
-		"nftables": func() dataplane.Dataplane { return nftables.New(nftables.Options{}) },
-		"iptables": func() dataplane.Dataplane { return iptables.New(iptables.Options{}) },
-	} {
-		t.Run(mode, func(t *testing.T) {
-			node, _ := programmed(t, mode, newDP())
+	for _, d := range dataplanes {
+		t.Run(d.mode, func(t *testing.T) {
+			if d.mode == "ipvs" && vm.RunTest(t, vm.IPVS, vm.Command{}) {
+				return
+			}
+			node, c := programmed(t, d.mode, d.new())
 			for _, fl := range flows.Flows() {
 				r, err := node.Trace(context.Background(), fl.Pkt)
 				if err != nil {
@@ -40,6 +55,9 @@ func TestTraceEveryFlowInTheKernel(t *testing.T) {
 					r.Write(&b)
 					t.Errorf("%s: %v\n%s", fl.Name, r.Problems, b.String())
 				}
+			}
+			if d.mode == "ipvs" && !t.Failed() {
+				checkDeletedVirtualServer(t, node, c)
 			}
 		})
 	}
@@ -82,6 +100,27 @@ func TestTraceReportsADeletedRule(t *testing.T) {
 	r.Write(&b)
 	if len(r.Problems) == 0 || !strings.Contains(b.String(), "ERROR: the kernel's rules disagree with the plan") {
 		t.Fatalf("a deleted rule went unnoticed:\n%s", b.String())
+	}
+	t.Logf("reported:\n%s", b.String())
+}
+
+// checkDeletedVirtualServer deletes by hand, with ipvsadm, the IPVS
+// virtual server of a ClusterIP; trace, reading IPVS over netlink, must
+// report that the node now refuses what the plan forwards.
+func checkDeletedVirtualServer(t *testing.T, node explain.Node, c *testnet.Cluster) {
+	ctx := context.Background()
+	fl := flows.Flows()[1] // pod to flows/three's ClusterIP
+	if out, err := c.Node1.Exec(ctx, "ipvsadm", "-D", "-t", fl.Pkt.Dst.String()); err != nil || fl.Pkt.Protocol != "TCP" {
+		t.Fatalf("ipvsadm -D -t %s (%s): %v\n%s", fl.Pkt.Dst, fl.Pkt.Protocol, err, out)
+	}
+	r, err := node.Trace(ctx, fl.Pkt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	r.Write(&b)
+	if len(r.Problems) == 0 || r.Kernel.Action != "REJECT" || !strings.Contains(b.String(), "ERROR: the kernel's rules disagree with the plan") {
+		t.Fatalf("a deleted virtual server went unnoticed:\n%s", b.String())
 	}
 	t.Logf("reported:\n%s", b.String())
 }
