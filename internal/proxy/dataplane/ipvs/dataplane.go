@@ -83,6 +83,8 @@ type Dataplane struct {
 	// applied is the State the last sync applied; nil until a sync
 	// succeeds, and after one fails.
 	applied *State
+	// conflicts are the virtual-server conflicts reported, per family.
+	conflicts map[plan.Family]map[string]bool
 }
 
 // famState is what the last sync rendered in one family.
@@ -104,7 +106,7 @@ func NewDataplane(opts DataplaneOptions) *Dataplane {
 	if opts.Sysctl == nil {
 		opts.Sysctl = writeSysctl
 	}
-	d := &Dataplane{opts: opts, layer: opts.Layer, ipt: opts.IPTables, needFull: true}
+	d := &Dataplane{opts: opts, layer: opts.Layer, ipt: opts.IPTables, needFull: true, conflicts: map[plan.Family]map[string]bool{}}
 	if d.layer == nil {
 		d.layer = NewNetlink(opts.Kernel)
 	}
@@ -172,10 +174,11 @@ func (d *Dataplane) sync(ctx context.Context, p *plan.Plan, ch plan.Changes) err
 			return err
 		}
 		d.fams[f] = fs
-		chains, err := fs.assemble(&state, f, d.marks())
+		chains, conflicts, err := fs.assemble(&state, f, d.marks())
 		if err != nil {
 			return err
 		}
+		d.reportConflicts(f, conflicts)
 		glue[f] = chains
 	}
 	res, err := d.apply(ctx, full, state)
@@ -190,6 +193,21 @@ func (d *Dataplane) sync(ctx context.Context, p *plan.Plan, ch plan.Changes) err
 	}
 	d.needFull = false
 	return nil
+}
+
+// reportConflicts logs, once while it lasts, each service port left
+// without a virtual server another port of the same address, protocol
+// and port holds (two Services claiming one external IP and port): the
+// first in key order keeps it, as the first rule would in the other modes.
+func (d *Dataplane) reportConflicts(f plan.Family, conflicts []string) {
+	now := map[string]bool{}
+	for _, c := range conflicts {
+		now[c] = true
+		if !d.conflicts[f][c] {
+			d.opts.Log.Info("Warning: two service ports claim one virtual server; the first keeps it", "ipFamily", f, "conflict", c)
+		}
+	}
+	d.conflicts[f] = now
 }
 
 // apply hands the state to the kernel layer: in a partial sync, as the
@@ -241,39 +259,28 @@ func (d *Dataplane) render(p *plan.Plan, ch plan.Changes, f plan.Family, full bo
 }
 
 // assemble adds the family's ports to state, in key order (where two ports
-// claim the same virtual server, address or entry, the first keeps it),
-// with the family's sets, and returns its glue.
-func (fs *famState) assemble(state *State, f plan.Family, m marks) ([]glueChain, error) {
+// claim the same virtual server, the first keeps it, and the other is
+// listed in the conflicts), with the family's sets, and returns its glue.
+func (fs *famState) assemble(state *State, f plan.Family, m marks) (glue []glueChain, conflicts []string, err error) {
 	keys := slices.SortedFunc(maps.Keys(fs.ports), plan.Key.Compare)
-	seenVS := map[serviceKey]bool{}
-	for _, vs := range state.Services {
-		seenVS[vs.key()] = true
-	}
+	owner := map[serviceKey]plan.Key{}
 	seenAddr := map[netip.Addr]bool{}
 	for _, a := range state.Addresses {
 		seenAddr[a] = true
 	}
-	sets := map[string]*Set{}
-	for base, t := range setTypes {
-		set := &Set{Name: setName(f, base), Type: t, Family: IPv4}
-		if f == plan.IPv6 {
-			set.Family = IPv6
-		}
-		if t == BitmapPort {
-			set.Family = ""
-		}
-		sets[base] = set
-	}
+	sets := familySets(f)
 	seenEntry := map[string]bool{}
 	var masq *plan.Masquerade
 	var bypass []string
 	for _, k := range keys {
 		ps := fs.ports[k]
 		for _, vs := range ps.services {
-			if !seenVS[vs.key()] {
-				seenVS[vs.key()] = true
-				state.Services = append(state.Services, vs)
+			if first, taken := owner[vs.key()]; taken {
+				conflicts = append(conflicts, fmt.Sprintf("%s: virtual server %s is %s's", k, vs.key(), first))
+				continue
 			}
+			owner[vs.key()] = k
+			state.Services = append(state.Services, vs)
 		}
 		for _, a := range ps.addresses {
 			if !seenAddr[a] {
@@ -292,7 +299,7 @@ func (fs *famState) assemble(state *State, f plan.Family, m marks) ([]glueChain,
 		}
 		if m := ps.internalMasq; m != nil {
 			if masq != nil && !sameMasquerade(*masq, *m) {
-				return nil, fmt.Errorf("%s: ClusterIP traffic masqueraded %v, other ports' %v: the ipvs dataplane masquerades every ClusterIP alike", k, *m, *masq)
+				return nil, nil, fmt.Errorf("%s: ClusterIP traffic masqueraded %v, other ports' %v: the ipvs dataplane masquerades every ClusterIP alike", k, *m, *masq)
 			}
 			masq = m
 		}
@@ -301,7 +308,23 @@ func (fs *famState) assemble(state *State, f plan.Family, m marks) ([]glueChain,
 	for _, base := range slices.Sorted(maps.Keys(sets)) {
 		state.Sets = append(state.Sets, *sets[base])
 	}
-	return glueChains(f, m, masq, bypass), nil
+	return glueChains(f, m, masq, bypass), conflicts, nil
+}
+
+// familySets are family f's sets, empty.
+func familySets(f plan.Family) map[string]*Set {
+	sets := map[string]*Set{}
+	for base, t := range setTypes {
+		set := &Set{Name: setName(f, base), Type: t, Family: IPv4}
+		if f == plan.IPv6 {
+			set.Family = IPv6
+		}
+		if t == BitmapPort {
+			set.Family = ""
+		}
+		sets[base] = set
+	}
+	return sets
 }
 
 func sameMasquerade(a, b plan.Masquerade) bool {

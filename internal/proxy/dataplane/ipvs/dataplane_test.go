@@ -5,9 +5,14 @@ import (
 	"strings"
 	"testing"
 
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/iptables"
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 	"github.com/svcproxy/svcproxy/internal/testkit/flows"
+	"github.com/svcproxy/svcproxy/internal/testkit/logtest"
+	"github.com/svcproxy/svcproxy/internal/testkit/objects"
 )
 
 // TestPartialSync: a partial sync renders only the changed port, and the
@@ -91,5 +96,35 @@ func TestCleanupAfterEitherMode(t *testing.T) {
 	}
 	if dump := n.layer.Dump(); dump != "" {
 		t.Errorf("kernel layer state left:\n%s", dump)
+	}
+}
+
+// TestVirtualServerConflict: two Services claiming one external IP and
+// port do not fail the sync (the kernel layer refuses a State listing a
+// virtual server twice): the first in key order keeps it, and the other is
+// reported once while the conflict lasts.
+func TestVirtualServerConflict(t *testing.T) {
+	in := flows.Fixture()
+	a := objects.Service("default", "a", objects.ClusterIPs("10.96.9.1"), objects.Port("", v1.ProtocolTCP, 80, 0), objects.ExternalIPs("203.0.113.99"))
+	b := objects.Service("default", "b", objects.ClusterIPs("10.96.9.2"), objects.Port("", v1.ProtocolTCP, 80, 0), objects.ExternalIPs("203.0.113.99"))
+	in.Services = append(in.Services, a, b)
+	for _, svc := range []*v1.Service{a, b} {
+		in.Slices = append(in.Slices, objects.Slice("default", svc.Name, svc.Name, discovery.AddressTypeIPv4,
+			[]discovery.EndpointPort{objects.EndpointPort("", v1.ProtocolTCP, 8080)}, objects.Endpoint("10.244.2.9", objects.OnNode("node2"))))
+	}
+	p, errs := plan.Build(in)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	n := newFakeNode(in.Config.NodeIPs)
+	logs := logtest.New(0)
+	n.dp.opts.Log = logs.Logger()
+	for range 2 {
+		if err := n.dp.Sync(context.Background(), p, plan.Changes{Full: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := logs.Count("two service ports claim one virtual server", "default/b", "TCP 203.0.113.99:80", "default/a"); c != 1 {
+		t.Errorf("conflict reported %d times, want once:\n%s", c, strings.Join(logs.Lines(), "\n"))
 	}
 }

@@ -113,14 +113,20 @@ func (w *world) randomSlice(i int, f plan.Family) *discovery.EndpointSlice {
 		}
 		eps = append(eps, objects.Endpoint(ip.String(), opts...))
 	}
-	return objects.Slice("ns", fmt.Sprintf("svc%d-%s", i, f), fmt.Sprintf("svc%d", i), typ, ports, eps...)
+	return objects.Slice("ns", sliceName(i, f), fmt.Sprintf("svc%d", i), typ, ports, eps...)
+}
+
+// sliceName names Service i's EndpointSlice of family f as the API would
+// accept it (a DNS subdomain: lower case).
+func sliceName(i int, f plan.Family) string {
+	return fmt.Sprintf("svc%d-%s", i, strings.ToLower(f.String()))
 }
 
 // step applies one random change to the world and to the tracker.
 func (w *world) step(t *plan.Tracker) {
 	i := w.rng.Intn(worldServices)
 	f := plan.Families[w.rng.Intn(2)]
-	name := fmt.Sprintf("svc%d-%s", i, f)
+	name := sliceName(i, f)
 	switch n := w.rng.Intn(20); {
 	case n < 6:
 		svc := w.randomService(i)
@@ -142,6 +148,18 @@ func (w *world) step(t *plan.Tracker) {
 		w.zone = w.pick("zone-a", "zone-b")
 		t.SetNode(w.node())
 	}
+}
+
+// syncValid is the tracker's Sync, failing the test if the plan left any
+// of the random world's objects out: a world the API would refuse tests
+// nothing.
+func syncValid(t *testing.T, tr *plan.Tracker) (*plan.Plan, plan.Changes) {
+	t.Helper()
+	p, ch := tr.Sync()
+	if errs := tr.Errors(); len(errs) > 0 {
+		t.Fatalf("the random world made objects the plan refuses: %v", errs)
+	}
+	return p, ch
 }
 
 func (w *world) node() *v1.Node { return objects.Node("node1", w.zone) }
@@ -178,7 +196,7 @@ func TestConvergence(t *testing.T) {
 			fd := newFakeDataplane()
 			for i := 0; i < 150; i++ {
 				w.step(tr)
-				p, ch := tr.Sync()
+				p, ch := syncValid(t, tr)
 				fd.mustSync(t, p, ch)
 				if i%25 != 24 {
 					continue

@@ -77,7 +77,7 @@ func converge(t *testing.T, seed int64, ns *testnet.NS, dp *Dataplane) *world {
 	tr.SetNode(w.node())
 	for i := range 60 {
 		w.step(tr)
-		p, ch := tr.Sync()
+		p, ch := syncValid(t, tr)
 		if err := ns.Do(func() error { return dp.Sync(context.Background(), p, ch) }); err != nil {
 			t.Fatalf("seed %d step %d: %v", seed, i, err)
 		}
