@@ -418,6 +418,13 @@ func explainFailure(t *testing.T, st *lab.State, self string) {
 	for _, n := range st.Nodes {
 		out, _ := exec.Command(self, "lab", "status", "--name", st.Name, "--node", n.Name).CombinedOutput()
 		t.Logf("svcproxy lab status --node %s:\n%s", n.Name, out)
+		if st.ProxyMode != "ipvs" {
+			continue
+		}
+		for _, argv := range [][]string{{"ipvsadm", "-Ln"}, {"ip", "rule"}, {"iptables-save"}} {
+			out, _ := lab.Command(context.Background(), n.Netns, argv...).CombinedOutput()
+			t.Logf("%s: %s:\n%s", n.Name, strings.Join(argv, " "), out)
+		}
 	}
 	for _, log := range logs {
 		data, _ := os.ReadFile(log)
