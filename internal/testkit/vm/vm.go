@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/svcproxy/svcproxy/internal/cachedir"
+	"github.com/svcproxy/svcproxy/internal/filelock"
 	"github.com/svcproxy/svcproxy/internal/timescale"
 )
 
@@ -116,6 +117,11 @@ func Run(ctx context.Context, cmd Command) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	unlock, err := oneAtATime(cmd)
+	if err != nil {
+		return Result{}, err
+	}
+	defer unlock()
 	r, err := newRun(cmd, k)
 	if err != nil {
 		return Result{}, err
@@ -123,6 +129,19 @@ func Run(ctx context.Context, cmd Command) (Result, error) {
 	res, err := r.boot(ctx, qemu)
 	r.finish(err == nil)
 	return res, err
+}
+
+// oneAtATime waits until no other VM of this cache runs (go test runs
+// packages in parallel, and each IPVS package boots its own): on a small
+// machine two emulated VMs at once would each take twice as long, and
+// the waits inside them are stretched for one.
+func oneAtATime(cmd Command) (unlock func(), err error) {
+	lock := filepath.Join(cmd.CacheDir, "run.lock")
+	if unlock, ok, err := filelock.TryLock(lock); err != nil || ok {
+		return unlock, err
+	}
+	fmt.Fprintf(cmd.Log, "vm: waiting for another VM to end (%s)\n", lock)
+	return filelock.Lock(lock)
 }
 
 func withDefaults(cmd Command) Command {
