@@ -16,7 +16,9 @@ var statusCommand = &command{
 	about: `Lists every Service port as the running svcproxy planned it: addresses,
 traffic policies, endpoints (ready, serving, terminating, local, zone) and
 which traffic uses them, and the last sync. Asks the agent through its
-metrics server.`,
+metrics server; on an IPVS node, also lists each port's virtual servers
+and real servers (weight 0: draining) as the kernel holds them, read
+over netlink.`,
 	flags: func(fs *flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {
 		var e explainFlags
 		e.register(fs)

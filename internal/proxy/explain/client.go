@@ -27,10 +27,19 @@ type Node struct {
 	Metrics string // host:port of the metrics server, 127.0.0.1:10249 by default
 }
 
-// Status asks the agent for its status.
+// Status asks the agent for its status; on an IPVS node it adds each
+// port's virtual servers, read from the kernel over netlink.
 func (n Node) Status(ctx context.Context) (*Status, error) {
 	var s Status
-	return &s, n.getJSON(ctx, StatusPath, &s)
+	if err := n.getJSON(ctx, StatusPath, &s); err != nil || s.Mode != "ipvs" {
+		return &s, err
+	}
+	state, err := n.ipvsState(ctx)
+	if err != nil {
+		return &s, fmt.Errorf("reading IPVS over netlink: %w", err)
+	}
+	s.addIPVS(state)
+	return &s, nil
 }
 
 // Trace asks the agent for the plan's decision about pkt, then walks pkt

@@ -57,6 +57,7 @@ func TestTraceEveryFlowInTheKernel(t *testing.T) {
 				}
 			}
 			if d.mode == "ipvs" && !t.Failed() {
+				checkIPVSStatus(t, node)
 				checkDeletedVirtualServer(t, node, c)
 			}
 		})
@@ -102,6 +103,27 @@ func TestTraceReportsADeletedRule(t *testing.T) {
 		t.Fatalf("a deleted rule went unnoticed:\n%s", b.String())
 	}
 	t.Logf("reported:\n%s", b.String())
+}
+
+// checkIPVSStatus: svcproxy status on an IPVS node shows, under a port,
+// its virtual server as the kernel holds it, with a real server per
+// endpoint.
+func checkIPVSStatus(t *testing.T, node explain.Node) {
+	s, err := node.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := flows.Flows()[1] // pod to flows/three's ClusterIP, 3 endpoints
+	for _, p := range s.Ports {
+		for _, vs := range p.IPVS {
+			if vs.Address == fl.Pkt.Dst.String() && vs.Protocol == "TCP" && len(vs.Reals) == len(fl.Want.Endpoints) && p.Service == "flows/three" {
+				return
+			}
+		}
+	}
+	var b strings.Builder
+	s.Write(&b)
+	t.Errorf("status shows no virtual server %s with %d real servers under flows/three:\n%s", fl.Pkt.Dst, len(fl.Want.Endpoints), b.String())
 }
 
 // checkDeletedVirtualServer deletes by hand, with ipvsadm, the IPVS

@@ -53,6 +53,9 @@ type Port struct {
 	AffinitySeconds     int32      `json:"sessionAffinitySeconds,omitempty"`
 	Topology            string     `json:"topology,omitempty"`
 	Endpoints           []Endpoint `json:"endpoints"`
+	// IPVS are the port's virtual servers in the node's kernel, on an
+	// IPVS node (read by the client, over netlink, not by the agent).
+	IPVS []VirtualServer `json:"ipvs,omitempty"`
 }
 
 // Endpoint is one endpoint of a port and which traffic uses it.
@@ -177,6 +180,7 @@ func (p Port) write(w io.Writer) {
 		fmt.Fprintf(w, ", topology %s", p.Topology)
 	}
 	fmt.Fprintln(w)
+	p.writeIPVS(w)
 	if len(p.Endpoints) == 0 {
 		fmt.Fprintln(w, "  no endpoints: connections are rejected")
 		return
