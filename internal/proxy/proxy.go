@@ -105,6 +105,11 @@ func Run(ctx context.Context, opts *config.Options, env Env) error {
 	if err := setUpHost(cfg, pc, env); err != nil {
 		return err
 	}
+	if set.Mode == config.ModeIPVS {
+		if err := env.Do(ipvs.Available); err != nil {
+			return fmt.Errorf("--proxy-mode=ipvs: %w", err)
+		}
+	}
 	fams := families()
 	m := metrics.NewForMode(string(set.Mode))
 	dp, others := dataplanes(opts, fams, env, func(err error) {

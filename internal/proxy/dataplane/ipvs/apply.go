@@ -114,11 +114,13 @@ func (a *applier) apply(ctx context.Context, k kernel, s State) (Result, error) 
 }
 
 // applyChanges makes k go from prev, which it holds (the last state
-// applied, with nothing draining), to next, reading from the kernel only
-// the real servers of the services that lose some (their connections
-// decide how they go).
+// applied, with nothing draining), to next. Only what differs is planned
+// (and validated): the services and sets that changed, the addresses;
+// the kernel is read only for the real servers of the services that lose
+// some (their connections decide how they go).
 func (a *applier) applyChanges(ctx context.Context, k kernel, prev, next State) (Result, error) {
-	if err := next.Validate(a.opts.SetPrefix); err != nil {
+	want, had := changed(prev, next)
+	if err := want.Validate(a.opts.SetPrefix); err != nil {
 		return Result{}, fmt.Errorf("ipvs: refusing the state: %w", err)
 	}
 	a.mu.Lock()
@@ -126,9 +128,9 @@ func (a *applier) applyChanges(ctx context.Context, k kernel, prev, next State) 
 	if len(a.draining) > 0 {
 		return Result{}, fmt.Errorf("ipvs: %d real servers draining: the kernel must be read", len(a.draining))
 	}
-	have := observedOf(prev)
+	have := observedOf(had)
 	wanted := map[serviceKey][]RealServer{}
-	for _, vs := range next.Services {
+	for _, vs := range want.Services {
 		wanted[vs.key()] = vs.Reals
 	}
 	for key, svc := range have.services {
@@ -140,7 +142,52 @@ func (a *applier) applyChanges(ctx context.Context, k kernel, prev, next State) 
 			svc.reals = reals
 		}
 	}
-	return a.applyOver(ctx, k, next, have)
+	return a.applyOver(ctx, k, want, have)
+}
+
+// changed returns the parts of next and of prev that differ: the services
+// and sets each has that the other lacks or holds otherwise, with all the
+// addresses and the local routing of each.
+func changed(prev, next State) (want, had State) {
+	want = State{Addresses: next.Addresses, LocalMark: next.LocalMark, LocalFamilies: next.LocalFamilies}
+	had = State{Addresses: prev.Addresses, LocalMark: prev.LocalMark, LocalFamilies: prev.LocalFamilies}
+	before := map[serviceKey]*VirtualServer{}
+	for i := range prev.Services {
+		before[prev.Services[i].key()] = &prev.Services[i]
+	}
+	for _, vs := range next.Services {
+		old, ok := before[vs.key()]
+		delete(before, vs.key())
+		if ok && old.sameSettings(&vs) && slices.Equal(old.Reals, vs.Reals) {
+			continue
+		}
+		want.Services = append(want.Services, vs)
+		if ok {
+			had.Services = append(had.Services, *old)
+		}
+	}
+	for _, old := range before {
+		had.Services = append(had.Services, *old)
+	}
+	sets := map[string]*Set{}
+	for i := range prev.Sets {
+		sets[prev.Sets[i].Name] = &prev.Sets[i]
+	}
+	for _, set := range next.Sets {
+		old, ok := sets[set.Name]
+		delete(sets, set.Name)
+		if ok && old.Type == set.Type && old.Family == set.Family && slices.Equal(old.Entries, set.Entries) {
+			continue
+		}
+		want.Sets = append(want.Sets, set)
+		if ok {
+			had.Sets = append(had.Sets, *old)
+		}
+	}
+	for _, old := range sets {
+		had.Sets = append(had.Sets, *old)
+	}
+	return want, had
 }
 
 // losesReals reports whether a service has a real server that want lacks.
@@ -277,8 +324,12 @@ func (p *planner) plan(want *State, have *observed) []Op {
 			p.add(Op{Kind: DeleteService, Service: &vs})
 		}
 	}
+	had := map[netip.Addr]bool{}
+	for _, a := range have.addresses {
+		had[a] = true
+	}
 	for _, a := range sortedAddrs(want.Addresses) {
-		if !slices.Contains(have.addresses, a) {
+		if !had[a] {
 			p.add(Op{Kind: AddAddress, Address: a})
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -269,7 +270,11 @@ func (fs *famState) assemble(state *State, f plan.Family, m marks) (glue []glueC
 		seenAddr[a] = true
 	}
 	sets := familySets(f)
-	seenEntry := map[string]bool{}
+	type entryKey struct {
+		set   string
+		entry Entry // without its comment
+	}
+	seenEntry := map[entryKey]bool{}
 	var masq *plan.Masquerade
 	var bypass []string
 	for _, k := range keys {
@@ -291,7 +296,9 @@ func (fs *famState) assemble(state *State, f plan.Family, m marks) (glue []glueC
 		for _, base := range slices.Sorted(maps.Keys(ps.entries)) {
 			set := sets[base]
 			for _, e := range ps.entries[base] {
-				if id := set.Name + " " + e.String(set.Type); !seenEntry[id] {
+				id := entryKey{base, e}
+				id.entry.Comment = ""
+				if !seenEntry[id] {
 					seenEntry[id] = true
 					set.Entries = append(set.Entries, e)
 				}
@@ -455,6 +462,20 @@ func (d *Dataplane) Cleanup(ctx context.Context) error {
 func Loaded() bool {
 	_, err := os.Stat("/proc/thread-self/net/ip_vs")
 	return err == nil
+}
+
+// Available loads ip_vs if it is not (as kube-proxy and moby/ipvs do, with
+// modprobe) and says why IPVS mode cannot run when the kernel still lacks
+// it.
+func Available() error {
+	if Loaded() {
+		return nil
+	}
+	out, err := exec.Command("modprobe", "ip_vs").CombinedOutput()
+	if Loaded() {
+		return nil
+	}
+	return fmt.Errorf("the kernel has no IPVS (no /proc/net/ip_vs; modprobe ip_vs: %v: %s)", err, strings.TrimSpace(string(out)))
 }
 
 // HasGlue reports whether the node holds this mode's glue (one of the

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
@@ -137,21 +138,92 @@ func (c *ipvsCluster) webPlan(t *testing.T) *plan.Plan {
 	t.Helper()
 	web := objects.Service("default", "web", objects.ClusterIPs("10.96.0.10"), objects.Port("http", v1.ProtocolTCP, 80, 0))
 	sticky := objects.Service("default", "sticky", objects.ClusterIPs("10.96.0.20"), objects.Port("http", v1.ProtocolTCP, 80, 0), objects.Affinity(60))
-	in := plan.Input{Node: objects.Node("node1", ""), Services: []*v1.Service{web, sticky},
+	return c.plan(t, servePort, c.eps, web, sticky)
+}
+
+// plan is node1's plan of svcs, each with eps as endpoints on port.
+func (c *ipvsCluster) plan(t *testing.T, port int32, eps []*testnet.Pod, svcs ...*v1.Service) *plan.Plan {
+	t.Helper()
+	in := plan.Input{Node: objects.Node("node1", ""), Services: svcs,
 		Config: plan.Config{NodeName: "node1", ClusterCIDRs: []netip.Prefix{testnet.ClusterCIDRv4}, NodeIPs: testnet.Node1Addrs.IPs()}}
-	for _, svc := range []*v1.Service{web, sticky} {
-		var eps []discovery.Endpoint
-		for _, p := range c.eps {
-			eps = append(eps, objects.Endpoint(p.IPv4.String(), objects.Conditions(true, true, false), objects.OnNode(p.Node)))
+	for _, svc := range svcs {
+		var endpoints []discovery.Endpoint
+		for _, p := range eps {
+			endpoints = append(endpoints, objects.Endpoint(p.IPv4.String(), objects.Conditions(true, true, false), objects.OnNode(p.Node)))
 		}
 		in.Slices = append(in.Slices, objects.Slice("default", svc.Name, svc.Name, discovery.AddressTypeIPv4,
-			[]discovery.EndpointPort{objects.EndpointPort("http", v1.ProtocolTCP, servePort)}, eps...))
+			[]discovery.EndpointPort{objects.EndpointPort("http", v1.ProtocolTCP, port)}, endpoints...))
 	}
 	p, errs := plan.Build(in)
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
 	return p
+}
+
+// TestDataplaneGracefulRemoval: an endpoint removed by a partial sync
+// while a client holds a connection to it drains (weight 0): the held
+// connection still works, new ones go elsewhere, and the dataplane asks to
+// be synced again (RecheckAfter); once the grace period has passed, the
+// sync without changes such a recheck brings deletes it.
+func TestDataplaneGracefulRemoval(t *testing.T) {
+	c := newIPVSCluster(t)
+	ctx := context.Background()
+	if _, err := c.Node1.Exec(ctx, "iptables", "-t", "nat", "-F"); err != nil {
+		t.Fatal(err)
+	}
+	clock := &clock{t: time.Now()}
+	dp := NewDataplane(DataplaneOptions{Families: []plan.Family{plan.IPv4}, IPTables: iptables.Binaries("nft", nil),
+		Kernel: Options{GracePeriod: time.Minute, Now: clock.now}})
+	svc := objects.Service("default", "hold", objects.ClusterIPs("10.96.0.30"), objects.Port("http", v1.ProtocolTCP, 90, 0))
+	key := plan.Key{ServicePortName: plan.ServicePortName{Namespace: "default", Name: "hold", Port: "http", Protocol: v1.ProtocolTCP}, Family: plan.IPv4}
+	sync := func(p *plan.Plan, ch plan.Changes) {
+		t.Helper()
+		if err := c.Node1.Do(func() error { return dp.Sync(ctx, p, ch) }); err != nil {
+			t.Fatalf("sync: %v\n%s", err, c.ipvsadm(t))
+		}
+	}
+	sync(c.plan(t, holdPort, c.eps, svc), plan.Changes{Full: true})
+	t.Cleanup(func() { c.Node1.Do(func() error { return dp.Cleanup(ctx) }) })
+	cli := c.Pods["cli"]
+	vip := netip.MustParseAddrPort("10.96.0.30:90")
+	held, err := connect(cli.NS, netip.Addr{}, vip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := c.Pods[held.Name]
+	goneReal := netip.AddrPortFrom(gone.IPv4, holdPort).String()
+	rest := slices.DeleteFunc(slices.Clone(c.eps), func(p *testnet.Pod) bool { return p == gone })
+	after := c.plan(t, holdPort, rest, svc)
+
+	sync(after, plan.Changes{Keys: map[plan.Key]bool{key: true}})
+	if d := dp.RecheckAfter(); d <= 0 {
+		t.Errorf("RecheckAfter %v while %s drains, want a time", d, gone.Name)
+	}
+	listing := c.ipvsadm(t)
+	if !regexp.MustCompile(regexp.QuoteMeta(goneReal) + ` +Masq +0 +1 +0`).MatchString(listing) {
+		t.Errorf("ipvsadm -Ln does not show %s with weight 0 and one active connection:\n%s", gone.Name, listing)
+	}
+	if name, err := held.ping(); err != nil || name != gone.Name {
+		t.Fatalf("held connection after removal: %q, %v; want %s still answering", name, err, gone.Name)
+	}
+	for _, name := range askMany(t, cli.NS, netip.Addr{}, vip, 4) {
+		if name == gone.Name {
+			t.Errorf("a new connection went to the removed %s", gone.Name)
+		}
+	}
+	if err := held.close(); err != nil {
+		t.Fatal(err)
+	}
+	sync(after, plan.Changes{}) // the recheck, within the grace period
+	if !strings.Contains(c.ipvsadm(t), goneReal) {
+		t.Errorf("%s went within the grace period, while its closed connection lingers", goneReal)
+	}
+	clock.t = clock.t.Add(time.Minute)
+	sync(after, plan.Changes{}) // the recheck after it
+	if listing := c.ipvsadm(t); strings.Contains(listing, goneReal) || dp.RecheckAfter() != 0 {
+		t.Errorf("after the grace period: RecheckAfter %v, ipvsadm -Ln:\n%s\nwant %s gone and no recheck", dp.RecheckAfter(), listing, goneReal)
+	}
 }
 
 // TestModeSwitch: node1 goes from the iptables mode to ipvs (the iptables
@@ -226,5 +298,44 @@ func TestModeSwitch(t *testing.T) {
 	do("iptables cleanup", func() error { return ipt.Cleanup(ctx) })
 	if s := iptables.CanonicalSave(save()); s != "" {
 		t.Errorf("iptables rules left after cleanup:\n%s", s)
+	}
+}
+
+// TestDataplaneExternalIP: an external IP's Service port, which the node
+// takes in by the local mark's policy route (the address is on no
+// interface), answers the node itself and a pod, from every endpoint,
+// masqueraded (externalTrafficPolicy Cluster).
+func TestDataplaneExternalIP(t *testing.T) {
+	c := newIPVSCluster(t)
+	ctx := context.Background()
+	// The node's own packet is routed before any mark is set: as on any
+	// node, a default route takes it first (the mark then reroutes it).
+	for _, args := range [][]string{
+		{"iptables", "-t", "nat", "-F"},
+		{"ip", "-4", "route", "add", "default", "via", testnet.ExtIPv4.String()},
+	} {
+		if _, err := c.Node1.Exec(ctx, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svc := objects.Service("default", "eip", objects.ClusterIPs("10.96.0.40"), objects.Port("http", v1.ProtocolTCP, 80, 0), objects.ExternalIPs("203.0.113.40"))
+	dp := NewDataplane(DataplaneOptions{Families: []plan.Family{plan.IPv4}, IPTables: iptables.Binaries("nft", nil)})
+	if err := c.Node1.Do(func() error { return dp.Sync(ctx, c.plan(t, servePort, c.eps, svc), plan.Changes{Full: true}) }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Node1.Do(func() error { return dp.Cleanup(ctx) }) })
+	dst := netip.MustParseAddrPort("203.0.113.40:80")
+	for _, from := range []*testnet.NS{c.Node1, c.Pods["cli"].NS} {
+		seen := map[string]bool{}
+		for range 9 {
+			r := ask(t, from, "tcp", dst)
+			seen[r.Pod] = true
+			if src := r.Src.Addr(); src != node1IP && src != testnet.Node1Addrs.GatewayV4() {
+				t.Errorf("%s → %s: endpoint saw %s, want one of node1's addresses (masqueraded)", from, dst, r.Src)
+			}
+		}
+		if len(seen) != 3 {
+			t.Errorf("%s → %s: answered by %v, want all three endpoints", from, dst, seen)
+		}
 	}
 }
