@@ -68,7 +68,7 @@ bench: deps build
 # IPVS beside nftables, in the same kernel: the test VM's (this machine's
 # may have no IPVS; see internal/testkit/vm), booted once for both.
 bench-ipvs: deps build
-	hack/vm/run -v -- ./bin/svcproxy bench --services 1000,10000 --endpoints 10 --changes 50 --dataplane nftables,ipvs
+	hack/vm/run -v -- ./bin/svcproxy bench --services 1000,10000 --endpoints 10 --changes 20 --dataplane nftables,ipvs
 
 # Network programming latency against a real apiserver: EndpointSlice write
 # to change in the kernel, 10,000 Services x 10 endpoints, svcproxy in its
