@@ -10,8 +10,9 @@ import (
 	"os"
 	"runtime/debug"
 	"slices"
-	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/svcproxy/svcproxy/internal/netwire"
 	"github.com/svcproxy/svcproxy/internal/nsrun"
@@ -192,11 +193,11 @@ func makeNetns(name string, addr netip.Prefix) error {
 // kernelRelease is the running kernel's release, for the table's heading:
 // the same dataplane is another on another kernel.
 func kernelRelease() string {
-	data, err := os.ReadFile("/proc/sys/kernel/osrelease")
-	if err != nil {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
 		return "unknown"
 	}
-	return strings.TrimSpace(string(data))
+	return unix.ByteSliceToString(u.Release[:])
 }
 
 func vmHWM() uint64 {
