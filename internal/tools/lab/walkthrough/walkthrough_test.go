@@ -25,6 +25,7 @@ import (
 	"github.com/svcproxy/svcproxy/internal/proxy/metrics"
 	"github.com/svcproxy/svcproxy/internal/testkit/apiserver"
 	"github.com/svcproxy/svcproxy/internal/testkit/vm"
+	"github.com/svcproxy/svcproxy/internal/timescale"
 	"github.com/svcproxy/svcproxy/internal/tools/controlplane"
 	"github.com/svcproxy/svcproxy/internal/tools/lab"
 	"github.com/svcproxy/svcproxy/internal/tools/lab/walkthrough"
@@ -57,7 +58,7 @@ const selfEnv = "SVCPROXY_TEST_SELF"
 func walk(t *testing.T, self, mode string) {
 	before := hostNetwork(t)
 	name := "e2e" + mode[:3]
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), timescale.Bound(10*time.Minute))
 	defer cancel()
 	t.Cleanup(func() { lab.Down(context.Background(), name) })
 	start := time.Now()
@@ -68,14 +69,22 @@ func walk(t *testing.T, self, mode string) {
 	t.Logf("lab up took %v", time.Since(start))
 	t.Cleanup(func() { explainFailure(t, st, self) }) // runs before the Down above
 	var out strings.Builder
+	start = time.Now()
 	report, err := walkthrough.Walk(ctx, st, &out)
-	t.Logf("walkthrough output:\n%s", out.String())
+	t.Logf("walkthrough took %v; its output:\n%s", time.Since(start), out.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkReport(t, st, report)
 	checkBadInput(ctx, t, st, self)
-	checkPage(ctx, t, st)
+	if vm.Inside() {
+		// Headless Chromium under qemu's emulated CPU takes many minutes;
+		// the page is the same in every mode, and is checked on this
+		// machine in the others.
+		t.Log("the lab's page is not checked in the VM")
+	} else {
+		checkPage(ctx, t, st)
+	}
 	checkNoFailures(ctx, t, st)
 	explainFailure(t, st, self)
 	procs, err := st.Processes()
