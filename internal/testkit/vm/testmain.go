@@ -133,13 +133,16 @@ func RunTest(t *testing.T, need func() error, cmd Command, env ...string) bool {
 // name holds a slash per level).
 func testArgs(args []string, name string) []string {
 	var keep []string
-	for _, a := range args {
-		flag, _, _ := strings.Cut(a, "=")
-		switch flag {
+	for i := 0; i < len(args); i++ {
+		flag, _, hasValue := strings.Cut(args[i], "=")
+		switch "-" + strings.TrimLeft(flag, "-") { // -flag or --flag
 		case "-test.run", "-test.skip", "-test.bench", "-test.fuzz", "-test.list":
+			if !hasValue {
+				i++ // "-test.run X": the value is the next argument
+			}
 			continue
 		}
-		keep = append(keep, a)
+		keep = append(keep, args[i])
 	}
 	var levels []string
 	for _, level := range strings.Split(name, "/") {
