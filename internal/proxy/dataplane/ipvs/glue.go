@@ -46,16 +46,20 @@ type glueChain struct {
 // glueJump is a rule of a built-in chain entering the glue.
 type glueJump struct{ table, chain, rule string }
 
+// glueJumps enter the glue. The source-range firewall is in mangle, where
+// kube-proxy has it in filter: IPVS takes the node's own packets in
+// LOCAL_OUT before filter OUTPUT, which would only see them sent on to an
+// endpoint, unfiltered.
 var glueJumps = []glueJump{
+	{tableMangle, "PREROUTING", "-m conntrack --ctstate NEW " + comment("kubernetes load balancer firewall") + " -j " + chainFirewall},
 	{tableMangle, "PREROUTING", comment("kubernetes external service ports taken in") + " -j " + chainLocal},
+	{tableMangle, "OUTPUT", "-m conntrack --ctstate NEW " + comment("kubernetes load balancer firewall") + " -j " + chainFirewall},
 	{tableMangle, "OUTPUT", comment("kubernetes external service ports taken in") + " -j " + chainLocal},
 	{tableNat, "PREROUTING", comment("kubernetes service portals") + " -j " + chainServices},
 	{tableNat, "OUTPUT", comment("kubernetes service portals") + " -j " + chainServices},
 	{tableNat, "POSTROUTING", comment("kubernetes postrouting rules") + " -j " + chainPostrouting},
-	{tableFlt, "INPUT", "-m conntrack --ctstate NEW " + comment("kubernetes load balancer firewall") + " -j " + chainFirewall},
 	{tableFlt, "INPUT", "-m conntrack --ctstate NEW " + comment("kubernetes ipvs access filter") + " -j " + chainFilter},
 	{tableFlt, "FORWARD", comment("kubernetes forwarding rules") + " -j " + chainForward},
-	{tableFlt, "OUTPUT", "-m conntrack --ctstate NEW " + comment("kubernetes load balancer firewall") + " -j " + chainFirewall},
 	{tableFlt, "OUTPUT", "-m conntrack --ctstate NEW " + comment("kubernetes ipvs access filter") + " -j " + chainFilter},
 }
 
@@ -108,10 +112,10 @@ func glueChains(f plan.Family, m marks, masq *plan.Masquerade, bypass []string) 
 			"-j MARK --set-xmark " + markHex + "/0x0",
 			comment("kubernetes service traffic requiring SNAT") + " -j MASQUERADE --random-fully",
 		}}},
-		{tableFlt, iptables.Chain{Name: chainFirewall, Rules: []string{
+		{tableMangle, iptables.Chain{Name: chainFirewall, Rules: []string{
 			comment("Kubernetes service load balancer ip + port for load balancer with sourceRange") + " " + set(setLBFirewall, "dst,dst") + " -j " + chainSourceRanges,
 		}}},
-		{tableFlt, iptables.Chain{Name: chainSourceRanges, Rules: []string{
+		{tableMangle, iptables.Chain{Name: chainSourceRanges, Rules: []string{
 			comment("Kubernetes service load balancer ip + port + source cidr for packet filter purpose") + " " + set(setLBSourceCIDR, "dst,dst,src") + " -j RETURN",
 			comment("source not in the load balancer's source ranges") + " -j DROP",
 		}}},

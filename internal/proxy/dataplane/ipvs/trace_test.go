@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	v1 "k8s.io/api/core/v1"
+
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/iptables"
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
@@ -88,4 +90,23 @@ func showPaths(paths []dataplane.TracePath) string {
 		}
 	}
 	return b.String()
+}
+
+// TestTraceHostOutsideSourceRanges: the node's own connection, from an
+// address of its outside the source ranges, to a load-balancer IP is
+// dropped, as the plan says, though IPVS takes the node's packets before
+// filter OUTPUT. (The fixture's ranges hold its node IP.)
+func TestTraceHostOutsideSourceRanges(t *testing.T) {
+	p, n := fixtureSync(t)
+	pkt := plan.Packet{Src: netip.MustParseAddr("192.0.2.77"), Dst: netip.MustParseAddrPort("203.0.113.19:443"), Protocol: v1.ProtocolTCP, FromHost: true}
+	if d := p.Decide(pkt); d.Action != plan.Drop {
+		t.Fatalf("the plan says %v, the fixture must drop the node outside the source ranges", d.Action)
+	}
+	paths, err := Trace(n.layer.State(), iptables.ParseSave(n.ipt.Dump(plan.IPv4)), n.addrs, pkt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := dataplane.Decide(paths); err != nil || got.Action != plan.Drop {
+		t.Errorf("tracer: %v, %v, want DROP\n%s", got.Action, err, showPaths(paths))
+	}
 }
