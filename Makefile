@@ -5,7 +5,7 @@
 GO ?= go
 export GOFLAGS ?= -mod=mod
 
-.PHONY: all build image image-lock demo lab test bench bench-api bench-ui screenshot fuzz deps controlplane clean
+.PHONY: all build image image-lock demo lab test bench bench-ipvs bench-api bench-ui screenshot fuzz deps controlplane clean
 
 all: build
 
@@ -64,6 +64,11 @@ test: deps controlplane
 bench: deps build
 	./bin/svcproxy bench --services 1000,10000 --endpoints 10 --changes 50
 	GOMEMLIMIT=140MiB ./bin/svcproxy bench --services 10000 --endpoints 10 --changes 50
+
+# IPVS beside nftables, in the same kernel: the test VM's (this machine's
+# may have no IPVS; see internal/testkit/vm), booted once for both.
+bench-ipvs: deps build
+	hack/vm/run -v -- ./bin/svcproxy bench --services 1000,10000 --endpoints 10 --changes 20 --dataplane nftables,ipvs
 
 # Network programming latency against a real apiserver: EndpointSlice write
 # to change in the kernel, 10,000 Services x 10 endpoints, svcproxy in its

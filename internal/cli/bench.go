@@ -24,7 +24,7 @@ the kernel.`,
 		sizes := fs.String("services", "1000,10000", "comma-separated numbers of Services")
 		eps := fs.Int("endpoints", 10, "endpoints per Service")
 		changes := fs.Int("changes", 50, "single-endpoint changes timed per size")
-		dp := fs.String("dataplane", "nftables", "dataplane to measure: nftables, iptables or iptables-legacy")
+		dps := fs.String("dataplane", "nftables", "comma-separated dataplanes to measure, side by side: "+strings.Join(bench.Dataplanes, ", "))
 		sched := fs.String("scheduler", "", "the scheduler every Service chooses (annotation svcproxy.io/scheduler); none by default")
 		api := fs.Bool("api", false, "measure network programming latency against a real kube-apiserver instead")
 		minSyncs := fs.String("min-sync-periods", "0s,1s", "with --api: the minSyncPeriods to measure")
@@ -34,7 +34,7 @@ the kernel.`,
 				return err
 			}
 			if !*api {
-				return bench.Run(ctx, stdout, bench.Options{Sizes: ns, Endpoints: *eps, Changes: *changes, Dataplane: *dp, Scheduler: *sched})
+				return bench.Run(ctx, stdout, bench.Options{Sizes: ns, Endpoints: *eps, Changes: *changes, Dataplanes: strings.Split(*dps, ","), Scheduler: *sched})
 			}
 			var periods []time.Duration
 			for _, s := range strings.Split(*minSyncs, ",") {

@@ -16,7 +16,9 @@ var statusCommand = &command{
 	about: `Lists every Service port as the running svcproxy planned it: addresses,
 traffic policies, endpoints (ready, serving, terminating, local, zone) and
 which traffic uses them, and the last sync. Asks the agent through its
-metrics server.`,
+metrics server; on an IPVS node, also lists each port's virtual servers
+and real servers (weight 0: draining) as the kernel holds them, read
+over netlink.`,
 	flags: func(fs *flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {
 		var e explainFlags
 		e.register(fs)
@@ -30,7 +32,8 @@ var traceCommand = &command{
 	name:     "trace",
 	synopsis: "--src IP --dst IP:PORT [--proto tcp] [--from-host] [--metrics ADDR] [--netns NAME] [--output text|json]",
 	about: `Follows one packet through the rules in this node's kernel (read back with
-nft or iptables-save), names each rule it meets, and checks the result
+nft or iptables-save; on an IPVS node iptables-save and the virtual
+servers, addresses and ipsets over netlink), names each rule it meets, and checks the result
 against the running svcproxy's plan. A disagreement is printed as an ERROR
 and the command exits 3.`,
 	flags: func(fs *flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {

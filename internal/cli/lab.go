@@ -25,7 +25,7 @@ import (
 // labCommands are `svcproxy lab ...`, in the order the help lists them.
 var labCommands = []*command{
 	{
-		name: "lab up", synopsis: "[--name lab] [--nodes 3] [--proxy-mode nftables|iptables] [--proxy-verbosity 2]",
+		name: "lab up", synopsis: "[--name lab] [--nodes 3] [--proxy-mode nftables|iptables|ipvs] [--proxy-verbosity 2]",
 		about: `Brings up a cluster of network namespaces on this machine: a real control
 plane, and on every node the lab's kubelet and svcproxy.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, []string, io.Writer, io.Writer) error {
@@ -125,7 +125,7 @@ kubectl's own help).`,
 		positional: true,
 	},
 	{
-		name: "lab demo", synopsis: "[--name lab] [--nodes 3] [--proxy-mode nftables|iptables] [--proxy-verbosity 2] [--keep]",
+		name: "lab demo", synopsis: "[--name lab] [--nodes 3] [--proxy-mode nftables|iptables|ipvs] [--proxy-verbosity 2] [--keep]",
 		about: `Brings a lab up, walks through the seeds' two-tier example
 (examples/two-tier/) printing what each step shows, and takes the lab
 down again unless --keep.`,
@@ -239,7 +239,7 @@ func labOptions(fs *flag.FlagSet) *lab.Options {
 	o := &lab.Options{}
 	fs.StringVar(&o.Name, "name", lab.DefaultName, "the lab's name")
 	fs.IntVar(&o.Nodes, "nodes", 3, "number of nodes")
-	fs.StringVar(&o.ProxyMode, "proxy-mode", "nftables", "svcproxy's mode on the nodes: nftables or iptables")
+	fs.StringVar(&o.ProxyMode, "proxy-mode", "nftables", "svcproxy's mode on the nodes: nftables, iptables or ipvs (ipvs needs a kernel with IPVS)")
 	fs.IntVar(&o.ProxyVerbosity, "proxy-verbosity", 2, "svcproxy's -v on the nodes: 2 logs a line per sync, 4 also the service ports it changed (logs in /run/svcproxy-lab/NAME/logs/svcproxy-NODE.log)")
 	return o
 }

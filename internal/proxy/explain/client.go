@@ -9,10 +9,13 @@ import (
 	"net/netip"
 	"net/url"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/svcproxy/svcproxy/internal/netwire"
 	"github.com/svcproxy/svcproxy/internal/nsrun"
+	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/ipvs"
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 )
 
@@ -24,10 +27,19 @@ type Node struct {
 	Metrics string // host:port of the metrics server, 127.0.0.1:10249 by default
 }
 
-// Status asks the agent for its status.
+// Status asks the agent for its status; on an IPVS node it adds each
+// port's virtual servers, read from the kernel over netlink.
 func (n Node) Status(ctx context.Context) (*Status, error) {
 	var s Status
-	return &s, n.getJSON(ctx, StatusPath, &s)
+	if err := n.getJSON(ctx, StatusPath, &s); err != nil || s.Mode != "ipvs" {
+		return &s, err
+	}
+	state, err := n.ipvsState(ctx)
+	if err != nil {
+		return &s, fmt.Errorf("reading IPVS over netlink: %w", err)
+	}
+	s.addIPVS(state)
+	return &s, nil
 }
 
 // Trace asks the agent for the plan's decision about pkt, then walks pkt
@@ -49,7 +61,18 @@ func (n Node) Trace(ctx context.Context, pkt plan.Packet) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Trace(ctx, strings.TrimSpace(mode), n.run, local, pkt, planned)
+	return Trace(ctx, strings.TrimSpace(mode), Kernel{Run: n.run, IPVS: n.ipvsState}, local, pkt, planned)
+}
+
+// ipvsState reads the node's IPVS state over netlink, in its namespace.
+func (n Node) ipvsState(ctx context.Context) (ipvs.State, error) {
+	var opts ipvs.Options
+	if n.Netns != "" {
+		opts.NetNS = filepath.Join(netwire.Dir, n.Netns)
+	}
+	k := ipvs.NewNetlink(opts)
+	defer k.Close()
+	return k.Read(ctx)
 }
 
 // run runs a command on the node.

@@ -5,9 +5,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 
+	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/ipvs"
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 	"github.com/svcproxy/svcproxy/internal/testkit/flows"
 )
@@ -52,6 +54,45 @@ func TestStatusOfTheFixture(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestStatusWithIPVS: on an IPVS node each port lists its virtual
+// servers (ClusterIP, load-balancer IP, node port on any address), real
+// servers of weight 0 as draining; other ports' and firewall-mark ones
+// are not its.
+func TestStatusWithIPVS(t *testing.T) {
+	p, _ := plan.Build(flows.Fixture())
+	s := Status{Mode: "ipvs", Ports: PortsOf(p)}
+	real := func(a string, w int) ipvs.RealServer {
+		ap := netip.MustParseAddrPort(a)
+		return ipvs.RealServer{Address: ap.Addr(), Port: ap.Port(), Weight: w}
+	}
+	vs := func(proto ipvs.Protocol, a string, reals ...ipvs.RealServer) ipvs.VirtualServer {
+		ap := netip.MustParseAddrPort(a)
+		return ipvs.VirtualServer{Address: ap.Addr(), Port: ap.Port(), Protocol: proto, Scheduler: "rr", Reals: reals}
+	}
+	s.addIPVS(ipvs.State{Services: []ipvs.VirtualServer{
+		vs(ipvs.TCP, "10.96.0.11:80", real("10.244.1.5:8080", 1), real("10.244.2.5:8080", 0)),
+		vs(ipvs.UDP, "10.96.0.11:80"),
+		vs(ipvs.TCP, "203.0.113.13:80", real("10.244.1.7:8080", 1)),
+		vs(ipvs.TCP, "198.51.100.1:30013", real("10.244.1.7:8080", 1)),
+		{Address: netip.IPv4Unspecified(), FWMark: 0x10000, Scheduler: "rr"},
+	}})
+	var b strings.Builder
+	s.Write(&b)
+	out := b.String()
+	for _, want := range []string{
+		"flows/three (tcp) 10.96.0.11:80\n  internalTrafficPolicy Cluster, externalTrafficPolicy Cluster\n" +
+			"  ipvs TCP 10.96.0.11:80 rr -> 10.244.1.5:8080 weight 1, 10.244.2.5:8080 weight 0 (draining)\n",
+		"  ipvs TCP 203.0.113.13:80 rr -> 10.244.1.7:8080 weight 1\n  ipvs TCP 198.51.100.1:30013 rr -> 10.244.1.7:8080 weight 1\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, "  ipvs "); n != 3 {
+		t.Errorf("%d virtual server lines, want 3:\n%s", n, out)
 	}
 }
 

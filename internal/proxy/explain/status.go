@@ -58,6 +58,9 @@ type Port struct {
 	Scheduler  string          `json:"scheduler,omitempty"`
 	Scheduling plan.Scheduling `json:"scheduling"`
 	Endpoints  []Endpoint      `json:"endpoints"`
+	// IPVS are the port's virtual servers in the node's kernel, on an
+	// IPVS node (read by the client, over netlink, not by the agent).
+	IPVS []VirtualServer `json:"ipvs,omitempty"`
 }
 
 // Endpoint is one endpoint of a port and which traffic uses it.
@@ -186,6 +189,7 @@ func (p Port) write(w io.Writer) {
 	if line := p.schedulerLine(); line != "" {
 		fmt.Fprintln(w, "  "+line)
 	}
+	p.writeIPVS(w)
 	if len(p.Endpoints) == 0 {
 		fmt.Fprintln(w, "  no endpoints: connections are rejected")
 		return

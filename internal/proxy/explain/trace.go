@@ -9,6 +9,7 @@ import (
 
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/iptables"
+	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/ipvs"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/nftables"
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 )
@@ -59,18 +60,28 @@ type Verdict struct {
 // its output.
 type Runner func(ctx context.Context, argv ...string) (string, error)
 
-// Trace reads the rules of mode from the node's kernel with run, walks pkt
-// through them, and checks the outcome against the plan's decision.
-// localAddrs are the node's addresses.
-func Trace(ctx context.Context, mode string, run Runner, localAddrs []netip.Addr, pkt plan.Packet, planned plan.Decision) (*Result, error) {
+// Kernel reads what a node's kernel holds: Run runs commands there (nft,
+// iptables-save), IPVS reads its IPVS virtual servers, kube-ipvs0
+// addresses and ipsets over netlink.
+type Kernel struct {
+	Run  Runner
+	IPVS func(context.Context) (ipvs.State, error)
+}
+
+// Trace reads the rules of mode from the node's kernel, walks pkt through
+// them, and checks the outcome against the plan's decision. localAddrs
+// are the node's addresses.
+func Trace(ctx context.Context, mode string, k Kernel, localAddrs []netip.Addr, pkt plan.Packet, planned plan.Decision) (*Result, error) {
 	var paths []Path
 	var got plan.Decision
 	var err error
 	switch mode {
 	case "nftables":
-		paths, got, err = traceNft(ctx, run, localAddrs, pkt)
+		paths, got, err = traceNft(ctx, k.Run, localAddrs, pkt)
 	case "iptables":
-		paths, got, err = traceIpt(ctx, run, localAddrs, pkt)
+		paths, got, err = traceIpt(ctx, k.Run, localAddrs, pkt)
+	case "ipvs":
+		paths, got, err = traceIPVS(ctx, k, localAddrs, pkt)
 	default:
 		return nil, fmt.Errorf("trace: proxy mode %q has no tracer", mode)
 	}
@@ -112,6 +123,24 @@ func traceIpt(ctx context.Context, run Runner, local []netip.Addr, pkt plan.Pack
 		return nil, plan.Decision{}, err
 	}
 	return summarize(iptables.Trace(iptables.ParseSave(out), local, pkt))
+}
+
+// traceIPVS walks the IPVS glue (iptables-save of the packet's family)
+// and the virtual servers, addresses and sets read over netlink.
+func traceIPVS(ctx context.Context, k Kernel, local []netip.Addr, pkt plan.Packet) ([]Path, plan.Decision, error) {
+	save := "iptables-save"
+	if pkt.Src.Is6() {
+		save = "ip6tables-save"
+	}
+	out, err := k.Run(ctx, save)
+	if err != nil {
+		return nil, plan.Decision{}, err
+	}
+	state, err := k.IPVS(ctx)
+	if err != nil {
+		return nil, plan.Decision{}, fmt.Errorf("reading IPVS over netlink: %w", err)
+	}
+	return summarize(ipvs.Trace(state, iptables.ParseSave(out), local, pkt))
 }
 
 // summarize turns a tracer's paths into ours and their decision.

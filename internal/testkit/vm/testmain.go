@@ -1,12 +1,15 @@
 package vm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -80,4 +83,100 @@ func IPVS() error {
 		return nil
 	}
 	return errors.Join(fmt.Errorf("no %s", proc), fmt.Errorf("modprobe ip_vs: %v: %s", err, strings.TrimSpace(string(out))))
+}
+
+// RunTest runs the calling test, and only it, in a VM when need says this
+// kernel lacks what it needs, and reports whether it did: the caller then
+// returns, its result being the VM's. It returns false, and the test goes
+// on here, when the kernel has what it needs (inside the VM too; a VM
+// whose kernel still lacks it fails the test). This is Main for one test
+// of a package whose other tests run here: the same test binary runs again
+// in the VM with -test.run naming exactly t (the other -test.* flags kept),
+// its output logged to t line by line, env added to its environment.
+//
+// A VM that cannot boot fails the test with the reason; it is never a skip.
+func RunTest(t *testing.T, need func() error, cmd Command, env ...string) bool {
+	t.Helper()
+	needErr := need()
+	switch {
+	case needErr == nil:
+		return false
+	case Inside():
+		t.Fatalf("vm: the VM's kernel still lacks what the test needs: %v", needErr)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Args = append([]string{self}, testArgs(os.Args[1:], t.Name())...)
+	cmd.Env = append(append(os.Environ(), insideEnv+"=1"), env...)
+	if cmd.Timeout == 0 {
+		cmd.Timeout = vmTimeout(os.Args[1:])
+	}
+	out := &lineLog{t: t}
+	cmd.Stdout, cmd.Stderr = out, out
+	res, err := Run(t.Context(), cmd)
+	out.flush()
+	if err != nil {
+		t.Fatalf("vm: running %s in a VM: %v", t.Name(), err)
+	}
+	t.Logf("vm: ran %s in a VM (boot %.1fs, in all %.1fs), as this kernel lacks what it needs: %s",
+		t.Name(), res.Boot.Seconds(), res.Elapsed.Seconds(), strings.ReplaceAll(needErr.Error(), "\n", "; "))
+	if res.ExitCode != 0 {
+		t.Fatalf("vm: %s failed in the VM (exit status %d); its output is above", t.Name(), res.ExitCode)
+	}
+	return true
+}
+
+// testArgs keeps a test binary's -test.* flags but those choosing tests,
+// and adds a -test.run matching exactly the test named name (a subtest's
+// name holds a slash per level).
+func testArgs(args []string, name string) []string {
+	var keep []string
+	for i := 0; i < len(args); i++ {
+		flag, _, hasValue := strings.Cut(args[i], "=")
+		switch "-" + strings.TrimLeft(flag, "-") { // -flag or --flag
+		case "-test.run", "-test.skip", "-test.bench", "-test.fuzz", "-test.list":
+			if !hasValue {
+				i++ // "-test.run X": the value is the next argument
+			}
+			continue
+		}
+		keep = append(keep, args[i])
+	}
+	var levels []string
+	for _, level := range strings.Split(name, "/") {
+		levels = append(levels, "^"+regexp.QuoteMeta(level)+"$")
+	}
+	return append(keep, "-test.run="+strings.Join(levels, "/"))
+}
+
+// lineLog sends what it is written to t.Log, a line at a time.
+type lineLog struct {
+	t       *testing.T
+	mu      sync.Mutex
+	partial []byte
+}
+
+func (l *lineLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.partial = append(l.partial, p...)
+	for {
+		line, rest, ok := bytes.Cut(l.partial, []byte("\n"))
+		if !ok {
+			return len(p), nil
+		}
+		l.t.Log("vm| " + string(line))
+		l.partial = rest
+	}
+}
+
+func (l *lineLog) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.partial) > 0 {
+		l.t.Log("vm| " + string(l.partial))
+		l.partial = nil
+	}
 }

@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +36,8 @@ import (
 	"time"
 
 	"github.com/svcproxy/svcproxy/internal/cachedir"
+	"github.com/svcproxy/svcproxy/internal/filelock"
+	"github.com/svcproxy/svcproxy/internal/timescale"
 )
 
 // Command is what to run in the VM.
@@ -74,6 +77,12 @@ var DefaultModules = []string{
 	"xt_set", "xt_ipvs", "dummy", "veth", "bridge",
 }
 
+// GuestTimeScale is how much longer than on this machine a command in the
+// VM may wait for a condition before it gives up (package timescale): the
+// VM emulates its CPU (TCG), and the lab's control plane, for one, took
+// 15 times as long to become ready there. A Command's own $SVCPROXY_TIME_SCALE wins.
+const GuestTimeScale = "15"
+
 // Result is how a command that ran in the VM ended.
 type Result struct {
 	// ExitCode is the command's exit status (128+N if signal N killed it).
@@ -108,6 +117,11 @@ func Run(ctx context.Context, cmd Command) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	unlock, err := oneAtATime(cmd)
+	if err != nil {
+		return Result{}, err
+	}
+	defer unlock()
 	r, err := newRun(cmd, k)
 	if err != nil {
 		return Result{}, err
@@ -117,12 +131,28 @@ func Run(ctx context.Context, cmd Command) (Result, error) {
 	return res, err
 }
 
+// oneAtATime waits until no other VM of this cache runs (go test runs
+// packages in parallel, and each IPVS package boots its own): on a small
+// machine two emulated VMs at once would each take twice as long, and
+// the waits inside them are stretched for one.
+func oneAtATime(cmd Command) (unlock func(), err error) {
+	lock := filepath.Join(cmd.CacheDir, "run.lock")
+	if unlock, ok, err := filelock.TryLock(lock); err != nil || ok {
+		return unlock, err
+	}
+	fmt.Fprintf(cmd.Log, "vm: waiting for another VM to end (%s)\n", lock)
+	return filelock.Lock(lock)
+}
+
 func withDefaults(cmd Command) Command {
 	if cmd.Dir == "" {
 		cmd.Dir, _ = os.Getwd()
 	}
 	if cmd.Env == nil {
 		cmd.Env = os.Environ()
+	}
+	if !slices.ContainsFunc(cmd.Env, func(kv string) bool { return strings.HasPrefix(kv, timescale.Env+"=") }) {
+		cmd.Env = append(slices.Clone(cmd.Env), timescale.Env+"="+GuestTimeScale)
 	}
 	if cmd.Stdout == nil {
 		cmd.Stdout = os.Stdout

@@ -127,3 +127,13 @@ func TestVMTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestTestArgs: the flags choosing tests go, whichever way they are
+// written, and one -test.run names exactly the test.
+func TestTestArgs(t *testing.T) {
+	got := testArgs([]string{"-test.v", "-test.run", "TestA/b", "-test.timeout", "20m", "--test.skip=X", "-test.count=1", "-test.run=Y"}, "TestWalk/ipvs (1)")
+	want := []string{"-test.v", "-test.timeout", "20m", "-test.count=1", `-test.run=^TestWalk$/^ipvs \(1\)$`}
+	if !slices.Equal(got, want) {
+		t.Errorf("testArgs = %q, want %q", got, want)
+	}
+}

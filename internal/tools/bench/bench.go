@@ -12,10 +12,13 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/svcproxy/svcproxy/internal/netwire"
 	"github.com/svcproxy/svcproxy/internal/nsrun"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/iptables"
+	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/ipvs"
 	"github.com/svcproxy/svcproxy/internal/proxy/dataplane/nftables"
 	"github.com/svcproxy/svcproxy/internal/proxy/plan"
 )
@@ -25,11 +28,17 @@ type Options struct {
 	Sizes     []int // numbers of Services
 	Endpoints int   // endpoints per Service
 	Changes   int   // single-endpoint changes timed per size
-	Dataplane string
+	// Dataplanes are measured one after the other at each size, each in a
+	// fresh network namespace of the same kernel: one of Dataplanes.
+	Dataplanes []string
 	// Scheduler, when set, is chosen by every Service (the
 	// svcproxy.io/scheduler annotation).
 	Scheduler string
 }
+
+// Dataplanes are the dataplanes the bench can measure.
+// ipvs needs a kernel with IPVS (make bench-ipvs runs in the test VM).
+var Dataplanes = []string{"nftables", "iptables", "iptables-legacy", "ipvs"}
 
 // Result is one row of the table.
 type Result struct {
@@ -39,31 +48,44 @@ type Result struct {
 	ChangeP50, ChangeP90, ChangeMax time.Duration
 }
 
-// Run measures each size in a fresh network namespace and writes the table.
+// Run measures each size with each dataplane, each in a fresh network
+// namespace, and writes the table.
 func Run(ctx context.Context, out io.Writer, opts Options) error {
+	for _, name := range opts.Dataplanes {
+		if !slices.Contains(Dataplanes, name) {
+			return fmt.Errorf("unknown dataplane %q: want one of %v", name, Dataplanes)
+		}
+	}
 	sched := "no scheduler chosen"
 	if opts.Scheduler != "" {
 		sched = "every Service choosing scheduler " + opts.Scheduler
 	}
-	fmt.Fprintf(out, "dataplane %s, %d endpoints per Service, %s, %d single-endpoint changes per size\n\n", opts.Dataplane, opts.Endpoints, sched, opts.Changes)
-	fmt.Fprintf(out, "%-9s %-10s %-10s %-12s %-12s %-12s %-12s\n", "services", "endpoints", "plan", "cold sync", "change p50", "change p90", "change max")
-	for _, n := range opts.Sizes {
-		var r Result
-		err := inFreshNetns(func() (err error) {
-			r, err = measure(ctx, n, opts)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("%d services: %w", n, err)
+	fmt.Fprintf(out, "%d endpoints per Service, %s, %d single-endpoint changes per size, kernel %s\n\n", opts.Endpoints, sched, opts.Changes, kernelRelease())
+	for _, name := range opts.Dataplanes {
+		if err := inFreshNetns(func() error { return warmUp(ctx, name) }); err != nil {
+			return fmt.Errorf("%s, warming up: %w", name, err)
 		}
-		fmt.Fprintf(out, "%-9d %-10d %-10s %-12s %-12s %-12s %-12s\n", r.Services, r.Services*r.Endpoints,
-			round(r.Plan), round(r.Cold), round(r.ChangeP50), round(r.ChangeP90), round(r.ChangeMax))
+	}
+	fmt.Fprintf(out, "%-16s %-9s %-10s %-10s %-12s %-12s %-12s %-12s\n", "dataplane", "services", "endpoints", "plan", "cold sync", "change p50", "change p90", "change max")
+	for _, n := range opts.Sizes {
+		for _, name := range opts.Dataplanes {
+			var r Result
+			err := inFreshNetns(func() (err error) {
+				r, err = measure(ctx, n, name, opts)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("%s, %d services: %w", name, n, err)
+			}
+			fmt.Fprintf(out, "%-16s %-9d %-10d %-10s %-12s %-12s %-12s %-12s\n", name, r.Services, r.Services*r.Endpoints,
+				round(r.Plan), round(r.Cold), round(r.ChangeP50), round(r.ChangeP90), round(r.ChangeMax))
+		}
 	}
 	limit := "none (Go's default GC)"
 	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
 		limit = fmt.Sprintf("%d MiB (GOMEMLIMIT)", l>>20)
 	}
-	fmt.Fprintf(out, "\npeak RSS of this process (VmHWM), objects and plan included: %d MiB; soft memory limit: %s\n", vmHWM()>>20, limit)
+	fmt.Fprintf(out, "\npeak RSS of this process (VmHWM) over every row, objects and plans included: %d MiB; soft memory limit: %s\n", vmHWM()>>20, limit)
 	return nil
 }
 
@@ -78,14 +100,16 @@ func newDataplane(name string) (dataplane.Dataplane, plan.Capabilities, error) {
 		return iptables.New(iptables.Options{Families: []plan.Family{plan.IPv4}}), iptables.Capabilities, nil
 	case "iptables-legacy":
 		return iptables.New(iptables.Options{Families: []plan.Family{plan.IPv4}, Backend: "legacy"}), iptables.Capabilities, nil
+	case "ipvs":
+		return ipvs.NewDataplane(ipvs.DataplaneOptions{Families: []plan.Family{plan.IPv4}}), ipvs.Capabilities, nil
 	}
 	return nil, plan.Capabilities{}, fmt.Errorf("unknown dataplane %q", name)
 }
 
-func measure(ctx context.Context, n int, opts Options) (Result, error) {
+func measure(ctx context.Context, n int, dataplane string, opts Options) (Result, error) {
 	r := Result{Services: n, Endpoints: opts.Endpoints}
 	svcs, eps := workload(n, opts.Endpoints)
-	dp, caps, err := newDataplane(opts.Dataplane)
+	dp, caps, err := newDataplane(dataplane)
 	if err != nil {
 		return r, err
 	}
@@ -132,6 +156,22 @@ func measure(ctx context.Context, n int, opts Options) (Result, error) {
 	return r, nil
 }
 
+// warmUp syncs one Service with the dataplane, untimed, so that the
+// kernel has loaded the modules it needs (nf_tables, ip_vs and their
+// helpers load on first use) before the first measured sync.
+func warmUp(ctx context.Context, name string) error {
+	dp, caps, err := newDataplane(name)
+	if err != nil {
+		return err
+	}
+	tr := plan.NewTracker(plan.Config{NodeName: "bench-node", Dataplane: caps})
+	svcs, eps := workload(1, 1)
+	tr.SetService(svcs[0])
+	tr.SetSlice(eps[0])
+	p, ch := tr.Sync()
+	return errors.Join(dp.Sync(ctx, p, ch), dp.Cleanup(ctx))
+}
+
 // inFreshNetns runs fn on a locked thread inside a new network namespace,
 // which is removed afterwards. Processes fn starts (nft) run there too.
 func inFreshNetns(fn func() error) error {
@@ -163,6 +203,16 @@ func makeNetns(name string, addr netip.Prefix) error {
 		return errors.Join(err, netwire.Delete(name))
 	}
 	return nil
+}
+
+// kernelRelease is the running kernel's release, for the table's heading:
+// the same dataplane is another on another kernel.
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "unknown"
+	}
+	return unix.ByteSliceToString(u.Release[:])
 }
 
 func vmHWM() uint64 {

@@ -14,10 +14,10 @@ import (
 func TestRunSmall(t *testing.T) {
 	testnet.RequireKernel(t, "nft")
 	var out bytes.Buffer
-	if err := Run(context.Background(), &out, Options{Sizes: []int{20}, Endpoints: 3, Changes: 3, Dataplane: "nftables"}); err != nil {
+	if err := Run(context.Background(), &out, Options{Sizes: []int{20}, Endpoints: 3, Changes: 3, Dataplanes: []string{"nftables"}}); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "\n20 ") || !strings.Contains(out.String(), "peak RSS") {
+	if !strings.Contains(out.String(), "\nnftables         20 ") || !strings.Contains(out.String(), "peak RSS") {
 		t.Fatalf("no result row:\n%s", out.String())
 	}
 }

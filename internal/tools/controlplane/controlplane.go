@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/svcproxy/svcproxy/internal/addrplan"
+	"github.com/svcproxy/svcproxy/internal/timescale"
 )
 
 // DefaultServiceCIDR is the service cluster IP range when Options leaves it
@@ -269,7 +270,7 @@ func (c *ControlPlane) path(name string) string { return filepath.Join(c.opts.Wo
 // waitReady polls ready until it succeeds, the process exits, ctx ends or
 // readyTimeout passes.
 func waitReady(ctx context.Context, p *process, ready func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timescale.Bound(readyTimeout))
 	defer cancel()
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()

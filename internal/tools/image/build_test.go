@@ -149,8 +149,8 @@ func checkCranePush(t *testing.T, archive string, res *Result) {
 }
 
 // TestRootHoldsWhatTheDataplanesRun checks the Debian layer's contents:
-// every command, resolving to an ELF executable whose libraries are there;
-// the iptables extensions the rules use; no documentation but copyright
+// every command (ipset and ipvsadm too), resolving to an ELF executable
+// whose libraries are there; the iptables extensions the rules use; no documentation but copyright
 // files; a status entry per package.
 func TestRootHoldsWhatTheDataplanesRun(t *testing.T) {
 	opts := testOptions(t)
@@ -164,7 +164,8 @@ func TestRootHoldsWhatTheDataplanesRun(t *testing.T) {
 		must = append(must, link)
 	}
 	for _, ext := range []string{"libxt_statistic.so", "libxt_comment.so", "libxt_conntrack.so", "libxt_mark.so", "libxt_MASQUERADE.so",
-		"libxt_DNAT.so", "libipt_REJECT.so", "libip6t_REJECT.so", "libxt_addrtype.so", "libxt_recent.so", "libxt_tcp.so", "libxt_udp.so", "libxt_sctp.so"} {
+		"libxt_DNAT.so", "libipt_REJECT.so", "libip6t_REJECT.so", "libxt_addrtype.so", "libxt_recent.so", "libxt_tcp.so", "libxt_udp.so", "libxt_sctp.so",
+		"libxt_set.so", "libxt_MARK.so"} { // the last two: IPVS mode's glue (ipset matches, marking for masquerade)
 		must = append(must, xtablesDir+"/"+ext)
 	}
 	must = append(must, "/lib64/ld-linux-x86-64.so.2", "/usr/share/doc/libc6/copyright", "/var/lib/dpkg/status.d/nftables")

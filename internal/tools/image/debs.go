@@ -23,8 +23,10 @@ const Arch = "amd64"
 // Roots are the Debian packages whose commands the dataplanes run; the
 // image's packages are their dependencies (Depends and Pre-Depends,
 // recursively), and of those only the files the commands load go in.
-// The IPVS dataplane adds "ipset" here (and its command to Commands).
-var Roots = []string{"nftables", "iptables", "conntrack"}
+// ipset and ipvsadm are for IPVS mode: the dataplane itself talks netlink,
+// but an operator reads a node's sets and virtual servers with them, as on
+// a kube-proxy node.
+var Roots = []string{"nftables", "iptables", "conntrack", "ipset", "ipvsadm"}
 
 // Extras are taken without their dependencies: base-files for
 // /etc/os-release (so that scanners know the distribution), netbase for

@@ -15,11 +15,13 @@ import (
 
 // Commands are the executables the image holds (with what they load), as
 // the dataplanes and an operator call them: nft; iptables and ip6tables
-// with both back ends and their -save and -restore; conntrack. The IPVS
-// dataplane adds /usr/sbin/ipset here.
+// with both back ends and their -save and -restore; conntrack; ipset and
+// ipvsadm, to inspect an IPVS node (svcproxy programs both over netlink;
+// the kernel loads ip_vs and the set types on demand, so no modprobe).
 var Commands = []string{
 	"/usr/sbin/nft",
 	"/usr/sbin/conntrack",
+	"/usr/sbin/ipset", "/usr/sbin/ipvsadm",
 	"/usr/sbin/iptables-nft", "/usr/sbin/iptables-nft-save", "/usr/sbin/iptables-nft-restore",
 	"/usr/sbin/ip6tables-nft", "/usr/sbin/ip6tables-nft-save", "/usr/sbin/ip6tables-nft-restore",
 	"/usr/sbin/iptables-legacy", "/usr/sbin/iptables-legacy-save", "/usr/sbin/iptables-legacy-restore",

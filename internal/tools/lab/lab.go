@@ -27,6 +27,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strings"
 
 	"github.com/svcproxy/svcproxy/internal/addrplan"
 )
@@ -68,7 +70,7 @@ type State struct {
 	Kubeconfig string // the admin kubeconfig
 	BinDir     string // control-plane binaries, kubectl among them
 	Self       string // the svcproxy executable every lab process runs
-	ProxyMode  string // nftables or iptables
+	ProxyMode  string // one of ProxyModes
 	// ProxyVerbosity is the -v of every node's svcproxy.
 	ProxyVerbosity int
 	Nodes          []Node
@@ -88,6 +90,10 @@ type Node struct {
 	Netns     string
 }
 
+// ProxyModes are the modes the nodes' svcproxy can run in. ipvs needs a
+// kernel with IPVS (checkMachine says so when it has none).
+var ProxyModes = []string{"nftables", "iptables", "ipvs"}
+
 var labName = regexp.MustCompile(`^[a-z][a-z0-9]{0,9}$`)
 
 // NewState plans a lab of n nodes; it creates nothing.
@@ -98,8 +104,8 @@ func NewState(name string, n int, self, proxyMode string) (*State, error) {
 	if n < 1 || n > 20 {
 		return nil, fmt.Errorf("nodes: want 1 to 20, got %d", n)
 	}
-	if proxyMode != "nftables" && proxyMode != "iptables" {
-		return nil, fmt.Errorf("proxy mode %q: want nftables or iptables", proxyMode)
+	if !slices.Contains(ProxyModes, proxyMode) {
+		return nil, fmt.Errorf("proxy mode %q: want one of %s", proxyMode, strings.Join(ProxyModes, ", "))
 	}
 	s := &State{Name: name, Dir: filepath.Join(StateRoot, name), Self: self, ProxyMode: proxyMode}
 	s.Kubeconfig = filepath.Join(s.Dir, "controlplane", "kubeconfig")

@@ -50,7 +50,7 @@ func TestNewStateRejectsBadInput(t *testing.T) {
 		{"toolongname1", 3, "nftables", "lab name"},
 		{"lab", 0, "nftables", "nodes: want 1 to 20, got 0"},
 		{"lab", 21, "nftables", "nodes: want 1 to 20, got 21"},
-		{"lab", 3, "ipvs", `proxy mode "ipvs"`},
+		{"lab", 3, "ipvs6", `proxy mode "ipvs6": want one of nftables, iptables, ipvs`},
 	} {
 		if _, err := NewState(c.name, c.nodes, "x", c.mode); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("NewState(%q, %d, %q) = %v, want %q", c.name, c.nodes, c.mode, err, c.want)
@@ -146,5 +146,13 @@ func TestCheckMachineSaysWhatIsMissing(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "root") || !strings.Contains(err.Error(), "iptables-legacy-restore for svcproxy's iptables mode") ||
 		!strings.HasSuffix(err.Error(), "apt-get install iproute2 iptables") {
 		t.Errorf("iptables lab as root, empty PATH: %v", err)
+	}
+	ipvsProc = filepath.Join(t.TempDir(), "ip_vs") // a kernel without IPVS
+	err = checkMachine("ipvs", 0)
+	for _, want := range []string{"iptables-nft-restore for svcproxy's ipvs mode", "ipvsadm to show IPVS virtual servers",
+		"a kernel with IPVS for svcproxy's ipvs mode: this one has no " + ipvsProc, "hack/vm/run", "apt-get install iproute2 iptables ipvsadm"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ipvs lab as root, empty PATH, no IPVS: %v; want %q", err, want)
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/svcproxy/svcproxy/internal/nsrun"
+	"github.com/svcproxy/svcproxy/internal/timescale"
 	"github.com/svcproxy/svcproxy/internal/tools/controlplane"
 )
 
@@ -23,7 +24,7 @@ import (
 type Options struct {
 	Name      string // the lab's name, "lab" by default
 	Nodes     int    // 3 by default
-	ProxyMode string // nftables (default) or iptables
+	ProxyMode string // one of ProxyModes, nftables by default
 	// ProxyVerbosity is each node's svcproxy -v: 0 logs starts, warnings
 	// and failures, 2 also a line per sync, 4 the service ports it changed.
 	ProxyVerbosity int
@@ -43,7 +44,7 @@ const (
 )
 
 // RequestTimeout bounds one request of the lab's checks and walkthrough.
-const RequestTimeout = 5 * time.Second
+var RequestTimeout = timescale.Bound(5 * time.Second)
 
 // Up brings up a lab and returns once it is ready: nodes Ready, every node's
 // svcproxy healthy, cluster DNS answering, the page served. On error or
@@ -234,10 +235,11 @@ func dnsReady(ctx context.Context, client kubernetes.Interface) error {
 	return nil
 }
 
-// Poll calls ok every 200 ms until it succeeds, limit passes or ctx ends;
-// the error then carries ok's last error.
+// Poll calls ok every 200 ms until it succeeds, limit (stretched on a slow
+// machine: package timescale) passes or ctx ends; the error then carries
+// ok's last error.
 func Poll(ctx context.Context, limit time.Duration, ok func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, limit)
+	ctx, cancel := context.WithTimeout(ctx, timescale.Bound(limit))
 	defer cancel()
 	for {
 		err := ok()

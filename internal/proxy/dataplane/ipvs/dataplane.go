@@ -488,6 +488,30 @@ func (d *Dataplane) HasGlue(ctx context.Context) bool {
 	return err == nil && hasOwnChains(tables)
 }
 
+// connReuseBroken says whether the kernel (its release, "6.1.0-57-amd64")
+// predates Linux 5.9, where conn_reuse_mode 1 (the default) delays a new
+// connection that reuses the ports of one IPVS still remembers by a
+// second; kube-proxy sets 0 there and leaves later kernels alone. Mode 0
+// sends such a connection to the old one's real server, even a removed
+// one: in the lab's rolling update under load, about one request in a
+// hundred timed out, sent to a deleted pod.
+func connReuseBroken(release string) bool {
+	var major, minor int
+	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major < 5 || major == 5 && minor < 9
+}
+
+// kernelRelease is the running kernel's release, "" if unknown.
+func kernelRelease() string {
+	data, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(data))
+}
+
 // setUpHost writes the sysctls IPVS mode needs, as kube-proxy does:
 // conntrack for IPVS connections (the glue's masquerading needs it),
 // forwarding, and kube-proxy's connection-reuse settings; strictARP; and
@@ -498,10 +522,12 @@ func (d *Dataplane) setUpHost() error {
 	}
 	values := map[string]int{
 		"net/ipv4/vs/conntrack":                 1,
-		"net/ipv4/vs/conn_reuse_mode":           0,
 		"net/ipv4/vs/expire_nodest_conn":        1,
 		"net/ipv4/vs/expire_quiescent_template": 1,
 		"net/ipv4/ip_forward":                   1,
+	}
+	if connReuseBroken(kernelRelease()) {
+		values["net/ipv4/vs/conn_reuse_mode"] = 0
 	}
 	if d.opts.StrictARP {
 		values["net/ipv4/conf/all/arp_ignore"] = 1

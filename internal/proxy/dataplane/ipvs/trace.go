@@ -112,7 +112,8 @@ func (r *Rules) Eval(w *dataplane.Walk, chain string, i int) (dataplane.Verdict,
 
 // lookup is IPVS's: a firewall-mark service for the packet's mark, else
 // the service of its address, protocol and port; a real server chosen
-// among all, equally likely. A packet to a kube-ipvs0 address that no
+// among those of weight above 0 (weight 0 is a removed endpoint draining
+// its connections, which takes no new one), equally likely. A packet to a kube-ipvs0 address that no
 // service takes meets the node's own stack, which refuses it.
 func (r *Rules) lookup(w *dataplane.Walk, localIn bool) (dataplane.Verdict, error) {
 	if w.DNATed {
@@ -125,10 +126,10 @@ func (r *Rules) lookup(w *dataplane.Walk, localIn bool) (dataplane.Verdict, erro
 		}
 		return dataplane.Verdict{}, nil
 	}
-	if len(vs.Reals) == 0 {
-		return dataplane.Verdict{Kind: dataplane.Reject, Note: "service " + serviceLine(vs) + " has no real server: ICMP port unreachable"}, nil
+	reals := slices.DeleteFunc(sortedReals(vs.Reals), func(rs RealServer) bool { return rs.Weight == 0 })
+	if len(reals) == 0 {
+		return dataplane.Verdict{Kind: dataplane.Reject, Note: "service " + serviceLine(vs) + " has no real server taking connections: ICMP port unreachable"}, nil
 	}
-	reals := sortedReals(vs.Reals)
 	rs := reals[w.Schedule(len(reals), vs.Scheduler, -1)]
 	w.DNAT(rs.addrPort())
 	if secs := vs.persistenceSeconds(); secs > 0 {

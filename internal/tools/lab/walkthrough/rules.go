@@ -3,6 +3,7 @@ package walkthrough
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
@@ -18,11 +19,15 @@ import (
 // Service: in iptables mode the nat rules naming it; in nftables mode its
 // own chains (named with the hash that starts its chains' names), the
 // shared chains they jump to, and the elements of shared sets and maps
-// that name it or hold its addresses or node ports.
+// that name it or hold its addresses or node ports; in ipvs mode its
+// virtual servers, as ipvsadm lists them, and its addresses on kube-ipvs0.
 func serviceRules(ctx context.Context, st *lab.State, svc *corev1.Service) (string, error) {
 	node := st.Nodes[0].Netns
 	name := svc.Namespace + "/" + svc.Name
-	if st.ProxyMode == "iptables" {
+	switch st.ProxyMode {
+	case "ipvs":
+		return ipvsRules(ctx, node, svc)
+	case "iptables":
 		out, err := lab.Command(ctx, node, "iptables-save", "-t", "nat").CombinedOutput()
 		if err != nil {
 			return "", fmt.Errorf("iptables-save in %s: %w: %s", node, err, out)
@@ -155,4 +160,73 @@ func hasPrefixAny(s string, prefixes []string) bool {
 		}
 	}
 	return false
+}
+
+// ipvsRules shows the Service's IPVS virtual servers on node, with their
+// real servers, and the kube-ipvs0 addresses that make the node accept
+// its ClusterIPs: the view a reader of the seeds gets from ipvsadm.
+func ipvsRules(ctx context.Context, node string, svc *corev1.Service) (string, error) {
+	out, err := lab.Command(ctx, node, "ipvsadm", "-Ln").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("ipvsadm -Ln in %s: %w: %s", node, err, out)
+	}
+	addrs, err := lab.Command(ctx, node, "ip", "-o", "address", "show", "dev", "kube-ipvs0").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("ip address show dev kube-ipvs0 in %s: %w: %s", node, err, addrs)
+	}
+	var bound []string
+	for _, ip := range svc.Spec.ClusterIPs {
+		bound = append(bound, grepLines(string(addrs), " "+ip+"/"))
+	}
+	name := svc.Namespace + "/" + svc.Name
+	return "$ svcproxy lab exec node1 -- ipvsadm -Ln   (the virtual servers of " + name + ")\n" +
+		ipvsadmBlocks(string(out), ipvsKeys(svc)) + "\n" +
+		"$ svcproxy lab exec node1 -- ip -o address show dev kube-ipvs0   (its addresses)\n" +
+		strings.Join(bound, "\n"), nil
+}
+
+// ipvsKeys are the virtual servers' addresses that belong to svc, as
+// ipvsadm -Ln writes them ("10.96.5.81:3000", "[fd00:10:96::5]:3000"), and
+// its node ports (":32073", any address).
+func ipvsKeys(svc *corev1.Service) []string {
+	var ips []string
+	ips = append(ips, svc.Spec.ClusterIPs...)
+	ips = append(ips, svc.Spec.ExternalIPs...)
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		ips = append(ips, in.IP)
+	}
+	var keys []string
+	for _, p := range svc.Spec.Ports {
+		for _, ip := range ips {
+			if addr, err := netip.ParseAddr(ip); err == nil {
+				keys = append(keys, netip.AddrPortFrom(addr, uint16(p.Port)).String())
+			}
+		}
+		if p.NodePort != 0 {
+			keys = append(keys, ":"+strconv.Itoa(int(p.NodePort)))
+		}
+	}
+	return keys
+}
+
+// ipvsadmBlocks keeps, of an ipvsadm -Ln listing, its heading and the
+// virtual servers (each with its real servers) whose address is one of
+// keys or ends with one ("TCP  10.96.5.81:3000 rr" and its "  -> ..." lines).
+func ipvsadmBlocks(listing string, keys []string) string {
+	var out []string
+	keep := false
+	for i, line := range strings.Split(strings.TrimRight(listing, "\n"), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case i < 3: // version, then the two column headings
+			out = append(out, line)
+			continue
+		case len(f) >= 2 && f[0] != "->":
+			keep = slices.ContainsFunc(keys, func(k string) bool { return f[1] == k || strings.HasPrefix(k, ":") && strings.HasSuffix(f[1], k) })
+		}
+		if keep {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -82,3 +82,40 @@ func TestNftServiceKeepsOnlyTheServicesParts(t *testing.T) {
 		t.Errorf("unbalanced braces:\n%s", got)
 	}
 }
+
+// TestIPVSAdmBlocks keeps the heading and the virtual servers of one
+// Service: its ClusterIPs (IPv4 and IPv6) and its node port on any address.
+func TestIPVSAdmBlocks(t *testing.T) {
+	const listing = `IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  10.96.0.1:443 rr
+  -> 198.51.100.250:6443          Masq    1      0          0
+TCP  10.96.184.100:3000 rr
+  -> 10.244.1.5:3000              Masq    1      0          0
+  -> 10.244.2.6:3000              Masq    1      0          0
+TCP  10.96.184.101:3000 rr
+  -> 10.244.1.9:3000              Masq    1      0          0
+TCP  198.51.100.1:32073 rr
+  -> 10.244.1.5:3000              Masq    1      0          0
+TCP  198.51.100.1:32074 rr
+UDP  10.96.0.10:53 rr
+  -> 10.244.2.2:53                Masq    1      0          0
+TCP  [fd00:10:96::b8]:3000 sh
+  -> [fd00:10:244:1::5]:3000      Masq    1      0          0
+`
+	got := ipvsadmBlocks(listing, []string{"10.96.184.100:3000", "[fd00:10:96::b8]:3000", ":32073"})
+	want := `IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  10.96.184.100:3000 rr
+  -> 10.244.1.5:3000              Masq    1      0          0
+  -> 10.244.2.6:3000              Masq    1      0          0
+TCP  198.51.100.1:32073 rr
+  -> 10.244.1.5:3000              Masq    1      0          0
+TCP  [fd00:10:96::b8]:3000 sh
+  -> [fd00:10:244:1::5]:3000      Masq    1      0          0`
+	if got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/svcproxy/svcproxy/internal/nsrun"
 	"github.com/svcproxy/svcproxy/internal/proxy/explain"
+	"github.com/svcproxy/svcproxy/internal/timescale"
 	"github.com/svcproxy/svcproxy/internal/tools/controlplane"
 	"github.com/svcproxy/svcproxy/internal/tools/lab"
 )
@@ -114,7 +115,7 @@ func (t *tour) lookup(ctx context.Context, netns, name string) (string, error) {
 	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		return nsrun.Dial(ctx, netns, network, net.JoinHostPort(lab.DNSIP.String(), "53"))
 	}}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, timescale.Bound(5*time.Second))
 	defer cancel()
 	addrs, err := r.LookupHost(ctx, name+".")
 	if err != nil || len(addrs) == 0 {
