@@ -12,14 +12,20 @@ import (
 	"net/url"
 	"sync/atomic"
 	"time"
+
+	"github.com/svcproxy/svcproxy/internal/timescale"
 )
 
 // DefaultHTTPPort is where the jobs API listens if its container declares
 // no TCP port.
 const DefaultHTTPPort = 8080
 
-// BackendTimeout bounds a frontend's call to its backend, DNS included.
-const BackendTimeout = 2 * time.Second
+// BackendTimeout bounds a frontend's call to its backend, DNS included,
+// stretched on a slow machine (package timescale): in the emulated test
+// VM a connection IPVS holds back for a second (a SYN from a reused client
+// port, dropped until the old conntrack entry goes; the client resends it
+// after 1 s) could pass 2 s there.
+var BackendTimeout = timescale.Bound(2 * time.Second)
 
 // jobTitles are what the backend hands out, as the seeds' jobs-api does.
 var jobTitles = []string{
