@@ -68,6 +68,21 @@ type Options struct {
 	// each Service's scheduler against them, and the scheduler subtests
 	// run for the schedulers it expresses.
 	Capabilities plan.Capabilities
+	// KnownFailures names checks this dataplane is known to fail now and
+	// then, with what is known of why: they are logged, not run, and the
+	// open defect stays in sight. Names: "RoundRobin/two clients".
+	KnownFailures map[string]string
+}
+
+// knownFailure reports whether check is a known failure of the
+// dataplane, logging it if so.
+func (s *suite) knownFailure(t *testing.T, check string) bool {
+	t.Helper()
+	why, ok := s.opts.KnownFailures[check]
+	if ok {
+		t.Logf("KNOWN FAILURE, not run: %s: %s", check, why)
+	}
+	return ok
 }
 
 // Run runs the suite against the dataplanes newDP returns, which can
